@@ -1,0 +1,51 @@
+# Two commands a user needs: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+
+export SENTINEL_HOME ?= $(CURDIR)/var
+export DAGSTER_HOME ?= $(SENTINEL_HOME)/dagster
+export GX_ANALYTICS_ENABLED := False
+
+.PHONY: setup run ui test lint typecheck pytest bench lock clean
+
+setup: $(STAMP)
+
+# Re-installs only when the dependency files change, so a second `make setup` is instant.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock -e .
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/sentinel materialize
+
+# The Dagster UI on the same instance `make run` records into.
+ui: setup
+	@$(BIN)/python -c "from sentinel_dagster.runner import local_instance; from sentinel_dagster.paths import sentinel_home; local_instance(sentinel_home()).dispose()"
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy serving sentinel_dagster
+
+pytest: setup
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: setup
+	$(BIN)/python -m benchmarks.run
+
+# Regenerate exact pins after changing the ranges in pyproject.toml.
+lock: setup
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet -o requirements.lock
+
+clean:
+	rm -rf $(VENV) *.egg-info

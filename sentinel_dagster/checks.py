@@ -1,0 +1,57 @@
+"""Blocking asset checks: the Great Expectations suite on `transactions`.
+
+The suite runs once; each group of expectations is reported as its own blocking check,
+so the UI shows which aspect of the data failed and nothing downstream runs on bad data.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from sentinel_dagster.resources import GovernancePolicy, SentinelHome
+from sentinel_dagster.validation import (
+    CHECK_DESCRIPTIONS,
+    CHECKS,
+    outcomes_markdown,
+    validate_transactions,
+)
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            name, asset="transactions", blocking=True, description=CHECK_DESCRIPTIONS[name]
+        )
+        for name in CHECKS
+    ],
+    ins={"transactions": dg.AssetIn("transactions")},
+)
+def transactions_expectations(
+    transactions: pd.DataFrame, sentinel_home: SentinelHome, policy: GovernancePolicy
+) -> Iterator[dg.AssetCheckResult]:
+    report = validate_transactions(
+        transactions, policy.load().data, docs_dir=sentinel_home.data_docs_dir()
+    )
+    for name in CHECKS:
+        outcomes = report.for_check(name)
+        failed = [o for o in outcomes if not o.success]
+        metadata: dict[str, Any] = {
+            "expectations": len(outcomes),
+            "failed": len(failed),
+            "outcomes": dg.MetadataValue.md(outcomes_markdown(outcomes) if outcomes else "n/a"),
+        }
+        if report.data_docs is not None:
+            metadata["data_docs"] = dg.MetadataValue.path(str(report.data_docs))
+        if failed:
+            examples = [f"{o.column}: {e}" for o in failed for e in o.examples]
+            metadata["examples"] = dg.MetadataValue.md("\n".join(f"- {e}" for e in examples) or "-")
+        yield dg.AssetCheckResult(
+            check_name=name,
+            asset_key="transactions",
+            passed=not failed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata=metadata,
+            description=None if outcomes else "not applicable: the data has no such columns",
+        )

@@ -1,0 +1,160 @@
+"""The `sentinel` command line: the seed users' habits, running the same code as the assets.
+
+User mistakes (a missing file, a bad option) end with a one-line message and a non-zero
+exit code, never a traceback.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sentinel_dagster import paths
+from sentinel_dagster.simulator import SimulationParams
+
+app = typer.Typer(
+    help="Sentinel-Stream: real-time card-fraud scoring, orchestrated by Dagster.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click errors: "Error: Invalid value for '--days'"
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+EXIT_INVALID = 1  # the data (or model) was judged and failed
+EXIT_UNUSABLE = 2  # the input could not be read at all, or the arguments are wrong
+
+
+def say(text: str, to: Console = out) -> None:
+    """Print literally: data (e.g. "[amount]") is never read as markup, lines never wrap."""
+    to.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    say(f"error: {message}", err)
+    return typer.Exit(code)
+
+
+_DEFAULTS = SimulationParams()
+
+
+@app.command()
+def simulate(
+    cards: Annotated[int, typer.Option(help="Card holders to simulate.")] = _DEFAULTS.cards,
+    days: Annotated[int, typer.Option(help="Days of activity.")] = _DEFAULTS.days,
+    seed: Annotated[int, typer.Option(help="Random seed: same arguments, same bytes.")] = (
+        _DEFAULTS.seed
+    ),
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="Parquet file to write [default: $SENTINEL_HOME/data/...]."),
+    ] = None,
+    fraud_rate: Annotated[float, typer.Option(help="Share of fraud events.")] = (
+        _DEFAULTS.fraud_rate
+    ),
+    start: Annotated[str, typer.Option(help="First UTC day, YYYY-MM-DD.")] = _DEFAULTS.start,
+) -> None:
+    """Simulate a labelled transaction stream with four fraud scenarios."""
+    from sentinel_dagster.simulator import simulate_to_parquet
+
+    params = SimulationParams(cards, days, seed, fraud_rate, start)
+    try:
+        params.validate()
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    target = out_path or paths.default_simulation_path(paths.sentinel_home())
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("simulating", total=1.0)
+        try:
+            summary = simulate_to_parquet(
+                params,
+                target,
+                lambda done, stage: bar.update(task, completed=done, description=stage),
+            )
+        except OSError as exc:
+            raise fail(f"cannot write {target}: {exc.strerror or exc}", EXIT_INVALID) from None
+    say(f"wrote {target}: {summary.one_line()}")
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="Parquet file of transactions.")],
+    policy: Annotated[
+        Path | None, typer.Option(help="Policy YAML [default: mlops/promotion_policy.yaml].")
+    ] = None,
+    data_docs: Annotated[
+        bool, typer.Option(help="Build GX Data Docs under $SENTINEL_HOME/data_docs.")
+    ] = True,
+) -> None:
+    """Validate transactions with the Great Expectations suite of the Dagster checks.
+
+    Exit 0 when valid, 1 listing each failed expectation, 2 when the file is unreadable.
+    """
+    from sentinel_dagster.dataset import DatasetError, normalize, read_parquet, schema_problems
+    from sentinel_dagster.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy
+    from sentinel_dagster.validation import validate_transactions
+
+    try:
+        rules = load_policy(policy or DEFAULT_POLICY_PATH).data
+        frame = read_parquet(path)
+    except (DatasetError, PolicyError) as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    if not schema_problems(frame):
+        frame = normalize(frame)
+    docs = paths.data_docs_dir(paths.sentinel_home()) if data_docs else None
+    report = validate_transactions(frame, rules, docs_dir=docs)
+    if report.success:
+        say(f"valid: {report.rows:,} rows passed {len(report.outcomes)} expectations")
+    else:
+        failures = report.failures
+        say(
+            f"invalid: {len(failures)} of {len(report.outcomes)} expectations "
+            f"failed on {report.rows:,} rows",
+            err,
+        )
+        for o in failures:
+            column = f" ({o.column})" if o.column else ""
+            say(f"  ✗ [{o.check}] {o.expectation}{column}: {o.observed}", err)
+            for example in o.examples:
+                say(f"      e.g. {example}", err)
+    if report.data_docs is not None:
+        say(f"data docs: {report.data_docs}")
+    if not report.success:
+        raise typer.Exit(EXIT_INVALID)
+
+
+@app.command()
+def materialize(
+    select: Annotated[
+        str | None,
+        typer.Option(help="Dagster asset selection, e.g. 'group:data' [default: main_job]."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Run config YAML, as in the Dagster launchpad (ops: ...: config:)."),
+    ] = None,
+) -> None:
+    """Materialize the lineage in process, recorded in the Dagster instance (see the UI)."""
+    from sentinel_dagster.runner import MaterializeError, load_run_config, materialize_lineage
+
+    try:
+        run_config = load_run_config(config) if config else None
+        report = materialize_lineage(select, run_config)
+    except MaterializeError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    for line in report.lines():
+        say(line)
+    if not report.success:
+        raise fail(f"run {report.run_id} failed: {report.failure}", EXIT_INVALID)
+
+
+def main() -> None:
+    app(prog_name="sentinel")
+
+
+if __name__ == "__main__":
+    main()

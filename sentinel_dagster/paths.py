@@ -1,0 +1,28 @@
+"""Where local state lives: everything under SENTINEL_HOME (default ./var)."""
+
+import os
+from pathlib import Path
+
+DEFAULT_HOME = "var"
+
+
+def sentinel_home(override: str | Path | None = None) -> Path:
+    """The state root: `override`, else $SENTINEL_HOME, else ./var; read at call time."""
+    chosen = override or os.environ.get("SENTINEL_HOME") or DEFAULT_HOME
+    return Path(chosen).expanduser().resolve()
+
+
+def dagster_home(home: Path) -> Path:
+    return home / "dagster"
+
+
+def asset_path(home: Path, asset_name: str) -> Path:
+    return home / "assets" / f"{asset_name}.parquet"
+
+
+def data_docs_dir(home: Path) -> Path:
+    return home / "data_docs"
+
+
+def default_simulation_path(home: Path) -> Path:
+    return home / "data" / "transactions.parquet"

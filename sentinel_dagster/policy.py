@@ -1,0 +1,65 @@
+"""Reading `mlops/promotion_policy.yaml` into typed, validated sections."""
+
+import datetime as dt
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "mlops" / "promotion_policy.yaml"
+
+
+class PolicyError(ValueError):
+    """The policy file is missing, unreadable or invalid; the message says which part."""
+
+
+class RateBounds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min: float = Field(ge=0.0, le=1.0)
+    max: float = Field(ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RateBounds":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class DataPolicy(BaseModel):
+    """What valid training data looks like."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_rows: int = Field(default=1, ge=0)
+    max_amount: float = Field(default=50_000.0, gt=0)
+    earliest_event_time: dt.datetime = dt.datetime(2015, 1, 1, tzinfo=dt.UTC)
+    latest_event_time: dt.datetime | None = None  # None: now, at validation time
+    fraud_rate: RateBounds = RateBounds(min=0.001, max=0.05)
+
+    def event_time_bounds(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        latest = self.latest_event_time or now
+        return _utc(self.earliest_event_time), _utc(latest)
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="allow")  # later sections belong to later stages
+    data: DataPolicy = DataPolicy()
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def load_policy(path: Path = DEFAULT_POLICY_PATH) -> Policy:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise PolicyError(f"policy file not found: {path}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise PolicyError(f"policy file {path} is not readable YAML: {exc}") from None
+    try:
+        return Policy.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise PolicyError(f"policy file {path} is invalid: {problems}") from None

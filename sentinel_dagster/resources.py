@@ -1,0 +1,59 @@
+"""Dagster resources: where state lives and which governance policy applies.
+
+Both resolve their paths when a run uses them, never at import time, so the same
+definitions serve the UI, the CLI and tests with a temporary SENTINEL_HOME.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from sentinel_dagster import paths
+from sentinel_dagster.policy import DEFAULT_POLICY_PATH, Policy, load_policy
+
+
+class SentinelHome(dg.ConfigurableResource):
+    """The local state root (SENTINEL_HOME)."""
+
+    path: str = Field(default="", description="State root; empty means $SENTINEL_HOME or ./var.")
+
+    def root(self) -> Path:
+        return paths.sentinel_home(self.path or None)
+
+    def data_docs_dir(self) -> Path:
+        return paths.data_docs_dir(self.root())
+
+
+class GovernancePolicy(dg.ConfigurableResource):
+    """mlops/promotion_policy.yaml (or another policy file)."""
+
+    path: str = Field(default=str(DEFAULT_POLICY_PATH), description="Policy YAML file.")
+
+    def load(self) -> Policy:
+        return load_policy(Path(self.path))
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Stores DataFrame assets as Parquet under SENTINEL_HOME/assets.
+
+    Dagster ships no local-filesystem Parquet IO manager for pandas, and Parquet (unlike the
+    default pickles) keeps the typed event schema readable by any tool.
+    """
+
+    home: str = Field(default="", description="State root; empty means $SENTINEL_HOME or ./var.")
+
+    def _path(self, key: dg.AssetKey) -> Path:
+        return paths.asset_path(paths.sentinel_home(self.home or None), "__".join(key.path))
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        path = self._path(context.asset_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        obj.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        return pd.read_parquet(self._path(context.asset_key))

@@ -1,0 +1,126 @@
+"""Materializing the lineage in process against the persistent Dagster instance.
+
+Runs launched here are stored under DAGSTER_HOME, so they show in the Dagster UI exactly
+like runs launched from it.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+
+from sentinel_dagster import paths
+
+DAGSTER_YAML = """\
+# Written by sentinel: a local instance with SQLite storage under this folder.
+telemetry:
+  enabled: false
+"""
+
+
+# Step-by-step DEBUG events stay in the instance (and the UI); the terminal gets INFO.
+QUIET_LOGS: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+class MaterializeError(Exception):
+    """The selection or the instance is unusable (not a failed run)."""
+
+
+def local_instance(home: Path) -> dg.DagsterInstance:
+    """The persistent instance under SENTINEL_HOME/dagster, created on first use."""
+    dagster_home = paths.dagster_home(home)
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    return dg.DagsterInstance.from_config(str(dagster_home))
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    success: bool
+    dagster_home: Path
+    materialized: list[tuple[str, str | None]] = field(default_factory=list)  # (asset, path)
+    checks: list[tuple[str, bool]] = field(default_factory=list)  # (check, passed)
+    data_docs: str | None = None
+    failure: str | None = None
+
+    def lines(self) -> list[str]:
+        lines = [f"run {self.run_id}: {'success' if self.success else 'FAILED'}"]
+        lines += [f"  asset {key}: {where or 'materialized'}" for key, where in self.materialized]
+        lines += [f"  check {name}: {'passed' if ok else 'FAILED'}" for name, ok in self.checks]
+        if self.data_docs:
+            lines.append(f"GX Data Docs: {self.data_docs}")
+        lines.append(f"Dagster instance: {self.dagster_home} (UI: dagster dev -w workspace.yaml)")
+        return lines
+
+
+def _report(result: dg.ExecuteInProcessResult, home: Path) -> RunReport:
+    report = RunReport(
+        run_id=result.run_id, success=result.success, dagster_home=paths.dagster_home(home)
+    )
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        path = materialization.metadata.get("path")
+        report.materialized.append(
+            (materialization.asset_key.to_user_string(), str(path.value) if path else None)
+        )
+    for evaluation in result.get_asset_check_evaluations():
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        report.checks.append((name, evaluation.passed))
+        docs = evaluation.metadata.get("data_docs")
+        if docs is not None:
+            report.data_docs = str(docs.value)
+    failures = [e for e in result.all_events if e.is_step_failure]
+    if failures:
+        error = failures[0].step_failure_data.error
+        report.failure = f"{failures[0].step_key}: {error.message.strip() if error else ''}"
+    return report
+
+
+def load_run_config(path: Path) -> dict[str, Any]:
+    """A run config YAML file, as the Dagster UI's launchpad takes it."""
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise MaterializeError(f"run config file not found: {path}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise MaterializeError(f"run config {path} is not readable YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise MaterializeError(f"run config {path} must be a mapping, e.g. ops: ...")
+    return config
+
+
+def materialize_lineage(
+    select: str | None = None,
+    run_config: dict[str, Any] | None = None,
+    home: Path | None = None,
+) -> RunReport:
+    """Run `main_job`, or materialize an asset selection such as 'group:data'."""
+    from sentinel_dagster.definitions import defs
+
+    home = home or paths.sentinel_home()
+    config = {**QUIET_LOGS, **(run_config or {})}
+    with local_instance(home) as instance:
+        try:
+            if select is None:
+                job = defs.resolve_job_def("main_job")
+                result = job.execute_in_process(
+                    run_config=config, instance=instance, raise_on_error=False
+                )
+            else:
+                result = dg.materialize(
+                    [*(defs.assets or []), *(defs.asset_checks or [])],  # type: ignore[list-item]
+                    selection=select,
+                    run_config=config,
+                    instance=instance,
+                    resources=defs.resources,
+                    raise_on_error=False,
+                )
+        except dg.DagsterError as exc:
+            reason = exc.__cause__ or exc  # Dagster wraps the useful message
+            raise MaterializeError(f"cannot materialize {select or 'main_job'}: {reason}") from None
+        return _report(result, home)

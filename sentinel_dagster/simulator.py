@@ -1,0 +1,158 @@
+"""The transaction-stream simulator: a realistic, labelled, deterministic event log.
+
+Same parameters, same bytes: one seeded generator is consumed in a fixed order, and the
+Parquet file is written with fixed settings.
+"""
+
+import datetime as dt
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sentinel_dagster import fraud_scenarios as fs
+from sentinel_dagster.events_table import SCENARIOS, Events, to_arrow
+from sentinel_dagster.legit_behaviour import legit_events
+from sentinel_dagster.world import SECONDS_PER_DAY, build_cards, build_merchants
+
+Progress = Callable[[float, str], None]  # (fraction done, what is happening)
+CARDS_PER_CHUNK = 2_000
+
+
+@dataclass(frozen=True)
+class SimulationParams:
+    cards: int = 10_000
+    days: int = 60
+    seed: int = 7
+    fraud_rate: float = 0.01
+    start: str = "2026-01-01"  # UTC date of the first day; fixed so output is reproducible
+    mean_daily_rate: float = 1.7  # payments per card per day; defaults give ~1M events
+
+    def validate(self) -> None:
+        if self.cards < 1:
+            raise ValueError(f"cards must be at least 1, got {self.cards}")
+        if self.days < 1:
+            raise ValueError(f"days must be at least 1, got {self.days}")
+        if not 0.0 < self.fraud_rate < 0.5:
+            raise ValueError(f"fraud_rate must be in (0, 0.5), got {self.fraud_rate}")
+        if self.mean_daily_rate <= 0:
+            raise ValueError(f"mean_daily_rate must be positive, got {self.mean_daily_rate}")
+        self.start_epoch()
+
+    def start_epoch(self) -> int:
+        try:
+            day = dt.date.fromisoformat(self.start)
+        except ValueError:
+            raise ValueError(f"start must be a date like 2026-01-01, got {self.start!r}") from None
+        return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+
+
+@dataclass(frozen=True)
+class SimulationSummary:
+    rows: int
+    fraud_rate: float
+    scenario_counts: dict[str, int]
+    reported_share: float  # share of frauds whose label ever arrives
+    seconds: float
+
+    def one_line(self) -> str:
+        scenarios = ", ".join(f"{k}={v}" for k, v in self.scenario_counts.items())
+        return (
+            f"{self.rows:,} rows, fraud rate {self.fraud_rate:.2%} ({scenarios}), "
+            f"{self.reported_share:.0%} of frauds reported, {self.seconds:.1f}s"
+        )
+
+
+def _no_progress(fraction: float, stage: str) -> None:
+    pass
+
+
+def simulate_events(params: SimulationParams, progress: Progress = _no_progress) -> pa.Table:
+    """The event log as an Arrow table, sorted by (event_time, transaction_id)."""
+    params.validate()
+    rng = np.random.default_rng(params.seed)
+    start = params.start_epoch()
+    end = start + params.days * SECONDS_PER_DAY
+    progress(0.0, "building merchants and card holders")
+    merchants = build_merchants(rng, max(300, params.cards // 4))
+    cards = build_cards(rng, params.cards, merchants, start, params.days, params.mean_daily_rate)
+
+    parts = []
+    for first in range(0, params.cards, CARDS_PER_CHUNK):
+        ids = np.arange(first, min(first + CARDS_PER_CHUNK, params.cards))
+        parts.append(legit_events(rng, cards, merchants, ids, start, params.days))
+        progress(0.8 * (first + len(ids)) / params.cards, "card-holder payments")
+    legit = Events.concat(parts)
+
+    progress(0.8, "fraud scenarios")
+    counts = fs.incident_counts(len(legit), params.fraud_rate)
+    latest_start = max(end - SECONDS_PER_DAY // 2, start + 1)
+
+    def random_incidents(n: int) -> fs.Incidents:
+        return fs.Incidents(
+            card=rng.integers(0, params.cards, n), start=rng.integers(start, latest_start, n)
+        )
+
+    # Fraudsters' devices are numbered after every holder's (3 per card at most).
+    dev0 = 3 * params.cards
+    testing = fs.card_testing(
+        rng, random_incidents(counts[fs.CARD_TESTING]), cards, merchants, end, dev0
+    )
+    dev0 += counts[fs.CARD_TESTING]
+    takeover = fs.account_takeover(
+        rng, random_incidents(counts[fs.ACCOUNT_TAKEOVER]), cards, merchants, end, dev0
+    )
+    dev0 += counts[fs.ACCOUNT_TAKEOVER]
+    breached = fs.breached_cards(
+        rng, legit, merchants, counts[fs.COMPROMISED_MERCHANT], start, params.days
+    )
+    compromised = fs.compromised_merchant(rng, breached, cards, merchants, end, dev0)
+    dev0 += len(breached)
+    spree = fs.stolen_card_spree(
+        rng, random_incidents(counts[fs.STOLEN_CARD_SPREE]), cards, merchants, end
+    )
+
+    progress(0.9, "ordering by event time")
+    events = Events.concat([legit, testing, takeover, compromised, spree])
+    # Ties in event_time are broken by transaction_id, which follows this order.
+    events = events.take(np.lexsort((rng.random(len(events)), events.time)))
+    table = to_arrow(events, merchants, params.cards, dev0)
+    progress(1.0, "done")
+    return table
+
+
+def summarize(table: pa.Table, seconds: float) -> SimulationSummary:
+    is_fraud = table.column("is_fraud").to_numpy()
+    scenario = table.column("fraud_scenario").to_pylist()
+    counts = {name: scenario.count(name) for name in SCENARIOS}
+    n_fraud = int(is_fraud.sum())
+    reported = int(table.column("label_time").is_valid().to_numpy(zero_copy_only=False).sum())
+    return SimulationSummary(
+        rows=table.num_rows,
+        fraud_rate=n_fraud / max(table.num_rows, 1),
+        scenario_counts=counts,
+        reported_share=reported / max(n_fraud, 1),
+        seconds=seconds,
+    )
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write atomically with fixed settings, so equal tables give equal bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd", row_group_size=256 * 1024)
+    os.replace(tmp, path)
+
+
+def simulate_to_parquet(
+    params: SimulationParams, out: Path, progress: Progress = _no_progress
+) -> SimulationSummary:
+    started = time.perf_counter()
+    table = simulate_events(params, progress)
+    write_parquet(table, out)
+    return summarize(table, time.perf_counter() - started)

@@ -1,0 +1,280 @@
+"""The Great Expectations suite for transactions, shared by the Dagster checks and the CLI.
+
+Expectations are grouped into named checks (schema, keys, amount, ...). Each Dagster asset
+check reports one group; `sentinel validate` prints every failed expectation.
+Column types are judged by `dataset.schema_problems` (see that module for why) and reported
+as part of the `schema` group; value expectations on a missing or mistyped column are
+skipped, because they could only fail with a less helpful message.
+"""
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import pandas as pd
+from great_expectations.data_context.types.base import (
+    DataContextConfig,
+    InMemoryStoreBackendDefaults,
+    ProgressBarsConfig,
+)
+
+from sentinel_dagster.dataset import schema_problems
+from sentinel_dagster.policy import DataPolicy
+from serving.events import ALL_COLUMNS, CHANNELS, KEY_COLUMNS, REQUIRED_COLUMNS
+
+CHECKS: tuple[str, ...] = (
+    "schema",
+    "keys",
+    "amount",
+    "event_time",
+    "labels",
+    "fraud_rate",
+    "optional_fields",
+)
+CHECK_DESCRIPTIONS: dict[str, str] = {
+    "schema": "required columns present with the right types; at least the minimum rows",
+    "keys": "keys never null; transaction_id unique",
+    "amount": "amount between 0 and the policy cap",
+    "event_time": "event_time inside the policy range and not in the future",
+    "labels": "is_fraud in {0, 1}; label_time not before event_time",
+    "fraud_rate": "fraud rate inside the policy bounds",
+    "optional_fields": "channel is pos/online/atm; lat and lon are coordinates",
+}
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    check: str  # one of CHECKS
+    expectation: str  # e.g. expect_column_values_to_be_unique
+    column: str | None
+    success: bool
+    observed: str  # short human-readable observation
+    examples: list[str] = field(default_factory=list)  # offending rows or values
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    rows: int
+    outcomes: list[ExpectationOutcome]
+    data_docs: Path | None = None  # the GX Data Docs page of this run
+
+    @property
+    def success(self) -> bool:
+        return all(o.success for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success]
+
+    def for_check(self, check: str) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if o.check == check]
+
+
+def _usable_columns(frame: pd.DataFrame, problems: list[str]) -> set[str]:
+    mistyped = {name for name in frame.columns if any(f"'{name}'" in p for p in problems)}
+    return {name for name in frame.columns if name in ALL_COLUMNS} - mistyped
+
+
+def build_expectations(
+    usable: set[str], policy: DataPolicy, now: dt.datetime
+) -> list[tuple[str, gx.expectations.Expectation]]:
+    """(check, expectation) pairs for the columns that can be checked."""
+    E = gx.expectations
+    pairs: list[tuple[str, gx.expectations.Expectation]] = []
+
+    def add(check: str, expectation: gx.expectations.Expectation) -> None:
+        pairs.append((check, expectation))
+
+    add(
+        "schema",
+        E.ExpectTableColumnsToMatchSet(column_set=list(REQUIRED_COLUMNS), exact_match=False),
+    )
+    add("schema", E.ExpectTableRowCountToBeBetween(min_value=policy.min_rows))
+    for column in KEY_COLUMNS:
+        if column in usable:
+            add("keys", E.ExpectColumnValuesToNotBeNull(column=column))
+    if "transaction_id" in usable:
+        add("keys", E.ExpectColumnValuesToBeUnique(column="transaction_id"))
+    if "amount" in usable:
+        add(
+            "amount",
+            E.ExpectColumnValuesToBeBetween(
+                column="amount", min_value=0.0, max_value=policy.max_amount
+            ),
+        )
+    if "event_time" in usable:
+        earliest, latest = (pd.Timestamp(t) for t in policy.event_time_bounds(now))
+        add(
+            "event_time",
+            E.ExpectColumnValuesToBeBetween(
+                column="event_time", min_value=earliest, max_value=latest
+            ),
+        )
+    if "is_fraud" in usable:
+        add("labels", E.ExpectColumnValuesToNotBeNull(column="is_fraud"))
+        add("labels", E.ExpectColumnValuesToBeInSet(column="is_fraud", value_set=[0, 1]))
+        rate = policy.fraud_rate
+        add(
+            "fraud_rate",
+            E.ExpectColumnMeanToBeBetween(
+                column="is_fraud", min_value=rate.min, max_value=rate.max
+            ),
+        )
+    if {"label_time", "event_time"} <= usable:
+        add(
+            "labels",
+            E.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="label_time",
+                column_B="event_time",
+                or_equal=True,
+                ignore_row_if="either_value_is_missing",
+            ),
+        )
+    if "channel" in usable:
+        add(
+            "optional_fields",
+            E.ExpectColumnValuesToBeInSet(column="channel", value_set=list(CHANNELS)),
+        )
+    for column, bound in (("lat", 90.0), ("lon", 180.0)):
+        if column in usable:
+            add(
+                "optional_fields",
+                E.ExpectColumnValuesToBeBetween(column=column, min_value=-bound, max_value=bound),
+            )
+    return pairs
+
+
+def _context(docs_dir: Path | None) -> Any:
+    sites = {}
+    if docs_dir is not None:
+        sites["sentinel"] = {
+            "class_name": "SiteBuilder",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+        data_docs_sites=sites,
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def _observed(result: dict[str, Any], exception_message: str | None) -> str:
+    if exception_message:
+        return exception_message
+    if "observed_value" in result:
+        return str(result["observed_value"])
+    if "unexpected_count" in result:
+        return (
+            f"{result['unexpected_count']:,} of {result.get('element_count', 0):,} rows "
+            f"unexpected ({result.get('unexpected_percent') or 0.0:.3g}%)"
+        )
+    return "no observation"
+
+
+def _examples(result: dict[str, Any]) -> list[str]:
+    rows = result.get("partial_unexpected_index_list") or []
+    if rows:
+        return [" ".join(f"{k}={v}" for k, v in row.items()) for row in rows[:MAX_EXAMPLES]]
+    return [repr(v) for v in (result.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]]
+
+
+def _exception_message(info: dict[str, Any]) -> str | None:
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for nested in info.values():  # keyed by metric when a metric failed to compute
+        if isinstance(nested, dict) and nested.get("raised_exception"):
+            return str(nested.get("exception_message"))
+    return None
+
+
+def validate_transactions(
+    frame: pd.DataFrame,
+    policy: DataPolicy,
+    docs_dir: Path | None = None,
+    now: dt.datetime | None = None,
+) -> ValidationReport:
+    """Run the suite on `frame`; build GX Data Docs under `docs_dir` when given."""
+    now = now or dt.datetime.now(dt.UTC)
+    problems = schema_problems(frame)
+    usable = _usable_columns(frame, problems)
+    pairs = build_expectations(usable, policy, now)
+
+    context = _context(docs_dir)
+    batch = (
+        context.data_sources.add_pandas("transactions")
+        .add_dataframe_asset("transactions")
+        .add_batch_definition_whole_dataframe("whole_frame")
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name="transactions"))
+    check_of: dict[str, str] = {}
+    for check, expectation in pairs:
+        added = suite.add_expectation(expectation)
+        check_of[str(added.id)] = check
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name="transactions", data=batch, suite=suite)
+    )
+    result_format: dict[str, Any] = {
+        "result_format": "SUMMARY",
+        "partial_unexpected_count": MAX_EXAMPLES,
+    }
+    if "transaction_id" in usable:
+        result_format["unexpected_index_column_names"] = ["transaction_id"]
+    actions: list[Any] = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir else []
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="transactions",
+            validation_definitions=[definition],
+            actions=actions,
+            result_format=result_format,
+        )
+    )
+    run = checkpoint.run(batch_parameters={"dataframe": frame})
+    (identifier, suite_result), *_ = run.run_results.items()
+
+    outcomes = [
+        ExpectationOutcome("schema", "column_type", p.split("'")[1], False, p)
+        for p in problems
+        if p.startswith("column ")
+    ]
+    missing = sorted(set(REQUIRED_COLUMNS) - set(frame.columns))
+    for r in suite_result.results:
+        config = r.expectation_config
+        kwargs = config.kwargs
+        observed = _observed(r.result, _exception_message(r.exception_info))
+        if config.type == "expect_table_columns_to_match_set" and missing:
+            observed = f"missing columns: {', '.join(missing)}"
+        outcomes.append(
+            ExpectationOutcome(
+                check=check_of[str(config.id)],
+                expectation=config.type,
+                column=kwargs.get("column") or kwargs.get("column_A"),
+                success=bool(r.success),
+                observed=observed,
+                examples=_examples(r.result),
+            )
+        )
+    outcomes.sort(key=lambda o: CHECKS.index(o.check))
+    docs_page = None
+    if docs_dir is not None:
+        url = context.get_docs_sites_urls(resource_identifier=identifier)[0]["site_url"]
+        docs_page = Path(url.removeprefix("file://"))
+    return ValidationReport(rows=len(frame), outcomes=outcomes, data_docs=docs_page)
+
+
+def outcomes_markdown(outcomes: list[ExpectationOutcome]) -> str:
+    """A Markdown table of outcomes, for Dagster metadata."""
+    lines = ["| expectation | column | result | observed |", "|---|---|---|---|"]
+    for o in outcomes:
+        mark = "pass" if o.success else "**FAIL**"
+        observed = o.observed.replace("|", "\\|")[:200]
+        lines.append(f"| {o.expectation} | {o.column or ''} | {mark} | {observed} |")
+    return "\n".join(lines)

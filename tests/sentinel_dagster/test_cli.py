@@ -1,0 +1,144 @@
+"""The `sentinel` CLI: exit codes, one-line errors, no tracebacks for user mistakes."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sentinel_dagster.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    result = runner.invoke(app, list(args))
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def test_help_lists_every_command() -> None:
+    result = _run("--help")
+    assert result.exit_code == 0
+    for command in ("simulate", "validate", "materialize"):
+        assert command in result.output
+
+
+def test_simulate_writes_the_file_and_prints_a_summary(tmp_path: Path) -> None:
+    out = tmp_path / "tx.parquet"
+    result = _run("simulate", "--cards", "200", "--days", "7", "--seed", "3", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+    assert f"wrote {out}" in result.output
+    for word in ("rows", "fraud rate", "card_testing=", "stolen_card_spree=", "s\n"):
+        assert word in result.output
+    assert len(pd.read_parquet(out)) > 0
+
+
+def test_simulate_defaults_to_sentinel_home(sentinel_home: Path) -> None:
+    result = _run("simulate", "--cards", "50", "--days", "3")
+    assert result.exit_code == 0, result.output
+    assert (sentinel_home / "data" / "transactions.parquet").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cards", "0"], "cards must be at least 1"),
+        (["--fraud-rate", "2"], "fraud_rate must be in (0, 0.5)"),
+        (["--start", "soon"], "start must be a date"),
+        (["--days", "many"], "Invalid value for '--days'"),
+    ],
+)
+def test_simulate_rejects_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
+    result = _run("simulate", "--out", str(tmp_path / "x.parquet"), *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_validate_good_file_exits_zero_and_builds_data_docs(
+    small_parquet: Path, sentinel_home: Path
+) -> None:
+    result = _run("validate", str(small_parquet))
+    assert result.exit_code == 0, result.output
+    assert "valid:" in result.output
+    assert f"data docs: {sentinel_home / 'data_docs'}" in result.output.replace("\n", "")
+
+
+def test_validate_bad_file_lists_each_failure_and_exits_one(
+    small_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    bad = small_frame.head(500).copy()
+    bad.loc[3, "amount"] = -5.0
+    bad.loc[5, "transaction_id"] = bad.loc[6, "transaction_id"]
+    path = tmp_path / "bad.parquet"
+    bad.to_parquet(path)
+    result = _run("validate", str(path), "--no-data-docs")
+    assert result.exit_code == 1
+    out = result.output
+    assert "invalid: 2 of" in out
+    assert "[amount] expect_column_values_to_be_between (amount): 1 of 500 rows unexpected" in out
+    assert "e.g. amount=-5.0 transaction_id=tx000000003" in out
+    assert "[keys] expect_column_values_to_be_unique (transaction_id)" in out
+    assert "data docs" not in out
+
+
+def test_validate_missing_column_is_named(small_frame: pd.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "nocard.parquet"
+    small_frame.head(50).drop(columns=["card_id"]).to_parquet(path)
+    result = _run("validate", str(path), "--no-data-docs")
+    assert result.exit_code == 1
+    assert "missing columns: card_id" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "file not found"), (b"", "not a readable Parquet file"), (b"a,b\n", "not a readable")],
+)
+def test_validate_unreadable_file_exits_two(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "input.parquet"
+    if content is not None:
+        path.write_bytes(content)
+    result = _run("validate", str(path))
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_validate_with_a_broken_policy_exits_two(small_parquet: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("data:\n  max_amount: -1\n")
+    result = _run("validate", str(small_parquet), "--policy", str(policy))
+    assert result.exit_code == 2
+    assert "data.max_amount" in result.output
+
+
+def test_materialize_with_an_unknown_selection_exits_two() -> None:
+    result = _run("materialize", "--select", "no_such_asset")
+    assert result.exit_code == 2
+    assert "no_such_asset" in result.output
+
+
+def test_materialize_with_a_missing_config_file_exits_two(tmp_path: Path) -> None:
+    result = _run("materialize", "--config", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 2
+    assert "run config file not found" in result.output
+
+
+def test_console_script_prints_one_line_without_traceback(tmp_path: Path) -> None:
+    """The installed entry point, as a user runs it."""
+    sentinel = Path(sys.executable).with_name("sentinel")
+    done = subprocess.run(
+        [str(sentinel), "validate", str(tmp_path / "missing.parquet")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: file not found: {tmp_path / 'missing.parquet'}"

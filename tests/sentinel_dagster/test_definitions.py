@@ -1,0 +1,141 @@
+"""Dagster: the definitions load, and the data group materializes with blocking checks."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from sentinel_dagster.definitions import defs
+from sentinel_dagster.runner import local_instance, materialize_lineage
+from sentinel_dagster.validation import CHECKS
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL_RUN = {"ops": {"transactions": {"config": {"cards": 300, "days": 14, "seed": 2}}}}
+
+
+def _run(instance: dg.DagsterInstance, config: dict) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [*defs.assets, *defs.asset_checks],  # type: ignore[list-item]
+        selection="group:data",
+        run_config=config,
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+
+
+def _source(path: Path) -> dict:
+    return {"ops": {"transactions": {"config": {"source_path": str(path)}}}}
+
+
+def test_all_definitions_load() -> None:
+    dg.Definitions.validate_loadable(defs)
+    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} >= {
+        "transactions",
+        "daily_transaction_stats",
+    }
+    assert defs.resolve_job_def("main_job") is not None
+    checks = defs.resolve_asset_graph().asset_check_keys
+    assert {c.name for c in checks} == set(CHECKS)
+
+
+def test_workspace_loads_with_the_dagster_cli(sentinel_home: Path) -> None:
+    """What `dagster dev -w workspace.yaml` loads."""
+    dagster = Path(sys.executable).with_name("dagster")
+    local_instance(sentinel_home).dispose()  # creates SENTINEL_HOME/dagster with dagster.yaml
+    done = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DAGSTER_HOME": str(sentinel_home / "dagster")},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "All code locations passed validation" in done.stdout + done.stderr
+
+
+def test_good_data_materializes_with_every_check_passing(sentinel_home: Path) -> None:
+    with local_instance(sentinel_home) as instance:
+        result = _run(instance, SMALL_RUN)
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.check_name for e in evaluations} == set(CHECKS)
+    assert all(e.passed for e in evaluations)
+    docs = evaluations[0].metadata["data_docs"].value
+    assert Path(str(docs)).is_file()
+    assert Path(str(docs)).is_relative_to(sentinel_home / "data_docs")
+    stored = pd.read_parquet(sentinel_home / "assets" / "transactions.parquet")
+    assert len(stored) > 1_000
+    stats = pd.read_parquet(sentinel_home / "assets" / "daily_transaction_stats.parquet")
+    assert len(stats) == 14
+    assert stats["transactions"].sum() == len(stored)
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {"transactions", "daily_transaction_stats"}
+
+
+def test_bad_data_fails_the_blocking_check_and_stops_downstream(
+    small_frame: pd.DataFrame, tmp_path: Path, sentinel_home: Path
+) -> None:
+    bad = small_frame.head(2_000).copy()
+    bad.loc[10, "amount"] = -3.0
+    path = tmp_path / "bad.parquet"
+    bad.to_parquet(path)
+    with local_instance(sentinel_home) as instance:
+        result = _run(instance, _source(path))
+    assert not result.success
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not evaluations["amount"].passed
+    assert evaluations["amount"].metadata["failed"].value == 1
+    assert evaluations["keys"].passed
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {"transactions"}  # daily_transaction_stats never ran
+    assert not (sentinel_home / "assets" / "daily_transaction_stats.parquet").exists()
+
+
+def test_own_data_with_a_missing_column_fails_naming_it(
+    small_frame: pd.DataFrame, tmp_path: Path, sentinel_home: Path
+) -> None:
+    path = tmp_path / "mine.parquet"
+    small_frame.head(100).drop(columns=["merchant_id"]).to_parquet(path)
+    with local_instance(sentinel_home) as instance:
+        result = _run(instance, _source(path))
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "transactions"
+    assert "missing column 'merchant_id'" in failure.step_failure_data.user_failure_data.description
+
+
+def test_own_valid_data_is_used_instead_of_the_simulator(
+    small_parquet: Path, small_frame: pd.DataFrame, sentinel_home: Path
+) -> None:
+    with local_instance(sentinel_home) as instance:
+        result = _run(instance, _source(small_parquet))
+    assert result.success
+    stored = pd.read_parquet(sentinel_home / "assets" / "transactions.parquet")
+    assert stored["transaction_id"].tolist() == small_frame["transaction_id"].tolist()
+
+
+def test_cli_runner_records_the_run_in_the_persistent_instance(sentinel_home: Path) -> None:
+    report = materialize_lineage(run_config=SMALL_RUN, home=sentinel_home)
+    assert report.success, report.failure
+    assert ("transactions", str(sentinel_home / "assets" / "transactions.parquet")) in (
+        report.materialized
+    )
+    with local_instance(sentinel_home) as instance:
+        runs = instance.get_runs()
+    assert [r.run_id for r in runs] == [report.run_id]
+    assert runs[0].job_name == "main_job"
+
+
+@pytest.mark.parametrize("bad", [{"cards": 0}, {"fraud_rate": 0.9}])
+def test_invalid_simulator_config_fails_with_a_clear_reason(sentinel_home: Path, bad: dict) -> None:
+    config = {"ops": {"transactions": {"config": bad}}}
+    report = materialize_lineage(run_config=config, home=sentinel_home)
+    assert not report.success
+    assert report.failure is not None
+    assert "invalid simulator config" in report.failure
