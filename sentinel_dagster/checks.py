@@ -1,7 +1,7 @@
-"""Blocking asset checks: the Great Expectations suite on `transactions`.
+"""Blocking asset checks: nothing downstream runs on bad data or bad features.
 
-The suite runs once; each group of expectations is reported as its own blocking check,
-so the UI shows which aspect of the data failed and nothing downstream runs on bad data.
+On `transactions` the Great Expectations suite runs once and each group of expectations is
+reported as its own check, so the UI shows which aspect of the data failed.
 """
 
 from collections.abc import Iterator
@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from sentinel_dagster.feature_checks import leakage_probe, sanity_outcomes
 from sentinel_dagster.resources import GovernancePolicy, SentinelHome
 from sentinel_dagster.validation import (
     CHECK_DESCRIPTIONS,
@@ -55,3 +56,29 @@ def transactions_expectations(
             metadata=metadata,
             description=None if outcomes else "not applicable: the data has no such columns",
         )
+
+
+@dg.asset_check(
+    asset="transaction_features",
+    blocking=True,
+    description="no infinities, counts >= 0, rates in [0, 1], no label from the future",
+    additional_ins={"transactions": dg.AssetIn("transactions")},
+)
+def transaction_features_valid(
+    transaction_features: pd.DataFrame, transactions: pd.DataFrame
+) -> dg.AssetCheckResult:
+    outcomes = [*sanity_outcomes(transaction_features)]
+    outcomes.append(leakage_probe(transactions, transaction_features))
+    failed = [o for o in outcomes if not o.passed]
+    rows = ["| check | result | detail |", "|---|---|---|"]
+    rows += [f"| {o.name} | {'pass' if o.passed else '**FAIL**'} | {o.detail} |" for o in outcomes]
+    examples = [e for o in failed for e in o.examples]
+    return dg.AssetCheckResult(
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "outcomes": dg.MetadataValue.md("\n".join(rows)),
+            "failed": len(failed),
+            "examples": dg.MetadataValue.md("\n".join(f"- {e}" for e in examples) or "-"),
+        },
+    )

@@ -128,6 +128,52 @@ def validate(
 
 
 @app.command()
+def features(
+    in_path: Annotated[Path, typer.Argument(help="Parquet file of transactions (and labels).")],
+    out_path: Annotated[Path, typer.Argument(help="Parquet file to write the feature table to.")],
+    snapshot: Annotated[
+        Path | None,
+        typer.Option(help="Also save the engine's final state here, to warm-start serving."),
+    ] = None,
+) -> None:
+    """Replay events and label arrivals through the serving feature engine into a table."""
+    from sentinel_dagster.dataset import (
+        DatasetError,
+        SchemaError,
+        load_transactions,
+        write_parquet_frame,
+    )
+    from sentinel_dagster.feature_replay import replay
+
+    try:
+        frame = load_transactions(in_path)
+    except DatasetError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    except SchemaError as exc:
+        raise fail(f"{in_path}: {exc}", EXIT_INVALID) from None
+    columns = (TextColumn("replaying events"), BarColumn(), TextColumn("{task.completed:,}"))
+    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("replay", total=len(frame))
+        try:
+            result = replay(frame, progress=lambda done, _: bar.update(task, completed=done))
+        except ValueError as exc:
+            raise fail(f"{in_path}: {exc}", EXIT_INVALID) from None
+    try:
+        write_parquet_frame(result.table, out_path)
+        if snapshot is not None:
+            result.engine.snapshot(snapshot)
+    except OSError as exc:
+        raise fail(f"cannot write: {exc}", EXIT_INVALID) from None
+    rate = len(result.table) / max(result.seconds, 1e-9)
+    say(
+        f"wrote {out_path}: {len(result.table):,} rows x {result.table.shape[1]} columns, "
+        f"{result.seconds:.1f}s ({rate:,.0f} events/s)"
+    )
+    if snapshot is not None:
+        say(f"engine state: {snapshot}")
+
+
+@app.command()
 def materialize(
     select: Annotated[
         str | None,

@@ -1,4 +1,4 @@
-"""Reading a transactions Parquet file (simulated or brought by the user) and checking its schema.
+"""Reading, schema-checking and writing transactions Parquet files (simulated or your own).
 
 The schema check is ours rather than Great Expectations': GX 1.x's type-list expectation
 does not recognise pandas 3's string dtype or timezone-aware timestamps (it reports
@@ -96,3 +96,16 @@ def load_transactions(path: Path) -> pd.DataFrame:
     frame = read_parquet(path)
     check_schema(frame)
     return normalize(frame)
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write atomically with fixed settings, so equal tables give equal bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd", row_group_size=256 * 1024)
+    tmp.replace(path)
+
+
+def write_parquet_frame(frame: pd.DataFrame, path: Path) -> None:
+    write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path)

@@ -4,6 +4,6 @@ import dagster as dg
 
 main_job = dg.define_asset_job(
     "main_job",
-    selection=dg.AssetSelection.groups("data"),
-    description="Materialize the lineage: transaction data and its validation.",
+    selection=dg.AssetSelection.groups("data", "features"),
+    description="Materialize the lineage: validated transaction data, then its features.",
 )

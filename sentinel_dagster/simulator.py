@@ -5,7 +5,6 @@ Parquet file is written with fixed settings.
 """
 
 import datetime as dt
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sentinel_dagster import fraud_scenarios as fs
+from sentinel_dagster.dataset import write_parquet
 from sentinel_dagster.events_table import SCENARIOS, Events, to_arrow
 from sentinel_dagster.legit_behaviour import legit_events
 from sentinel_dagster.world import SECONDS_PER_DAY, build_cards, build_merchants
@@ -139,14 +138,6 @@ def summarize(table: pa.Table, seconds: float) -> SimulationSummary:
         reported_share=reported / max(n_fraud, 1),
         seconds=seconds,
     )
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write atomically with fixed settings, so equal tables give equal bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=256 * 1024)
-    os.replace(tmp, path)
 
 
 def simulate_to_parquet(

@@ -37,10 +37,14 @@ def test_all_definitions_load() -> None:
     assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} >= {
         "transactions",
         "daily_transaction_stats",
+        "transaction_features",
     }
     assert defs.resolve_job_def("main_job") is not None
     checks = defs.resolve_asset_graph().asset_check_keys
-    assert {c.name for c in checks} == set(CHECKS)
+    assert {c.name for c in checks if c.asset_key.to_user_string() == "transactions"} == set(CHECKS)
+    assert {c.name for c in checks if c.asset_key.to_user_string() != "transactions"} == {
+        "transaction_features_valid"
+    }
 
 
 def test_workspace_loads_with_the_dagster_cli(sentinel_home: Path) -> None:

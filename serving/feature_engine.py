@@ -1,0 +1,477 @@
+"""The streaming feature engine: per-event features from per-entity state, online and offline.
+
+`process` reads an entity's state, computes the event's feature vector from the history
+strictly before it, then adds the event to the state. The offline training table is this
+same engine replaying the event log, so training and serving cannot disagree.
+
+Hand-written because nothing off the shelf does this in-process at microsecond latency:
+Feast and Chronon serve features computed by a separate (Spark/Flink) job, and stream
+libraries such as River keep approximate or tumbling windows, not exact "strictly before
+(event_time, transaction_id)" sliding windows with label-time rules. Per entity the state
+is a few parallel arrays sorted by time; windows are found with `bisect` and sums come from
+prefix sums, so the cost per event barely depends on how active a card is.
+
+Time is UTC epoch seconds (float) throughout.
+
+Ordering and lateness: the engine's clock is the latest event_time it has processed
+(labels do not move it). An event no older than `allowed_lateness_s` behind the clock is
+inserted at its place in time, so later events see it exactly as if it had come in order.
+An older ("too late") event still gets features from the state as it is, but it is not
+added to any state: events already scored must not change retroactively. Counted in
+`counters["too_late"]`.
+"""
+
+import math
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, MutableMapping
+from dataclasses import asdict, dataclass
+from math import asin, cos, radians, sin, sqrt
+from operator import attrgetter, itemgetter
+from pathlib import Path
+from typing import Any
+
+from serving.events import CHANNELS
+from serving.features import (
+    DAY,
+    HOUR,
+    LONGEST_WINDOW_S,
+    MERCHANT_CATEGORIES,
+    MINUTE,
+    OTHER_CATEGORY,
+)
+from serving.state_store import InMemoryStore, StateStore
+from serving.timeparse import parse_event_time
+
+NAN = math.nan
+EARTH_RADIUS_KM = 6371.0088
+MIN_TRAVEL_HOURS = 1.0 / 60.0  # speeds are measured over at least a minute
+_CATEGORY_CODE = {name: float(i) for i, name in enumerate(MERCHANT_CATEGORIES)}
+COUNTERS = (
+    "duplicates", "too_late",
+    "labels", "labels_applied", "labels_not_fraud", "labels_duplicate", "labels_unknown",
+)  # fmt: skip
+_LAST_SEEN = attrgetter("last_seen")
+_TXN_TIME = itemgetter(2)
+_LABELLED_EVENT_TIME = itemgetter(1)
+EVICT_EVERY = 1_024  # events between sweeps of idle entities (memory only, not semantics)
+_W10M, _W1H, _W24H, _W7D, _W30D = 10 * MINUTE, HOUR, DAY, 7 * DAY, 30 * DAY
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    allowed_lateness_s: float = 300.0
+    # How long transaction ids are remembered: retries inside it are not counted twice, and
+    # labels that carry only a transaction_id are attributed to its card and merchant.
+    dedup_window_s: float = 2 * DAY
+
+
+class CardState:
+    """A card's payments of the last 30 days (+ lateness), as parallel arrays sorted by time."""
+
+    __slots__ = (
+        "cum", "devices", "fraud_reported_at", "ids", "last_seen", "lat", "lon", "merchants", "ts"
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.ts = array("d")
+        self.ids: list[str] = []
+        self.cum = array("d", [0.0])  # cum[i] = sum of the first i amounts
+        self.merchants: list[str] = []
+        self.devices: list[str | None] = []
+        self.lat = array("d")  # radians, NaN when unknown
+        self.lon = array("d")
+        self.fraud_reported_at = math.inf  # earliest label_time of a fraud on this card
+        self.last_seen = -math.inf
+
+
+class MerchantState:
+    __slots__ = ("cards", "frauds", "ids", "last_seen", "ts")
+
+    def __init__(self) -> None:
+        self.ts = array("d")
+        self.ids: list[str] = []
+        self.cards: list[str] = []
+        self.frauds: list[tuple[float, float]] = []  # (event_time, label_time) of known frauds
+        self.last_seen = -math.inf
+
+
+def _position(ts: array, ids: list[str], t: float, txn_id: str) -> int:
+    """Where a late (t, txn_id) belongs: everything before this index is strictly earlier."""
+    n = len(ts)
+    p = bisect_left(ts, t)
+    while p < n and ts[p] == t and ids[p] < txn_id:
+        p += 1
+    return p
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance; arguments in radians (the state stores radians)."""
+    a = sin((lat2 - lat1) / 2)
+    b = sin((lon2 - lon1) / 2)
+    h = a * a + cos(lat1) * cos(lat2) * b * b
+    return 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(h)))
+
+
+def _insert_card_event(
+    card: CardState,
+    p: int,
+    t: float,
+    txn_id: str,
+    amount: float,
+    merchant_id: str,
+    device_id: str | None,
+    lat: float,
+    lon: float,
+) -> None:
+    """A late event: insert at its place in time and shift the prefix sums after it."""
+    card.ts.insert(p, t)
+    card.ids.insert(p, txn_id)
+    card.cum.insert(p + 1, card.cum[p] + amount)
+    for i in range(p + 2, len(card.cum)):
+        card.cum[i] += amount
+    card.merchants.insert(p, merchant_id)
+    card.devices.insert(p, device_id)
+    card.lat.insert(p, lat)
+    card.lon.insert(p, lon)
+    card.last_seen = max(card.last_seen, t)
+
+
+def _evict_card(card: CardState, horizon: float) -> None:
+    k = bisect_right(card.ts, horizon)
+    if k:
+        del card.ts[:k], card.ids[:k], card.cum[:k], card.merchants[:k]
+        del card.devices[:k], card.lat[:k], card.lon[:k]
+
+
+def _insert_merchant_event(m: MerchantState, p: int, t: float, txn_id: str, card_id: str) -> None:
+    m.ts.insert(p, t)
+    m.ids.insert(p, txn_id)
+    m.cards.insert(p, card_id)
+    m.last_seen = max(m.last_seen, t)
+
+
+def _evict_merchant(m: MerchantState, horizon: float) -> None:
+    k = bisect_right(m.ts, horizon)
+    if k:
+        del m.ts[:k], m.ids[:k], m.cards[:k]
+
+
+class FeatureEngine:
+    """Online state plus the feature computation; one instance per process (or per replay)."""
+
+    def __init__(self, store: StateStore | None = None, config: EngineConfig | None = None):
+        self.store: StateStore = store if store is not None else InMemoryStore()
+        self.config = config or EngineConfig()
+        self.clock = -math.inf  # latest event_time processed
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self._events = 0  # the hot path counts here; `counters` reads it
+        self._lateness = self.config.allowed_lateness_s
+        self._dedup_window = self.config.dedup_window_s
+        self._cards: MutableMapping[str, CardState] = self.store.table("card")
+        self._merchants: MutableMapping[str, MerchantState] = self.store.table("merchant")
+        # id -> (card, merchant, event_time), and id -> (label_time, event_time)
+        self._txns: MutableMapping[str, tuple[str, str, float]] = self.store.table("txn")
+        self._labels: MutableMapping[str, tuple[float, float]] = self.store.table("label")
+
+    def snapshot(self, path: Path) -> None:
+        """Save state and clock to `path` (atomic), for a restart to resume from."""
+        if not isinstance(self.store, InMemoryStore):
+            raise TypeError("only the in-memory store is snapshotted; shared stores persist")
+        extra = {
+            "clock": self.clock,
+            "config": asdict(self.config),
+            "events": self._events,
+            "counters": self.counters,
+        }
+        self.store.snapshot(path, extra)
+
+    @classmethod
+    def restore(cls, path: Path) -> "FeatureEngine":
+        """An engine that continues exactly where the snapshotted one stopped."""
+        store, extra = InMemoryStore.restore(path)
+        engine = cls(store=store, config=EngineConfig(**extra["config"]))
+        engine.clock = extra["clock"]
+        engine._events = extra["events"]
+        engine.counters = dict(extra["counters"])
+        return engine
+
+    def stats(self) -> dict[str, int]:
+        """Counters of what the engine did, and how much state it holds."""
+        return {"events": self._events, **self.counters}
+
+    # -- events -------------------------------------------------------------------------
+
+    def process_event(self, event: Mapping[str, Any]) -> list[float]:
+        """Validate a raw event (DESIGN.md §3 field names) and process it."""
+        return self.process(*parse_event(event))
+
+    def process(
+        self,
+        txn_id: str,
+        t: float,
+        card_id: str,
+        merchant_id: str,
+        amount: float,
+        channel: str | None = None,
+        device_id: str | None = None,
+        lat: float = NAN,
+        lon: float = NAN,
+        category: str | None = None,
+    ) -> list[float]:
+        """The feature vector (FEATURE_NAMES order) of a validated event; updates the state."""
+        store = self.store
+        if t > self.clock:
+            self.clock = t
+        watermark = self.clock - self._lateness
+        horizon = watermark - LONGEST_WINDOW_S  # nothing this old is in any window any more
+        seen = self._txns.get(txn_id)
+        duplicate = seen is not None and seen[2] > watermark - self._dedup_window
+        self._events += 1
+
+        card = self._cards.get(card_id)
+        new_card = card is None or card.last_seen <= horizon  # expired state is no state
+        if card is None or new_card:
+            card = CardState()
+        ts = card.ts
+        p = len(ts)
+        if p and (ts[-1] > t or (ts[-1] == t and card.ids[-1] >= txn_id)):
+            p = _position(ts, card.ids, t, txn_id)
+        s10m = bisect_right(ts, t - _W10M, 0, p)
+        s1h = bisect_right(ts, t - _W1H, 0, p)
+        s24h = bisect_right(ts, t - _W24H, 0, p)
+        s7d = bisect_right(ts, t - _W7D, 0, p)
+        s30d = bisect_right(ts, t - _W30D, 0, p)
+        cum = card.cum
+        total = cum[p]
+        n7d, n30d = p - s7d, p - s30d
+        avg7d = (total - cum[s7d]) / n7d if n7d else NAN
+        avg30d = (total - cum[s30d]) / n30d if n30d else NAN
+        ratio30d = amount / avg30d if n30d and avg30d > 0 else NAN
+        since = (t - ts[p - 1]) / DAY if n30d else NAN
+
+        km = speed = NAN
+        if lat == lat and lon == lon:  # not NaN
+            lat, lon = radians(lat), radians(lon)
+            lats = card.lat
+            i = p - 1
+            while i >= s30d and lats[i] != lats[i]:
+                i -= 1
+            if i >= s30d:
+                km = haversine_km(lats[i], card.lon[i], lat, lon)
+                speed = km / max((t - ts[i]) / HOUR, MIN_TRAVEL_HOURS)
+
+        devices = card.devices
+        device_seen = NAN if device_id is None else (1.0 if device_id in devices[s30d:p] else 0.0)
+        n24h = p - s24h
+        if n24h:
+            recent = set(devices[s24h:p])
+            recent.discard(None)
+            devices24h = len(recent)
+        else:
+            devices24h = 0
+
+        merchant = self._merchants.get(merchant_id)
+        new_merchant = merchant is None or merchant.last_seen <= horizon
+        if merchant is None or new_merchant:
+            merchant = MerchantState()
+        mts = merchant.ts
+        mp = len(mts)
+        if mp and (mts[-1] > t or (mts[-1] == t and merchant.ids[-1] >= txn_id)):
+            mp = _position(mts, merchant.ids, t, txn_id)
+        m1h = bisect_right(mts, t - _W1H, 0, mp)
+        m30d = mp - bisect_right(mts, t - _W30D, 0, mp)
+        frauds7d = frauds30d = 0
+        for fraud_time, label_time in merchant.frauds:
+            if label_time <= t and t - _W30D < fraud_time < t:
+                frauds30d += 1
+                if fraud_time > t - _W7D:
+                    frauds7d += 1
+
+        vector = [
+            amount,
+            (t // HOUR) % 24,
+            (t // DAY + 3) % 7,  # 1970-01-01 was a Thursday
+            NAN if channel is None else (1.0 if channel == "online" else 0.0),
+            NAN if category is None else _CATEGORY_CODE.get(category, OTHER_CATEGORY),
+            p - s10m,  # counts stay ints here: cheaper, and exact as floats downstream
+            p - s1h,
+            n24h,
+            total - cum[s1h],
+            total - cum[s24h],
+            len(set(card.merchants[s24h:p])) if n24h > 1 else n24h,
+            since,
+            avg7d,
+            avg30d,
+            ratio30d,
+            km,
+            speed,
+            device_seen,
+            devices24h,
+            mp - m1h,
+            len(set(merchant.cards[m1h:mp])) if mp - m1h > 1 else mp - m1h,
+            frauds7d,
+            min(1.0, frauds30d / m30d) if m30d else NAN,
+            1.0 if card.fraud_reported_at <= t else 0.0,
+        ]
+
+        if duplicate:
+            self.counters["duplicates"] += 1
+            return vector
+        store.add("txn", txn_id, (card_id, merchant_id, t), t)
+        if t < watermark:
+            self.counters["too_late"] += 1
+            return vector
+        if p == len(ts):  # in order: append (inlined, this is the hot path)
+            ts.append(t)
+            card.ids.append(txn_id)
+            cum.append(total + amount)
+            card.merchants.append(merchant_id)
+            devices.append(device_id)
+            card.lat.append(lat)
+            card.lon.append(lon)
+            if t > card.last_seen:
+                card.last_seen = t
+        else:
+            _insert_card_event(card, p, t, txn_id, amount, merchant_id, device_id, lat, lon)
+        if ts[0] <= horizon:
+            _evict_card(card, horizon)
+        if new_card:
+            store.add("card", card_id, card, t)
+        elif store.write_back:
+            self._cards[card_id] = card
+        if mp == len(mts):
+            mts.append(t)
+            merchant.ids.append(txn_id)
+            merchant.cards.append(card_id)
+            if t > merchant.last_seen:
+                merchant.last_seen = t
+        else:
+            _insert_merchant_event(merchant, mp, t, txn_id, card_id)
+        if mts[0] <= horizon:
+            _evict_merchant(merchant, horizon)
+        if new_merchant:
+            store.add("merchant", merchant_id, merchant, t)
+        elif store.write_back:
+            self._merchants[merchant_id] = merchant
+        if self._events % EVICT_EVERY == 0:
+            self._evict_idle(horizon, watermark)
+        return vector
+
+    def _evict_idle(self, horizon: float, watermark: float) -> None:
+        # Memory only: expired state is already ignored when read, so results do not
+        # depend on when this runs.
+        store = self.store
+        store.evict_idle("card", horizon, _LAST_SEEN)
+        store.evict_idle("merchant", horizon, _LAST_SEEN)
+        store.evict_idle("label", horizon, _LABELLED_EVENT_TIME)
+        store.evict_idle("txn", watermark - self.config.dedup_window_s, _TXN_TIME)
+
+    # -- labels -------------------------------------------------------------------------
+
+    def apply_label(
+        self,
+        txn_id: str,
+        is_fraud: bool,
+        label_time: float,
+        card_id: str | None = None,
+        merchant_id: str | None = None,
+        event_time: float | None = None,
+    ) -> str:
+        """Record a label; returns what happened: applied, not_fraud, duplicate or unknown.
+
+        Without card, merchant and event time the label is attributed through the
+        transaction ids remembered for `dedup_window_s`; older unknown ids are counted only.
+        """
+        store = self.store
+        self.counters["labels"] += 1
+        if not is_fraud:
+            self.counters["labels_not_fraud"] += 1
+            return "not_fraud"
+        if txn_id in self._labels:
+            self.counters["labels_duplicate"] += 1
+            return "duplicate"
+        if card_id is None or merchant_id is None or event_time is None:
+            seen = self._txns.get(txn_id)
+            if seen is None:
+                self.counters["labels_unknown"] += 1
+                return "unknown"
+            card_id, merchant_id, event_time = seen
+        horizon = self.clock - self.config.allowed_lateness_s - LONGEST_WINDOW_S
+        store.add("label", txn_id, (label_time, event_time), event_time)
+
+        card = self._cards.get(card_id)
+        if card is None or card.last_seen <= horizon:
+            card = CardState()
+        card.fraud_reported_at = min(card.fraud_reported_at, label_time)
+        card.last_seen = max(card.last_seen, label_time)
+        store.add("card", card_id, card, card.last_seen)
+
+        merchant = self._merchants.get(merchant_id)
+        if merchant is None or merchant.last_seen <= horizon:
+            merchant = MerchantState()
+        # Frauds are few; old ones are dropped here rather than on the per-event path.
+        merchant.frauds = [f for f in merchant.frauds if f[0] > horizon]
+        merchant.frauds.append((event_time, label_time))
+        merchant.last_seen = max(merchant.last_seen, event_time)
+        store.add("merchant", merchant_id, merchant, merchant.last_seen)
+        self.counters["labels_applied"] += 1
+        return "applied"
+
+
+def _required_str(event: Mapping[str, Any], name: str) -> str:
+    value = event.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name}: required, a non-empty string (got {value!r})")
+    return value
+
+
+def _optional_str(event: Mapping[str, Any], name: str) -> str | None:
+    value = event.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name}: must be a non-empty string when given (got {value!r})")
+    return value
+
+
+def _coordinate(event: Mapping[str, Any], name: str, bound: float) -> float:
+    value = event.get(name)
+    if value is None:
+        return NAN
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not -bound <= value <= bound
+    ):
+        raise ValueError(f"{name}: must be a number in [-{bound:g}, {bound:g}] (got {value!r})")
+    return float(value)
+
+
+def parse_event(event: Mapping[str, Any]) -> tuple:
+    """The positional arguments of `FeatureEngine.process`, or ValueError naming the field."""
+    amount = event.get("amount")
+    if (
+        isinstance(amount, bool)
+        or not isinstance(amount, int | float)
+        or not math.isfinite(amount)
+        or amount < 0
+    ):
+        raise ValueError(f"amount: required, a finite number >= 0 (got {amount!r})")
+    channel = _optional_str(event, "channel")
+    if channel is not None and channel not in CHANNELS:
+        raise ValueError(f"channel: must be one of {', '.join(CHANNELS)} (got {channel!r})")
+    if "event_time" not in event or event["event_time"] is None:
+        raise ValueError("event_time: required")
+    return (
+        _required_str(event, "transaction_id"),
+        parse_event_time(event["event_time"], "event_time"),
+        _required_str(event, "card_id"),
+        _required_str(event, "merchant_id"),
+        float(amount),
+        channel,
+        _optional_str(event, "device_id"),
+        _coordinate(event, "lat", 90.0),
+        _coordinate(event, "lon", 180.0),
+        _optional_str(event, "merchant_category"),
+    )
