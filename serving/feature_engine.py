@@ -70,7 +70,8 @@ class CardState:
     """A card's payments of the last 30 days (+ lateness), as parallel arrays sorted by time."""
 
     __slots__ = (
-        "cum", "devices", "fraud_reported_at", "ids", "last_seen", "lat", "lon", "merchants", "ts"
+        "cum", "device_times", "devices", "fraud_reported_at", "ids", "last_seen", "lat", "lon",
+        "merchants", "ts",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -79,6 +80,7 @@ class CardState:
         self.cum = array("d", [0.0])  # cum[i] = sum of the first i amounts
         self.merchants: list[str] = []
         self.devices: list[str | None] = []
+        self.device_times: dict[str, float] = {}  # device -> its latest payment kept above
         self.lat = array("d")  # radians, NaN when unknown
         self.lon = array("d")
         self.fraud_reported_at = math.inf  # earliest label_time of a fraud on this card
@@ -105,14 +107,6 @@ def _position(ts: array, ids: list[str], t: float, txn_id: str) -> int:
     return p
 
 
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance; arguments in radians (the state stores radians)."""
-    a = sin((lat2 - lat1) / 2)
-    b = sin((lon2 - lon1) / 2)
-    h = a * a + cos(lat1) * cos(lat2) * b * b
-    return 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(h)))
-
-
 def _insert_card_event(
     card: CardState,
     p: int,
@@ -132,6 +126,8 @@ def _insert_card_event(
         card.cum[i] += amount
     card.merchants.insert(p, merchant_id)
     card.devices.insert(p, device_id)
+    if device_id is not None:
+        card.device_times[device_id] = max(card.device_times.get(device_id, -math.inf), t)
     card.lat.insert(p, lat)
     card.lon.insert(p, lon)
     card.last_seen = max(card.last_seen, t)
@@ -142,6 +138,9 @@ def _evict_card(card: CardState, horizon: float) -> None:
     if k:
         del card.ts[:k], card.ids[:k], card.cum[:k], card.merchants[:k]
         del card.devices[:k], card.lat[:k], card.lon[:k]
+        gone = [d for d, last in card.device_times.items() if last <= horizon]
+        for device in gone:
+            del card.device_times[device]
 
 
 def _insert_merchant_event(m: MerchantState, p: int, t: float, txn_id: str, card_id: str) -> None:
@@ -173,6 +172,7 @@ class FeatureEngine:
         # id -> (card, merchant, event_time), and id -> (label_time, event_time)
         self._txns: MutableMapping[str, tuple[str, str, float]] = self.store.table("txn")
         self._labels: MutableMapping[str, tuple[float, float]] = self.store.table("label")
+        self._remember_txn = self.store.adder("txn")
 
     def snapshot(self, path: Path) -> None:
         """Save state and clock to `path` (atomic), for a restart to resume from."""
@@ -257,12 +257,20 @@ class FeatureEngine:
             i = p - 1
             while i >= s30d and lats[i] != lats[i]:
                 i -= 1
-            if i >= s30d:
-                km = haversine_km(lats[i], card.lon[i], lat, lon)
+            if i >= s30d:  # haversine, inlined: this is the hot path
+                dlat = sin((lat - lats[i]) / 2)
+                dlon = sin((lon - card.lon[i]) / 2)
+                h = dlat * dlat + cos(lats[i]) * cos(lat) * dlon * dlon
+                km = 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(h)))
                 speed = km / max((t - ts[i]) / HOUR, MIN_TRAVEL_HOURS)
 
         devices = card.devices
-        device_seen = NAN if device_id is None else (1.0 if device_id in devices[s30d:p] else 0.0)
+        if device_id is None:
+            device_seen = NAN
+        elif p == len(ts):  # in order: the device's latest use is before this event
+            device_seen = 1.0 if card.device_times.get(device_id, -math.inf) > t - _W30D else 0.0
+        else:
+            device_seen = 1.0 if device_id in devices[s30d:p] else 0.0
         n24h = p - s24h
         if n24h:
             recent = set(devices[s24h:p])
@@ -318,7 +326,7 @@ class FeatureEngine:
         if duplicate:
             self.counters["duplicates"] += 1
             return vector
-        store.add("txn", txn_id, (card_id, merchant_id, t), t)
+        self._remember_txn(txn_id, (card_id, merchant_id, t), t)
         if t < watermark:
             self.counters["too_late"] += 1
             return vector
@@ -328,6 +336,8 @@ class FeatureEngine:
             cum.append(total + amount)
             card.merchants.append(merchant_id)
             devices.append(device_id)
+            if device_id is not None:
+                card.device_times[device_id] = t
             card.lat.append(lat)
             card.lon.append(lon)
             if t > card.last_seen:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.feature_engine import EngineConfig, FeatureEngine, haversine_km
+from serving.feature_engine import EngineConfig, FeatureEngine
 from serving.features import FEATURE_NAMES, FEATURES, MERCHANT_CATEGORIES, SEED_FEATURES
 from serving.state_store import InMemoryStore
 
@@ -129,11 +129,11 @@ def test_travel_between_far_cities_gives_an_impossible_speed(engine: FeatureEngi
     assert h["speed_kmh_from_last_txn"] == 0.0
 
 
-def test_haversine_matches_a_known_distance() -> None:
-    rad = math.radians
-    assert haversine_km(rad(51.5074), rad(-0.1278), rad(48.8566), rad(2.3522)) == pytest.approx(
-        343.5, rel=0.01
-    )
+def test_distance_matches_a_known_one(engine: FeatureEngine) -> None:
+    features(engine, "a", 0, lat=51.5074, lon=-0.1278)  # London
+    paris = features(engine, "b", 3 * 3600, lat=48.8566, lon=2.3522)
+    assert paris["km_from_last_txn"] == pytest.approx(343.5, rel=0.01)
+    assert paris["speed_kmh_from_last_txn"] == pytest.approx(343.5 / 3, rel=0.01)
 
 
 def test_merchant_features_count_other_cards(engine: FeatureEngine) -> None:
@@ -319,3 +319,9 @@ def test_in_memory_store_reports_sizes() -> None:
     features(engine, "a", 0)
     assert store.size("card") == 1
     assert store.size("txn") == 1
+
+
+def test_docs_list_every_feature_in_contract_order() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "features.md").read_text()
+    rows = [line for line in doc.splitlines() if line.startswith("| ") and "`" in line]
+    assert [row.split("`")[1] for row in rows] == list(FEATURE_NAMES)
