@@ -3,8 +3,9 @@
 import datetime as dt
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sentinel_dagster.yaml_files import YamlFileError, read_yaml
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "mlops" / "promotion_policy.yaml"
 
@@ -51,11 +52,9 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 def load_policy(path: Path = DEFAULT_POLICY_PATH) -> Policy:
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise PolicyError(f"policy file not found: {path}") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise PolicyError(f"policy file {path} is not readable YAML: {exc}") from None
+        raw = read_yaml(path, "policy file")
+    except YamlFileError as exc:
+        raise PolicyError(str(exc)) from None
     try:
         return Policy.model_validate(raw or {})
     except ValidationError as exc:

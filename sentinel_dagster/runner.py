@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import yaml
 
 from sentinel_dagster import paths
+from sentinel_dagster.yaml_files import YamlFileError, read_yaml
 
 DAGSTER_YAML = """\
 # Written by sentinel: a local instance with SQLite storage under this folder.
@@ -84,11 +84,9 @@ def _report(result: dg.ExecuteInProcessResult, home: Path) -> RunReport:
 def load_run_config(path: Path) -> dict[str, Any]:
     """A run config YAML file, as the Dagster UI's launchpad takes it."""
     try:
-        config = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise MaterializeError(f"run config file not found: {path}") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise MaterializeError(f"run config {path} is not readable YAML: {exc}") from None
+        config = read_yaml(path, "run config file")
+    except YamlFileError as exc:
+        raise MaterializeError(str(exc)) from None
     if not isinstance(config, dict):
         raise MaterializeError(f"run config {path} must be a mapping, e.g. ops: ...")
     return config

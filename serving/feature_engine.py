@@ -54,7 +54,9 @@ COUNTERS = (
 _LAST_SEEN = attrgetter("last_seen")
 _TXN_TIME = itemgetter(2)
 _LABELLED_EVENT_TIME = itemgetter(1)
-EVICT_EVERY = 1_024  # events between sweeps of idle entities (memory only, not semantics)
+EVICT_EVERY = 1_024
+# Entries older than every window are trimmed a day's worth at a time, not one per event.
+TRIM_SLACK_S = DAY  # events between sweeps of idle entities (memory only, not semantics)
 _W10M, _W1H, _W24H, _W7D, _W30D = 10 * MINUTE, HOUR, DAY, 7 * DAY, 30 * DAY
 
 
@@ -138,9 +140,10 @@ def _evict_card(card: CardState, horizon: float) -> None:
     if k:
         del card.ts[:k], card.ids[:k], card.cum[:k], card.merchants[:k]
         del card.devices[:k], card.lat[:k], card.lon[:k]
-        gone = [d for d, last in card.device_times.items() if last <= horizon]
-        for device in gone:
-            del card.device_times[device]
+        if len(card.device_times) > 4:  # stale entries are harmless (time-checked on read)
+            gone = [d for d, last in card.device_times.items() if last <= horizon]
+            for device in gone:
+                del card.device_times[device]
 
 
 def _insert_merchant_event(m: MerchantState, p: int, t: float, txn_id: str, card_id: str) -> None:
@@ -344,7 +347,7 @@ class FeatureEngine:
                 card.last_seen = t
         else:
             _insert_card_event(card, p, t, txn_id, amount, merchant_id, device_id, lat, lon)
-        if ts[0] <= horizon:
+        if ts[0] <= horizon - TRIM_SLACK_S:
             _evict_card(card, horizon)
         if new_card:
             store.add("card", card_id, card, t)
@@ -358,7 +361,7 @@ class FeatureEngine:
                 merchant.last_seen = t
         else:
             _insert_merchant_event(merchant, mp, t, txn_id, card_id)
-        if mts[0] <= horizon:
+        if mts[0] <= horizon - TRIM_SLACK_S:
             _evict_merchant(merchant, horizon)
         if new_merchant:
             store.add("merchant", merchant_id, merchant, t)
