@@ -173,6 +173,52 @@ def features(
         say(f"engine state: {snapshot}")
 
 
+@app.command("check-promotion")
+def check_promotion(
+    metadata: Annotated[
+        Path | None,
+        typer.Option(
+            help="Evaluation or bundle-manifest JSON with 'metrics' "
+            "[default: $SENTINEL_HOME/candidates/latest_evaluation.json]."
+        ),
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="Policy YAML [default: mlops/promotion_policy.yaml].")
+    ] = None,
+) -> None:
+    """Judge a candidate's metrics against the promotion policy (the seed's exit codes).
+
+    Exit 0 when it passes, 1 listing every failed check, 2 when a file is missing or unreadable.
+    """
+    import json
+
+    from sentinel_dagster.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy
+    from sentinel_dagster.promotion import decide
+
+    source = metadata or paths.sentinel_home() / "candidates" / "latest_evaluation.json"
+    try:
+        rules = load_policy(policy or DEFAULT_POLICY_PATH).promotion
+        data = json.loads(source.read_text())
+        metrics = data["metrics"]
+    except PolicyError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    except FileNotFoundError:
+        raise fail(f"metadata file not found: {source}", EXIT_UNUSABLE) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise fail(f"{source} has no readable 'metrics' object: {exc}", EXIT_UNUSABLE) from None
+    decision = decide(
+        metrics,
+        rules,
+        champion=data.get("champion_metrics"),
+        predict_p99_us=data.get("predict_p99_us"),
+    )
+    for check in decision.checks:
+        say(f"  {'ok ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+    if not decision.passed:
+        raise fail(f"promotion gate failed: {'; '.join(decision.reasons)}", EXIT_INVALID)
+    say("promotion gate passed")
+
+
 @app.command()
 def materialize(
     select: Annotated[

@@ -4,14 +4,34 @@ import dagster as dg
 
 from sentinel_dagster.assets.data import daily_transaction_stats, transactions
 from sentinel_dagster.assets.features import transaction_features
+from sentinel_dagster.assets.training import (
+    candidate_evaluation,
+    candidate_model,
+    model_bundle,
+    promotion_decision,
+    training_set,
+)
 from sentinel_dagster.checks import transaction_features_valid, transactions_expectations
-from sentinel_dagster.jobs import main_job
+from sentinel_dagster.jobs import main_job, publish_job, retrain_job
 from sentinel_dagster.resources import GovernancePolicy, ParquetIOManager, SentinelHome
+from sentinel_dagster.schedules import nightly_retrain_schedule
+from sentinel_dagster.sensors import promotion_sensor
 
 defs = dg.Definitions(
-    assets=[transactions, daily_transaction_stats, transaction_features],
+    assets=[
+        transactions,
+        daily_transaction_stats,
+        transaction_features,
+        training_set,
+        candidate_model,
+        candidate_evaluation,
+        promotion_decision,
+        model_bundle,
+    ],
     asset_checks=[transactions_expectations, transaction_features_valid],
-    jobs=[main_job],
+    jobs=[main_job, retrain_job, publish_job],
+    schedules=[nightly_retrain_schedule],
+    sensors=[promotion_sensor],
     resources={
         "sentinel_home": SentinelHome(),
         "policy": GovernancePolicy(),

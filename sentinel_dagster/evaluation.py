@@ -4,6 +4,8 @@ The same function judges the candidate model, the current champion and the heuri
 fallback, so their numbers sit side by side.
 """
 
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -90,3 +92,21 @@ def evaluate_scores(
         fpr_at_threshold=float(flagged[~positives].mean()),
         scenario_recall=scenario_recall,
     )
+
+
+def single_row_latency_us(
+    predict_one: Callable[[list[float]], float], rows: np.ndarray, calls: int = 3_000
+) -> tuple[float, float]:
+    """(p50, p99) microseconds of one-row predictions, cycling through `rows`."""
+    vectors = rows[: min(len(rows), 500)].tolist()
+    for vector in vectors[:50]:
+        predict_one(vector)  # warm up
+    timings = []
+    clock = time.perf_counter_ns
+    for i in range(calls):
+        vector = vectors[i % len(vectors)]
+        started = clock()
+        predict_one(vector)
+        timings.append(clock() - started)
+    timings.sort()
+    return timings[len(timings) // 2] / 1000, timings[int(len(timings) * 0.99)] / 1000

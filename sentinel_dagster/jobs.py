@@ -1,9 +1,22 @@
-"""Jobs. `main_job` is what `make run` materializes."""
+"""Jobs. `main_job` is what `make run` materializes: the whole lineage to a published bundle."""
 
 import dagster as dg
 
 main_job = dg.define_asset_job(
     "main_job",
-    selection=dg.AssetSelection.groups("data", "features"),
-    description="Materialize the lineage: validated transaction data, then its features.",
+    selection=dg.AssetSelection.groups("data", "features", "training"),
+    description="Materialize the lineage: data, features, training, gate and bundle.",
+)
+
+retrain_job = dg.define_asset_job(
+    "retrain_job",
+    selection=dg.AssetSelection.groups("data", "features", "training")
+    - dg.AssetSelection.assets("model_bundle"),
+    description="Retrain and judge a candidate; promotion_sensor publishes it if it passed.",
+)
+
+publish_job = dg.define_asset_job(
+    "publish_job",
+    selection=dg.AssetSelection.assets("model_bundle"),
+    description="Publish the latest candidate whose promotion decision passed.",
 )

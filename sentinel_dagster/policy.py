@@ -41,9 +41,19 @@ class DataPolicy(BaseModel):
         return _utc(self.earliest_event_time), _utc(latest)
 
 
+class PromotionPolicy(BaseModel):
+    """The offline gate: metric floors, no regression against the champion, a latency budget."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric_floors: dict[str, float] = {"pr_auc": 0.5, "recall_at_1pct_fpr": 0.5}
+    max_regression: dict[str, float] = {"pr_auc": 0.02}
+    max_predict_p99_us: float = Field(default=200.0, gt=0)
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="allow")  # later sections belong to later stages
     data: DataPolicy = DataPolicy()
+    promotion: PromotionPolicy = PromotionPolicy()
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

@@ -8,6 +8,7 @@ that moment could not have known later chargebacks. The holdout is judged on `is
 (for simulated data the ground truth; for your own data, what you know today).
 """
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,3 +85,32 @@ def split_out_of_time(
                 f"than validation ({validation_days}) + holdout ({holdout_days})"
             )
     return split
+
+
+PERIOD_COLUMN, LABEL_COLUMN = "period", "label"
+
+
+def to_frame(split: TrainingSet) -> pd.DataFrame:
+    """One table for the `training_set` asset: each row tagged with its period and label."""
+    parts = []
+    for p in split.periods():
+        part = p.frame.copy()
+        part[PERIOD_COLUMN] = p.name
+        part[LABEL_COLUMN] = p.labels
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def from_frame(frame: pd.DataFrame) -> TrainingSet:
+    def period(name: str) -> Period:
+        rows = frame[frame[PERIOD_COLUMN] == name]
+        return Period(name, rows, rows[LABEL_COLUMN].to_numpy(dtype=np.int8), None)
+
+    return TrainingSet(period("train"), period("validation"), period("holdout"))
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """A short content hash of the rows a model was trained and judged on."""
+    keys = frame[["transaction_id", "event_time", PERIOD_COLUMN, LABEL_COLUMN]]
+    hashed = pd.util.hash_pandas_object(keys, index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]

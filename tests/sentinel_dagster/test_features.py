@@ -176,7 +176,7 @@ def test_features_asset_materializes_after_the_data_checks(sentinel_home: Path) 
     with local_instance(sentinel_home) as instance:
         result = dg.materialize(
             [*defs.assets, *defs.asset_checks],  # type: ignore[list-item]
-            selection="transactions+",
+            selection=[dg.AssetKey("transactions"), dg.AssetKey("transaction_features")],
             run_config=config,
             instance=instance,
             resources=defs.resources,

@@ -1,0 +1,354 @@
+"""Training assets (group `training`): split, candidate, evaluation, decision, bundle.
+
+Each asset is a thin wrapper: the logic lives in training_data, training, compile_model,
+evaluation, promotion and publishing. A failed gate is a normal outcome recorded in
+metadata; `model_bundle` then publishes nothing and the champion stays as it was.
+"""
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import mlflow
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from sentinel_dagster import mlflow_tracking
+from sentinel_dagster.compile_model import check_parity, to_onnx
+from sentinel_dagster.evaluation import Metrics, evaluate_scores, single_row_latency_us
+from sentinel_dagster.events_table import SCENARIOS
+from sentinel_dagster.plots import pr_curve_png, score_distribution_png
+from sentinel_dagster.promotion import decide
+from sentinel_dagster.publishing import BundleContent, publish
+from sentinel_dagster.reporting import frame_markdown
+from sentinel_dagster.resources import GovernancePolicy, SentinelHome
+from sentinel_dagster.training import TrainParams, train_candidate
+from sentinel_dagster.training_data import (
+    TrainingDataError,
+    fingerprint,
+    from_frame,
+    split_out_of_time,
+    to_frame,
+)
+from serving.bundle import BundleError, load_bundle
+from serving.features import FEATURE_NAMES
+from serving.heuristic import heuristic_score
+from serving.predictor import CompiledPredictor
+from serving.registry import Registry
+
+_DEFAULT = TrainParams()
+
+
+def _png_markdown(title: str, png: bytes) -> str:
+    return f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def _code_version() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def registry_of(home: SentinelHome) -> Registry:
+    return Registry(home.root() / "registry")
+
+
+class SplitConfig(dg.Config):
+    validation_days: int = Field(default=7, description="Days after training, for early stopping.")
+    holdout_days: int = Field(default=7, description="Most recent days, never trained on.")
+
+
+@dg.asset(group_name="training", io_manager_key="parquet_io_manager", kinds={"pandas"})
+def training_set(
+    config: SplitConfig, transaction_features: pd.DataFrame
+) -> dg.Output[pd.DataFrame]:
+    """Out-of-time split; positives only where the label was known by the period's cutoff."""
+    try:
+        split = split_out_of_time(transaction_features, config.validation_days, config.holdout_days)
+    except TrainingDataError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    summary = pd.DataFrame([{"period": p.name, **p.summary()} for p in split.periods()])
+    frame = to_frame(split)
+    return dg.Output(
+        frame,
+        metadata={
+            "periods": dg.MetadataValue.md(frame_markdown(summary)),
+            "rows": len(frame),
+            "data_fingerprint": fingerprint(frame),
+        },
+    )
+
+
+class TrainConfig(dg.Config):
+    max_depth: int = _DEFAULT.max_depth
+    learning_rate: float = _DEFAULT.learning_rate
+    num_boost_round: int = _DEFAULT.num_boost_round
+    early_stopping_rounds: int = _DEFAULT.early_stopping_rounds
+    min_child_weight: float = _DEFAULT.min_child_weight
+    subsample: float = _DEFAULT.subsample
+    colsample_bytree: float = _DEFAULT.colsample_bytree
+    seed: int = _DEFAULT.seed
+    target_fpr: float = Field(default=_DEFAULT.target_fpr, description="Threshold's FPR target.")
+
+
+@dg.asset(group_name="training", kinds={"xgboost", "mlflow"})
+def candidate_model(
+    config: TrainConfig, training_set: pd.DataFrame, sentinel_home: SentinelHome
+) -> dg.Output[dict[str, Any]]:
+    """XGBoost with early stopping, compiled to ONNX (parity-checked), logged to MLflow."""
+    home = sentinel_home.root()
+    split = from_frame(training_set)
+    params = TrainParams(**config.model_dump())
+    model = train_candidate(split, params)
+    onnx_bytes = to_onnx(model.booster)
+    gap = check_parity(model.booster, onnx_bytes, split.holdout.features)
+    experiment = mlflow_tracking.use_local_store(home)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.log_params(config.model_dump())
+        mlflow.log_metrics(
+            {
+                "validation_pr_auc": model.validation_pr_auc,
+                "best_iteration": model.best_iteration,
+                "threshold": model.threshold,
+                "onnx_parity_max_abs_diff": gap,
+            }
+        )
+        logged = mlflow.xgboost.log_model(
+            model.booster,
+            name="model",
+            registered_model_name=mlflow_tracking.REGISTERED_MODEL,
+            pip_requirements=["xgboost-cpu"],
+        )
+    model_dir = home / "candidates" / run.info.run_id
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.booster.save_model(model_dir / "model.json")
+    (model_dir / "model.onnx").write_bytes(onnx_bytes)
+    result = {
+        "run_id": run.info.run_id,
+        "model_dir": str(model_dir),
+        "mlflow_model_version": str(logged.registered_model_version),
+        "threshold": model.threshold,
+        "best_iteration": model.best_iteration,
+        "onnx_parity_max_abs_diff": gap,
+        "data_fingerprint": fingerprint(training_set),
+        "params": config.model_dump(),
+    }
+    return dg.Output(
+        result,
+        metadata={
+            "mlflow_run_id": run.info.run_id,
+            "mlflow_model_version": result["mlflow_model_version"],
+            "best_iteration": model.best_iteration,
+            "threshold": model.threshold,
+            "validation_pr_auc": model.validation_pr_auc,
+            "onnx_parity_max_abs_diff": gap,
+            "scale_pos_weight": model.scale_pos_weight,
+        },
+    )
+
+
+def _metrics_table(columns: dict[str, Any]) -> str:
+    names = list(next(iter(columns.values())))
+    table = pd.DataFrame(
+        {"metric": names, **{k: [v.get(n) for n in names] for k, v in columns.items()}}
+    )
+    return frame_markdown(table, max_rows=len(names))
+
+
+@dg.asset(group_name="training", kinds={"mlflow"})
+def candidate_evaluation(
+    candidate_model: dict[str, Any], training_set: pd.DataFrame
+) -> dg.Output[dict[str, Any]]:
+    """Holdout metrics of the candidate beside the heuristic fallback's, with plots."""
+    holdout = from_frame(training_set).holdout
+    predictor = CompiledPredictor((Path(candidate_model["model_dir"]) / "model.onnx").read_bytes())
+    scores = predictor.predict(holdout.features)
+    threshold = candidate_model["threshold"]
+    model_metrics = evaluate_scores(holdout.frame, holdout.labels, scores, threshold)
+    rows = holdout.features.tolist()
+    heuristic = np.array([heuristic_score(r).probability for r in rows])
+    heuristic_metrics = evaluate_scores(holdout.frame, holdout.labels, heuristic, 0.5)
+    p50, p99 = single_row_latency_us(predictor.predict_one, holdout.features)
+    pr_png = pr_curve_png(holdout.labels, {"model": scores, "heuristic": heuristic})
+    dist_png = score_distribution_png(holdout.labels, scores, threshold)
+    model_dir = Path(candidate_model["model_dir"])
+    (model_dir / "pr_curve.png").write_bytes(pr_png)
+    (model_dir / "score_distribution.png").write_bytes(dist_png)
+    result = {
+        "metrics": model_metrics.flat(),
+        "heuristic_metrics": heuristic_metrics.flat(),
+        "predict_p50_us": p50,
+        "predict_p99_us": p99,
+        "holdout_rows": len(rows),
+        "holdout_frauds": int(holdout.labels.sum()),
+    }
+    evaluation_json = json.dumps(result, indent=2, sort_keys=True)
+    (model_dir / "evaluation.json").write_text(evaluation_json)
+    (model_dir.parent / "latest_evaluation.json").write_text(evaluation_json)
+    with mlflow.start_run(run_id=candidate_model["run_id"]):
+        mlflow.log_metrics(model_metrics.flat("holdout_"))
+        mlflow.log_metrics(heuristic_metrics.flat("heuristic_holdout_"))
+        mlflow.log_metrics({"predict_p50_us": p50, "predict_p99_us": p99})
+        mlflow.log_artifact(str(model_dir / "pr_curve.png"))
+        mlflow.log_artifact(str(model_dir / "score_distribution.png"))
+    return dg.Output(
+        result,
+        metadata={
+            "pr_auc": model_metrics.pr_auc,
+            "recall_at_1pct_fpr": model_metrics.recall_at_1pct_fpr,
+            "card_precision_at_100": model_metrics.card_precision_at_100,
+            "heuristic_pr_auc": heuristic_metrics.pr_auc,
+            "predict_p99_us": p99,
+            "metrics": dg.MetadataValue.md(
+                _metrics_table(
+                    {"model": result["metrics"], "heuristic": result["heuristic_metrics"]}
+                )
+            ),
+            "pr_curve": dg.MetadataValue.md(_png_markdown("PR curve", pr_png)),
+            "score_distribution": dg.MetadataValue.md(_png_markdown("scores", dist_png)),
+        },
+    )
+
+
+def champion_metrics(
+    registry: Registry, training_set: pd.DataFrame
+) -> tuple[str | None, Metrics | None]:
+    """The current champion scored on the candidate's holdout (None if there is none)."""
+    version = registry.pointer("champion")
+    if version is None:
+        return None, None
+    try:
+        bundle = load_bundle(registry.bundle_dir(version))
+    except BundleError as exc:
+        raise dg.Failure(description=f"the champion bundle cannot be loaded: {exc}") from None
+    holdout = from_frame(training_set).holdout
+    scores = bundle.predictor.predict(holdout.features)
+    return version, evaluate_scores(holdout.frame, holdout.labels, scores, bundle.threshold)
+
+
+@dg.asset(group_name="training")
+def promotion_decision(
+    candidate_model: dict[str, Any],
+    candidate_evaluation: dict[str, Any],
+    training_set: pd.DataFrame,
+    sentinel_home: SentinelHome,
+    policy: GovernancePolicy,
+) -> dg.Output[dict[str, Any]]:
+    """The offline gate of mlops/promotion_policy.yaml; failing is an outcome, not an error."""
+    champion_version, champion = champion_metrics(registry_of(sentinel_home), training_set)
+    decision = decide(
+        candidate_evaluation["metrics"],
+        policy.load().promotion,
+        champion=champion.flat() if champion else None,
+        predict_p99_us=candidate_evaluation["predict_p99_us"],
+    )
+    result = {
+        "passed": decision.passed,
+        "reasons": decision.reasons,
+        "candidate_run_id": candidate_model["run_id"],
+        "champion_version": champion_version,
+    }
+    return dg.Output(
+        result,
+        metadata={
+            "passed": decision.passed,
+            "candidate_run_id": candidate_model["run_id"],
+            "champion_version": champion_version or "none",
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or "-"),
+            "checks": dg.MetadataValue.md(decision.markdown()),
+        },
+    )
+
+
+def _card_fields(model: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, str]:
+    metrics, heuristic = evaluation["metrics"], evaluation["heuristic_metrics"]
+    scenario = {
+        name: metrics[f"recall_{name}"] for name in SCENARIOS if f"recall_{name}" in metrics
+    }
+    return {
+        "compiled_format": "ONNX (onnxruntime)",
+        "data_fingerprint": model["data_fingerprint"],
+        "code_version": _code_version(),
+        "mlflow_run_id": model["run_id"],
+        "features": ", ".join(f"`{n}`" for n in FEATURE_NAMES),
+        "threshold": f"{model['threshold']:.4f}",
+        "target_fpr": str(model["params"]["target_fpr"]),
+        "metrics_table": _metrics_table({"model": metrics, "heuristic": heuristic}),
+        "scenario_table": "\n".join(f"- {k}: {v:.3f}" for k, v in scenario.items()) or "-",
+        "data_notes": (
+            f"Holdout: {evaluation['holdout_rows']:,} payments, {evaluation['holdout_frauds']:,} "
+            "frauds. Training positives are frauds whose chargeback had arrived by the end of "
+            "the training period; never-reported frauds look legitimate to the model."
+        ),
+    }
+
+
+@dg.asset(group_name="training", kinds={"mlflow"})
+def model_bundle(
+    context: dg.AssetExecutionContext,
+    promotion_decision: dict[str, Any],
+    candidate_model: dict[str, Any],
+    candidate_evaluation: dict[str, Any],
+    sentinel_home: SentinelHome,
+) -> dg.Output[dict[str, Any]]:
+    """Publish the candidate as a bundle, only if its promotion decision passed."""
+    registry = registry_of(sentinel_home)
+    if not promotion_decision["passed"]:
+        context.log.info("promotion decision failed: nothing published, champion unchanged")
+        return dg.Output(
+            {"published": False, "reasons": promotion_decision["reasons"]},
+            metadata={"published": False, "champion": registry.pointer("champion") or "none"},
+        )
+    published = registry.find_run(candidate_model["run_id"])
+    if published is not None:  # a sensor and a full run may both reach here: publish once
+        return dg.Output(
+            {"published": False, "version": published, "reasons": ["already published"]},
+            metadata={"published": False, "already_published_as": published},
+        )
+    model_dir = Path(candidate_model["model_dir"])
+    content = BundleContent(
+        model_json=(model_dir / "model.json").read_bytes(),
+        model_onnx=(model_dir / "model.onnx").read_bytes(),
+        threshold=candidate_model["threshold"],
+        metrics=candidate_evaluation["metrics"],
+        data_fingerprint=candidate_model["data_fingerprint"],
+        code_version=_code_version(),
+        mlflow_run_id=candidate_model["run_id"],
+        mlflow_model_version=candidate_model["mlflow_model_version"],
+        lineage={
+            "mlflow_run_id": candidate_model["run_id"],
+            "dagster_run_id": context.run.run_id,
+            "data_fingerprint": candidate_model["data_fingerprint"],
+            "params": candidate_model["params"],
+            "evaluation": candidate_evaluation,
+            "decision": promotion_decision,
+        },
+        card_fields=_card_fields(candidate_model, candidate_evaluation),
+    )
+    version, role = publish(registry, content)
+    mlflow_tracking.use_local_store(sentinel_home.root())
+    mlflow_tracking.set_alias(role, candidate_model["mlflow_model_version"])
+    return dg.Output(
+        {"published": True, "version": version, "role": role},
+        metadata={
+            "published": True,
+            "version": version,
+            "role": role,
+            "path": dg.MetadataValue.path(str(registry.bundle_dir(version))),
+            "manifest": dg.MetadataValue.json(
+                json.loads((registry.bundle_dir(version) / "manifest.json").read_text())
+            ),
+        },
+    )

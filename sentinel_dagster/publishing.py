@@ -1,0 +1,86 @@
+"""Publishing a bundle: write it complete under a temporary name, then rename it into place.
+
+The first published bundle becomes champion, later ones challenger. A published bundle is
+never modified again (files are made read-only); only the pointers move.
+"""
+
+import datetime as dt
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from serving.bundle import MANIFEST, sha256_file
+from serving.features import FEATURE_NAMES
+from serving.registry import Registry
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "mlops" / "model_card_template.md"
+
+
+@dataclass(frozen=True)
+class BundleContent:
+    model_json: bytes  # XGBoost's own format
+    model_onnx: bytes
+    threshold: float
+    metrics: dict[str, float]
+    data_fingerprint: str
+    code_version: str
+    mlflow_run_id: str
+    mlflow_model_version: str | None
+    lineage: dict[str, Any]
+    card_fields: dict[str, str]  # extra values for the model card template
+
+
+def render_model_card(fields: dict[str, str], template: Path = TEMPLATE) -> str:
+    text = template.read_text()
+    for key, value in fields.items():
+        text = text.replace("{{ " + key + " }}", value)
+    return text
+
+
+def _write(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def publish(
+    registry: Registry, content: BundleContent, now: dt.datetime | None = None
+) -> tuple[str, str]:
+    """Write the bundle atomically and point at it; returns (version, role)."""
+    now = now or dt.datetime.now(dt.UTC)
+    version = f"{now:%Y%m%dT%H%M%S}-{content.mlflow_run_id[:8]}"
+    tmp = registry.bundles / f".tmp-{version}"
+    tmp.mkdir(parents=True)
+    files = {
+        "model.json": content.model_json,
+        "model.onnx": content.model_onnx,
+        "lineage.json": json.dumps(content.lineage, indent=2, sort_keys=True).encode(),
+        "model_card.md": render_model_card(
+            {"version": version, "created_at": now.isoformat(), **content.card_fields}
+        ).encode(),
+    }
+    for name, data in files.items():
+        _write(tmp / name, data)
+    manifest = {
+        "version": version,
+        "created_at": now.isoformat(),
+        "features": list(FEATURE_NAMES),
+        "threshold": content.threshold,
+        "metrics": content.metrics,
+        "data_fingerprint": content.data_fingerprint,
+        "code_version": content.code_version,
+        "mlflow_run_id": content.mlflow_run_id,
+        "mlflow_model_version": content.mlflow_model_version,
+        "files": {name: sha256_file(tmp / name) for name in files},
+    }
+    _write(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    for path in tmp.iterdir():
+        path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    os.replace(tmp, registry.bundle_dir(version))
+    role = "challenger" if registry.pointer("champion") else "champion"
+    registry.set_pointer(role, version)
+    return version, role

@@ -1,0 +1,87 @@
+"""The bundle format (DESIGN.md §3): reading and verifying a published model directory.
+
+A bundle holds `manifest.json` (version, features, threshold, metrics, lineage ids and the
+sha256 of every other file), `model.json` (XGBoost), `model.onnx` (the compiled serving
+model), `model_card.md` and `lineage.json`. Nothing is trusted before its checksum matches.
+"""
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from serving.features import FEATURE_NAMES
+from serving.predictor import CompiledPredictor
+
+MANIFEST = "manifest.json"
+REQUIRED_FILES = ("model.json", "model.onnx", "model_card.md", "lineage.json")
+
+
+class BundleError(ValueError):
+    """The bundle is missing, corrupt or incompatible; the message says which."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    predictor: CompiledPredictor
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["threshold"])
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no {MANIFEST}") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path}: unreadable {MANIFEST}: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: {MANIFEST} is not an object")
+    return manifest
+
+
+def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(REQUIRED_FILES) - set(files):
+        raise BundleError(f"{path}: manifest must list the sha256 of {', '.join(REQUIRED_FILES)}")
+    for name, expected in files.items():
+        target = Path(path) / name
+        if not target.is_file():
+            raise BundleError(f"{path}: {name} is missing")
+        if sha256_file(target) != expected:
+            raise BundleError(f"{path}: {name} does not match its sha256 in the manifest")
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Verify and load a bundle; BundleError says why one is rejected."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    verify_checksums(path, manifest)
+    if manifest.get("features") != list(FEATURE_NAMES):
+        raise BundleError(f"{path}: its features differ from this service's feature engine")
+    try:
+        predictor = CompiledPredictor((path / "model.onnx").read_bytes())
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise BundleError(f"{path}: model.onnx does not load: {exc}") from None
+    smoke = predictor.predict_one([0.0] * len(FEATURE_NAMES))
+    if not (math.isfinite(smoke) and 0.0 <= smoke <= 1.0):
+        raise BundleError(f"{path}: smoke prediction {smoke!r} is not a probability")
+    return Bundle(path=path, manifest=manifest, predictor=predictor)
