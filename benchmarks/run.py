@@ -16,15 +16,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from sentinel_dagster import paths
+from sentinel_dagster.compile_model import to_onnx
 from sentinel_dagster.dataset import load_transactions
+from sentinel_dagster.evaluation import evaluate_scores, single_row_latency_us
 from sentinel_dagster.feature_replay import epoch_seconds, replay
 from sentinel_dagster.policy import load_policy
+from sentinel_dagster.runner import materialize_lineage
 from sentinel_dagster.simulator import SimulationParams, simulate_events, simulate_to_parquet
+from sentinel_dagster.training import TrainParams, train_candidate
+from sentinel_dagster.training_data import split_out_of_time
 from sentinel_dagster.validation import validate_transactions
 from serving.feature_engine import CardState, FeatureEngine
+from serving.heuristic import heuristic_score
+from serving.predictor import CompiledPredictor
 
 
 def _median_seconds(work: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
@@ -162,11 +170,69 @@ def bench_online(repeats: int) -> dict:
     }
 
 
+def _latency(predict_one: Callable[[list[float]], float], rows: list) -> dict[str, float]:
+    runs = [single_row_latency_us(predict_one, rows, calls=20_000) for _ in range(3)]
+    return {
+        "p50_us": round(statistics.median(r[0] for r in runs), 1),
+        "p99_us": round(statistics.median(r[1] for r in runs), 1),
+    }
+
+
+def bench_training(repeats: int) -> dict:
+    """Training on the default dataset's features (features excluded), quality, predictor speed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tx.parquet"
+        simulate_to_parquet(SimulationParams(), path)
+        table = replay(load_transactions(path)).table
+    split = split_out_of_time(table)
+    times, model = [], None
+    for _ in range(max(1, repeats - 3)):
+        started = time.perf_counter()
+        model = train_candidate(split, TrainParams())
+        times.append(time.perf_counter() - started)
+    assert model is not None
+    hold = split.holdout
+    predictor = CompiledPredictor(to_onnx(model.booster))
+    scores = predictor.predict(hold.features)
+    heuristic = np.array([heuristic_score(r).probability for r in hold.features.tolist()])
+    rows = hold.features
+    booster = model.booster
+
+    def xgboost_one(vector: list[float]) -> float:
+        return float(booster.inplace_predict(np.asarray([vector], dtype=np.float32))[0])
+
+    return {
+        "train_rows": len(split.train.frame),
+        "train_median_seconds": round(statistics.median(times), 2),
+        "train_runs_seconds": [round(t, 2) for t in times],
+        "best_iteration": model.best_iteration,
+        "budget_seconds": 60,
+        "holdout_rows": len(hold.frame),
+        "holdout_frauds": int(hold.labels.sum()),
+        "model": evaluate_scores(hold.frame, hold.labels, scores, model.threshold).flat(),
+        "heuristic": evaluate_scores(hold.frame, hold.labels, heuristic, 0.5).flat(),
+        "onnx_single_row": _latency(predictor.predict_one, rows),
+        "xgboost_single_row": _latency(xgboost_one, rows[:2000]),
+        "predictor_budget_p99_us": 20,
+    }
+
+
+def bench_lineage(repeats: int) -> dict:
+    """`make run`'s main_job on the default dataset in a fresh SENTINEL_HOME; budget 5 min."""
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        report = materialize_lineage(home=Path(tmp))
+        seconds = time.perf_counter() - started
+    return {"success": report.success, "seconds": round(seconds, 1), "budget_seconds": 300}
+
+
 BENCHMARKS: dict[str, Callable[[int], dict]] = {
     "simulator": bench_simulator,
     "validation": bench_validation,
     "replay": bench_replay,
     "online": bench_online,
+    "training": bench_training,
+    "lineage": bench_lineage,
 }
 
 

@@ -17,24 +17,30 @@ from sentinel_dagster.resources import GovernancePolicy, ParquetIOManager, Senti
 from sentinel_dagster.schedules import nightly_retrain_schedule
 from sentinel_dagster.sensors import promotion_sensor
 
-defs = dg.Definitions(
-    assets=[
-        transactions,
-        daily_transaction_stats,
-        transaction_features,
-        training_set,
-        candidate_model,
-        candidate_evaluation,
-        promotion_decision,
-        model_bundle,
-    ],
-    asset_checks=[transactions_expectations, transaction_features_valid],
-    jobs=[main_job, retrain_job, publish_job],
-    schedules=[nightly_retrain_schedule],
-    sensors=[promotion_sensor],
-    resources={
-        "sentinel_home": SentinelHome(),
-        "policy": GovernancePolicy(),
-        "parquet_io_manager": ParquetIOManager(),
-    },
-)
+
+def build_defs(home: str = "") -> dg.Definitions:
+    """All definitions; `home` pins SENTINEL_HOME (empty: $SENTINEL_HOME or ./var at run time)."""
+    return dg.Definitions(
+        assets=[
+            transactions,
+            daily_transaction_stats,
+            transaction_features,
+            training_set,
+            candidate_model,
+            candidate_evaluation,
+            promotion_decision,
+            model_bundle,
+        ],
+        asset_checks=[transactions_expectations, transaction_features_valid],
+        jobs=[main_job, retrain_job, publish_job],
+        schedules=[nightly_retrain_schedule],
+        sensors=[promotion_sensor],
+        resources={
+            "sentinel_home": SentinelHome(path=home),
+            "policy": GovernancePolicy(),
+            "parquet_io_manager": ParquetIOManager(home=home),
+        },
+    )
+
+
+defs = build_defs()

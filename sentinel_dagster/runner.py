@@ -46,6 +46,7 @@ class RunReport:
     materialized: list[tuple[str, str | None]] = field(default_factory=list)  # (asset, path)
     checks: list[tuple[str, bool]] = field(default_factory=list)  # (check, passed)
     data_docs: str | None = None
+    published: str | None = None  # "version as role" when a bundle was published
     failure: str | None = None
 
     def lines(self) -> list[str]:
@@ -54,6 +55,8 @@ class RunReport:
         lines += [f"  check {name}: {'passed' if ok else 'FAILED'}" for name, ok in self.checks]
         if self.data_docs:
             lines.append(f"GX Data Docs: {self.data_docs}")
+        if self.published:
+            lines.append(f"published bundle {self.published}")
         lines.append(f"Dagster instance: {self.dagster_home} (UI: dagster dev -w workspace.yaml)")
         return lines
 
@@ -64,10 +67,13 @@ def _report(result: dg.ExecuteInProcessResult, home: Path) -> RunReport:
     )
     for event in result.get_asset_materialization_events():
         materialization = event.materialization
-        path = materialization.metadata.get("path")
+        metadata = materialization.metadata
+        where = metadata.get("path")
         report.materialized.append(
-            (materialization.asset_key.to_user_string(), str(path.value) if path else None)
+            (materialization.asset_key.to_user_string(), str(where.value) if where else None)
         )
+        if "role" in metadata and "version" in metadata:  # model_bundle published
+            report.published = f"{metadata['version'].value} as {metadata['role'].value}"
     for evaluation in result.get_asset_check_evaluations():
         name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
         report.checks.append((name, evaluation.passed))
@@ -98,8 +104,9 @@ def materialize_lineage(
     home: Path | None = None,
 ) -> RunReport:
     """Run `main_job`, or materialize an asset selection such as 'group:data'."""
-    from sentinel_dagster.definitions import defs
+    from sentinel_dagster.definitions import build_defs
 
+    defs = build_defs(str(home) if home else "")
     home = home or paths.sentinel_home()
     config = {**QUIET_LOGS, **(run_config or {})}
     with local_instance(home) as instance:

@@ -35,14 +35,20 @@ class CompiledPredictor:
         return probabilities[:, 1].astype(np.float64)
 
     def predict_one(self, vector: list[float]) -> float:
-        """One row through a pre-bound input buffer: no per-call allocation or dict."""
+        """One row through pre-bound input and output buffers: no allocation per call."""
         local = self._local
         binding = getattr(local, "binding", None)
-        if binding is None:  # first call on this thread: its own buffer and binding
+        if binding is None:  # first call on this thread: its own buffers and binding
             local.row = np.zeros((1, N_FEATURES), dtype=np.float32)
+            local.probabilities = np.zeros((1, 2), dtype=np.float32)
+            local.label = np.zeros((1,), dtype=np.int64)
             binding = local.binding = self._session.io_binding()
             binding.bind_cpu_input(self._input, local.row)
-            binding.bind_output("probabilities")
+            for name, buffer in (("probabilities", local.probabilities), ("label", local.label)):
+                binding.bind_output(
+                    name, "cpu", element_type=buffer.dtype.type, shape=buffer.shape,
+                    buffer_ptr=buffer.ctypes.data,
+                )  # fmt: skip
         local.row[0] = vector
         self._session.run_with_iobinding(binding)
-        return float(binding.get_outputs()[0].numpy()[0, 1])
+        return float(local.probabilities[0, 1])

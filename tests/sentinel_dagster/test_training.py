@@ -139,3 +139,14 @@ def test_heuristic_fires_rules_with_reasons() -> None:
     result = heuristic_score(burst)
     assert result.reasons == ["card_velocity_10m", "small_amount_burst"]
     assert result.probability > 0.3
+
+
+def test_predictor_is_safe_to_share_between_threads(split: TrainingSet, model) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    predictor = CompiledPredictor(to_onnx(model.booster))
+    rows = split.holdout.features[:400]
+    expected = predictor.predict(rows)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(predictor.predict_one, rows.tolist()))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-7)
