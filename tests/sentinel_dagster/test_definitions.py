@@ -39,7 +39,13 @@ def test_all_definitions_load() -> None:
         "daily_transaction_stats",
         "transaction_features",
     }
-    assert defs.resolve_job_def("main_job") is not None
+    for job in ("main_job", "retrain_job", "publish_job"):
+        assert defs.resolve_job_def(job) is not None
+    assert defs.resolve_schedule_def("nightly_retrain_schedule").cron_schedule == "0 2 * * *"
+    assert defs.resolve_sensor_def("promotion_sensor") is not None
+    retrain = defs.resolve_job_def("retrain_job").asset_layer.executable_asset_keys
+    assert dg.AssetKey("promotion_decision") in retrain
+    assert dg.AssetKey("model_bundle") not in retrain
     checks = defs.resolve_asset_graph().asset_check_keys
     assert {c.name for c in checks if c.asset_key.to_user_string() == "transactions"} == set(CHECKS)
     assert {c.name for c in checks if c.asset_key.to_user_string() != "transactions"} == {
