@@ -1,0 +1,93 @@
+"""The models the service scores with, and their hot reload.
+
+`ModelManager.reload()` runs off the request path: it resolves where the champion and the
+challenger live (pinned directories, else the registry pointers), loads and validates any
+bundle that changed, and swaps one reference. A request reads `manager.current` once and
+finishes on that pair, whatever is swapped meanwhile. An invalid bundle is rejected,
+reported in `last_rejected`, and the previous model keeps serving.
+"""
+
+import datetime as dt
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.bundle import Bundle, BundleError, load_bundle
+from serving.registry import Registry
+from serving.settings import ServiceSettings
+
+
+@dataclass(frozen=True)
+class LoadedModels:
+    champion: Bundle | None = None
+    challenger: Bundle | None = None
+    loaded_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    path: str
+    reason: str
+    at: dt.datetime
+
+
+@dataclass
+class ReloadCounters:
+    loaded: int = 0
+    rejected: int = 0
+
+
+class ModelManager:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.registry = Registry(settings.registry_root())
+        self.current = LoadedModels()
+        self.last_rejected: Rejection | None = None
+        self.counters = ReloadCounters()
+        self._lock = threading.Lock()  # one reload at a time; readers never wait
+        self._rejected: set[Path] = set()  # bundles are immutable: do not retry every poll
+
+    def sources(self) -> tuple[Path | None, Path | None]:
+        """(champion dir, challenger dir): pinned by the seed's variables, else the registry."""
+        champion = self.settings.artifacts_dir
+        challenger = self.settings.shadow_artifacts_dir
+        if champion is None:
+            version = self.registry.pointer("champion")
+            champion = self.registry.bundle_dir(version) if version else None
+            if challenger is None:
+                version = self.registry.pointer("challenger")
+                challenger = self.registry.bundle_dir(version) if version else None
+        return champion, challenger
+
+    def _resolve(self, path: Path | None, loaded: Bundle | None) -> Bundle | None:
+        if path is None:
+            return None
+        if loaded is not None and loaded.path == path:
+            return loaded  # bundles are immutable: same directory, same model
+        if path in self._rejected:
+            return loaded
+        try:
+            bundle = load_bundle(path)
+        except BundleError as exc:
+            self._rejected.add(path)
+            self.last_rejected = Rejection(str(path), str(exc), dt.datetime.now(dt.UTC))
+            self.counters.rejected += 1
+            return loaded  # keep serving what we had
+        self.counters.loaded += 1
+        return bundle
+
+    def reload(self, retry_rejected: bool = False) -> bool:
+        """Load what changed and swap; True if the served models changed."""
+        with self._lock:
+            if retry_rejected:
+                self._rejected.clear()
+            before = self.current
+            champion_dir, challenger_dir = self.sources()
+            champion = self._resolve(champion_dir, before.champion)
+            challenger = self._resolve(challenger_dir, before.challenger)
+            if challenger is not None and champion is not None and challenger.path == champion.path:
+                challenger = None  # a promoted challenger is no longer shadowed
+            if champion is before.champion and challenger is before.challenger:
+                return False
+            self.current = LoadedModels(champion, challenger, dt.datetime.now(dt.UTC))
+            return True

@@ -1,0 +1,32 @@
+"""Service settings: one pydantic-settings class; the seed's environment variables keep their meaning."""
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore")
+
+    home: Path = Field(default=Path("var"), description="SENTINEL_HOME: registry and logs.")
+    # The seed's variables. A pinned champion directory disables following the registry.
+    artifacts_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SENTINEL_ARTIFACTS_DIR", "FRAUD_ARTIFACTS_DIR"),
+        description="Pin the champion to this bundle directory.",
+    )
+    shadow_artifacts_dir: Path | None = Field(
+        default=None, description="Pin the shadow (challenger) to this bundle directory."
+    )
+    circuit_threshold_ms: float = Field(default=60.0, gt=0, description="Model deadline.")
+    force_circuit_open: bool = Field(default=False, description="Always use the heuristic.")
+    inject_latency_ms: float = Field(default=0.0, ge=0, description="Testing only.")
+    # Added by Sentinel-Stream.
+    reload_interval_s: float = Field(default=5.0, gt=0, description="Registry polling period.")
+    admin_token: str | None = Field(default=None, description="Bearer token for /admin/*.")
+    max_body_bytes: int = Field(default=1_048_576, gt=0, description="Larger bodies get 413.")
+    max_batch_events: int = Field(default=10_000, gt=0, description="Events per batch request.")
+
+    def registry_root(self) -> Path:
+        return self.home / "registry"

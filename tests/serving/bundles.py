@@ -1,0 +1,43 @@
+"""Real bundles for serving tests: a small XGBoost model, compiled and published."""
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+
+from sentinel_dagster.compile_model import to_onnx
+from sentinel_dagster.publishing import BundleContent, publish
+from serving.features import FEATURE_INDEX, FEATURE_NAMES
+from serving.registry import Registry
+
+
+def small_booster(seed: int = 0, rounds: int = 20) -> xgb.Booster:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(3_000, len(FEATURE_NAMES))).astype(np.float32)
+    y = (x[:, FEATURE_INDEX["txn_count_10m"]] + rng.normal(size=3_000) > 1.2).astype(int)
+    data = xgb.DMatrix(x, label=y, feature_names=list(FEATURE_NAMES))
+    return xgb.train({"objective": "binary:logistic", "max_depth": 3, "seed": seed}, data, rounds)
+
+
+def publish_small(registry: Registry, seed: int = 0, minute: int = 0) -> tuple[str, str]:
+    booster = small_booster(seed)
+    content = BundleContent(
+        model_json=bytes(booster.save_raw("json")),
+        model_onnx=to_onnx(booster),
+        threshold=0.5,
+        metrics={"pr_auc": 0.8},
+        data_fingerprint=f"test-{seed}",
+        code_version="test",
+        mlflow_run_id=f"run{seed:04d}abcdef",
+        mlflow_model_version=None,
+        lineage={"test": True},
+        card_fields={},
+    )
+    when = dt.datetime(2026, 1, 1, 12, minute, tzinfo=dt.UTC)
+    return publish(registry, content, now=when)
+
+
+def make_writable(path: Path) -> None:
+    for file in path.iterdir():
+        file.chmod(0o644)

@@ -1,0 +1,123 @@
+"""Model loading and hot reload: follow the registry, reject bad bundles, keep serving."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from serving.models import ModelManager
+from serving.registry import Registry
+from serving.settings import ServiceSettings
+from tests.serving.bundles import make_writable, publish_small
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "registry")
+
+
+def manager_for(tmp_path: Path, **overrides) -> ModelManager:
+    return ModelManager(ServiceSettings(home=tmp_path, **overrides))
+
+
+def test_no_registry_means_no_model(tmp_path: Path) -> None:
+    manager = manager_for(tmp_path)
+    assert manager.reload() is False
+    assert manager.current.champion is None
+
+
+def test_follows_champion_and_challenger_pointers(tmp_path: Path, registry: Registry) -> None:
+    manager = manager_for(tmp_path)
+    first, role = publish_small(registry, seed=1)
+    assert role == "champion"
+    assert manager.reload() is True
+    assert manager.current.champion is not None
+    assert manager.current.champion.version == first
+    assert manager.current.challenger is None
+    second, role = publish_small(registry, seed=2, minute=1)
+    assert role == "challenger"
+    assert manager.reload() is True
+    assert manager.current.challenger is not None
+    assert manager.current.challenger.version == second
+    assert manager.reload() is False  # nothing changed: nothing reloaded
+    assert manager.counters.loaded == 2
+
+
+def _tamper_model(bundle: Path) -> None:
+    make_writable(bundle)
+    (bundle / "model.onnx").write_bytes(b"truncated")
+
+
+def _drop_manifest(bundle: Path) -> None:
+    make_writable(bundle)
+    (bundle / "manifest.json").unlink()
+
+
+def _rename_a_feature(bundle: Path) -> None:
+    make_writable(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["features"][0] = "amount_in_cents"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _wrong_checksum(bundle: Path) -> None:
+    make_writable(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["model_card.md"] = "0" * 64
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_tamper_model, "model.onnx does not match its sha256"),
+        (_drop_manifest, "no manifest.json"),
+        (_rename_a_feature, "features differ"),
+        (_wrong_checksum, "model_card.md does not match its sha256"),
+    ],
+)
+def test_an_invalid_new_champion_is_rejected_and_the_old_keeps_serving(
+    tmp_path: Path, registry: Registry, damage, reason: str
+) -> None:
+    manager = manager_for(tmp_path)
+    good, _ = publish_small(registry, seed=1)
+    manager.reload()
+    bad, _ = publish_small(registry, seed=2, minute=1)
+    damage(registry.bundle_dir(bad))
+    registry.set_pointer("champion", bad)
+    assert manager.reload() is False
+    assert manager.current.champion is not None
+    assert manager.current.champion.version == good
+    assert manager.last_rejected is not None
+    assert reason in manager.last_rejected.reason
+    assert manager.counters.rejected == 1
+    manager.reload()
+    assert manager.counters.rejected == 1  # an immutable bad bundle is not retried each poll
+
+
+def test_seed_variables_pin_the_bundles(tmp_path: Path, registry: Registry, monkeypatch) -> None:
+    first, _ = publish_small(registry, seed=1)
+    second, _ = publish_small(registry, seed=2, minute=1)
+    pinned = tmp_path / "pinned"
+    shutil.copytree(registry.bundle_dir(second), pinned)
+    monkeypatch.setenv("FRAUD_ARTIFACTS_DIR", str(pinned))  # the seed's older name
+    monkeypatch.setenv("SENTINEL_SHADOW_ARTIFACTS_DIR", str(registry.bundle_dir(first)))
+    manager = ModelManager(ServiceSettings(home=tmp_path))
+    manager.reload()
+    assert manager.current.champion is not None and manager.current.challenger is not None
+    assert manager.current.champion.path == pinned
+    assert manager.current.challenger.version == first
+
+
+def test_settings_keep_the_seed_defaults(monkeypatch) -> None:
+    for name in ("SENTINEL_CIRCUIT_THRESHOLD_MS", "SENTINEL_FORCE_CIRCUIT_OPEN"):
+        monkeypatch.delenv(name, raising=False)
+    settings = ServiceSettings()
+    assert settings.circuit_threshold_ms == 60.0
+    assert settings.force_circuit_open is False
+    monkeypatch.setenv("SENTINEL_FORCE_CIRCUIT_OPEN", "1")
+    monkeypatch.setenv("SENTINEL_ARTIFACTS_DIR", "/models/champion")
+    settings = ServiceSettings()
+    assert settings.force_circuit_open is True
+    assert settings.artifacts_dir == Path("/models/champion")
