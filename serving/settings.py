@@ -1,4 +1,4 @@
-"""Service settings: one pydantic-settings class; the seed's environment variables keep their meaning."""
+"""Service settings: one pydantic-settings class; the seed's variables keep their meaning."""
 
 from pathlib import Path
 
