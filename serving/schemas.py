@@ -1,0 +1,51 @@
+"""Request and response bodies. The seed's fields, ranges and names are unchanged."""
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ScoreRequest(BaseModel):
+    """The seed's seven features, and/or a raw event (DESIGN.md §3 field names)."""
+
+    amount: float = Field(ge=0, allow_inf_nan=False)
+    hour_of_day: int | None = Field(default=None, ge=0, le=23)
+    days_since_last_txn: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    txn_count_24h: int | None = Field(default=None, ge=0)
+    distinct_merchants_24h: int | None = Field(default=None, ge=0)
+    avg_amount_7d: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    channel_online: int | None = Field(default=None, ge=0, le=1)
+    transaction_id: str | None = Field(default=None, min_length=1, max_length=128)
+    card_id: str | None = Field(default=None, min_length=1, max_length=128)
+    merchant_id: str | None = Field(default=None, min_length=1, max_length=128)
+    event_time: dt.datetime | None = None
+    merchant_category: str | None = Field(default=None, max_length=64)
+    channel: Literal["pos", "online", "atm"] | None = None
+    device_id: str | None = Field(default=None, min_length=1, max_length=128)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    currency: str | None = Field(default=None, max_length=8)
+
+
+class ScoreResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    fraud_probability: float
+    decision: Literal["approve", "decline"]
+    threshold: float
+    circuit_breaker_state: Literal["closed", "open"]  # the seed's meaning: who answered
+    shadow_fraud_probability: float | None = None
+    model_version: str
+    scored_by: Literal["model", "heuristic"]
+    reasons: list[str]
+    features: dict[str, float | None] | None = None  # with ?explain=true
+
+
+class FeedbackRequest(BaseModel):
+    transaction_id: str = Field(min_length=1, max_length=128)
+    is_fraud: bool
+    label_time: dt.datetime
+    card_id: str | None = Field(default=None, min_length=1, max_length=128)
+    merchant_id: str | None = Field(default=None, min_length=1, max_length=128)
+    event_time: dt.datetime | None = None

@@ -1,0 +1,194 @@
+"""The scoring service through TestClient(create_app(...)), so the lifespan runs."""
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.registry import Registry
+from serving.settings import ServiceSettings
+from tests.serving.bundles import publish_small
+
+SEED_REQUEST = {
+    "amount": 120.0,
+    "hour_of_day": 14,
+    "days_since_last_txn": 1.5,
+    "txn_count_24h": 3,
+    "distinct_merchants_24h": 2,
+    "avg_amount_7d": 95.0,
+    "channel_online": 0,
+}
+RAW = {"transaction_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 20.0,
+       "event_time": "2026-01-01T12:00:00Z", "channel": "online", "device_id": "d1"}  # fmt: skip
+
+
+def client_for(home: Path, **settings) -> TestClient:
+    return TestClient(create_app(ServiceSettings(home=home, admin_token="s3cret", **settings)))
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "registry")
+
+
+@pytest.fixture
+def client(tmp_path: Path, registry: Registry) -> Iterator[TestClient]:
+    publish_small(registry, seed=1)
+    with client_for(tmp_path) as c:
+        yield c
+
+
+def test_without_a_model_health_is_ok_and_the_rest_is_503(tmp_path: Path) -> None:
+    with client_for(tmp_path) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        ready = c.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "no champion model loaded"
+        score = c.post("/v1/score", json=SEED_REQUEST)
+        assert score.status_code == 503
+        assert "no champion" in score.json()["detail"]
+
+
+def test_the_seed_request_gets_the_seed_response(client: TestClient) -> None:
+    response = client.post("/v1/score", json=SEED_REQUEST)
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {
+        "fraud_probability", "decision", "threshold", "circuit_breaker_state",
+        "model_version", "scored_by", "reasons",
+    }  # fmt: skip
+    assert "shadow_fraud_probability" not in body  # no challenger loaded
+    assert 0.0 <= body["fraud_probability"] <= 1.0
+    assert body["decision"] in {"approve", "decline"}
+    assert body["circuit_breaker_state"] == "closed"
+    assert body["scored_by"] == "model"
+    assert client.get("/ready").json()["champion"] == body["model_version"]
+
+
+@pytest.mark.parametrize(("field", "value"), [("hour_of_day", 24), ("channel_online", 2),
+                                              ("amount", -1), ("channel", "fax")])  # fmt: skip
+def test_out_of_range_fields_are_422_naming_the_field(client: TestClient, field, value) -> None:
+    response = client.post("/v1/score", json=SEED_REQUEST | {field: value})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == field
+
+
+def test_broken_json_is_422_and_oversized_bodies_are_413(tmp_path: Path, registry) -> None:
+    publish_small(registry, seed=1)
+    with client_for(tmp_path, max_body_bytes=200) as c:
+        broken = c.post(
+            "/v1/score", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert broken.status_code == 422
+        huge = c.post("/v1/score", json=SEED_REQUEST | {"merchant_category": "x" * 300})
+        assert huge.status_code == 413
+
+
+def test_raw_events_use_and_update_the_online_state(client: TestClient) -> None:
+    first = client.post("/v1/score?explain=true", json=RAW).json()
+    assert first["features"]["txn_count_10m"] == 0
+    assert first["features"]["avg_amount_30d"] is None  # cold start is NaN, sent as null
+    second_event = RAW | {"transaction_id": "t2", "event_time": "2026-01-01T12:01:00Z"}
+    second = client.post("/v1/score?explain=true", json=second_event).json()
+    assert second["features"]["txn_count_10m"] == 1
+    assert second["features"]["device_seen_before_30d"] == 1.0
+    retry = client.post("/v1/score?explain=true", json=second_event).json()
+    assert retry["features"] == second["features"]  # idempotent per transaction_id
+
+
+def test_card_without_transaction_id_is_422_naming_it(client: TestClient) -> None:
+    response = client.post("/v1/score", json={"card_id": "c1", "merchant_id": "m", "amount": 1})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "transaction_id"]
+
+
+def test_a_challenger_is_scored_in_shadow(tmp_path: Path, registry: Registry) -> None:
+    publish_small(registry, seed=1)
+    challenger, _ = publish_small(registry, seed=2, minute=1)
+    with client_for(tmp_path) as c:
+        body = c.post("/v1/score", json=SEED_REQUEST).json()
+        assert 0.0 <= body["shadow_fraud_probability"] <= 1.0
+        assert c.get("/v1/models").json()["challenger"] == challenger
+    log = next((tmp_path / "scored").glob("scored-*.jsonl")).read_text().splitlines()
+    record = json.loads(log[0])
+    assert record["challenger_version"] == challenger
+    assert record["scored_by"] == "model"
+
+
+def test_forced_open_circuit_answers_with_the_heuristic(tmp_path: Path, registry) -> None:
+    publish_small(registry, seed=1)
+    with client_for(tmp_path, force_circuit_open=True) as c:
+        body = c.post("/v1/score", json=SEED_REQUEST).json()
+    assert body["scored_by"] == "heuristic"
+    assert body["circuit_breaker_state"] == "open"
+
+
+def test_injected_latency_is_cut_at_the_deadline_and_opens_the_breaker(
+    tmp_path: Path, registry: Registry
+) -> None:
+    publish_small(registry, seed=1)
+    with client_for(tmp_path, inject_latency_ms=200, circuit_threshold_ms=60) as c:
+        elapsed = []
+        for i in range(25):
+            started = time.perf_counter()
+            body = c.post("/v1/score", json=SEED_REQUEST | {"amount": float(i)}).json()
+            elapsed.append(time.perf_counter() - started)
+            assert body["scored_by"] == "heuristic"
+        # Each answer arrives within threshold + 10 ms, not after the model's 200 ms.
+        assert max(elapsed[:20]) < 0.060 + 0.010, elapsed
+        assert max(elapsed[20:]) < 0.030  # breaker open: the model is not even called
+        breaker = c.get("/v1/models").json()["breaker"]
+        assert breaker["state"] == "open"
+        assert breaker["short_circuited"] >= 5
+
+
+def test_admin_reload_requires_the_token(client: TestClient, registry: Registry) -> None:
+    assert client.post("/admin/reload").status_code == 401
+    wrong = client.post("/admin/reload", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403
+    challenger, _ = publish_small(registry, seed=3, minute=2)
+    ok = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    assert ok.json()["challenger"] == challenger
+
+
+def test_feedback_is_accepted_and_counted(client: TestClient) -> None:
+    client.post("/v1/score", json=RAW)
+    label = {"transaction_id": "t1", "is_fraud": True, "label_time": "2026-01-02T00:00:00Z"}
+    assert client.post("/v1/feedback", json=label).json()["outcome"] == "applied"
+    unknown = label | {"transaction_id": "never-scored"}
+    assert client.post("/v1/feedback", json=unknown).json()["outcome"] == "unknown"
+    assert client.post("/v1/feedback", json={"is_fraud": True}).status_code == 422
+
+
+def test_batch_scores_in_order(client: TestClient) -> None:
+    second = RAW | {"transaction_id": "t2", "event_time": "2026-01-01T12:01:00Z"}
+    body = client.post("/v1/score/batch?explain=true", json={"events": [RAW, second]}).json()
+    counts = [r["features"]["txn_count_10m"] for r in body["results"]]
+    assert counts == [0, 1]
+    bad = client.post("/v1/score/batch", json={"events": [RAW, {"amount": -1}]})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "events.1.amount"]
+
+
+def test_metrics_expose_decisions_latency_and_reloads(client: TestClient) -> None:
+    client.post("/v1/score", json=SEED_REQUEST)
+    text = client.get("/metrics").text
+    for name in ("sentinel_request_seconds_bucket", "sentinel_decisions_total",
+                 "sentinel_scored_by_total", "sentinel_breaker_state", "sentinel_reloads_total",
+                 "sentinel_model_info"):  # fmt: skip
+        assert name in text, name
+
+
+def test_state_survives_a_restart(tmp_path: Path, registry: Registry) -> None:
+    publish_small(registry, seed=1)
+    with client_for(tmp_path) as c:
+        c.post("/v1/score", json=RAW)
+    with client_for(tmp_path) as c:
+        event = RAW | {"transaction_id": "t2", "event_time": "2026-01-01T12:01:00Z"}
+        body = c.post("/v1/score?explain=true", json=event).json()
+    assert body["features"]["txn_count_10m"] == 1  # restored from the snapshot
