@@ -244,6 +244,18 @@ def materialize(
         raise fail(f"run {report.run_id} failed: {report.failure}", EXIT_INVALID)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Run the scoring service (same as `uvicorn serving.app:app`); settings from SENTINEL_*."""
+    import uvicorn
+
+    uvicorn.run("serving.app:app", host=host, port=port, workers=workers, log_level="info")
+
+
 def main() -> None:
     app(prog_name="sentinel")
 

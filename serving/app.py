@@ -66,7 +66,7 @@ class Service:
         snapshot = settings.home / "serving" / STATE_SNAPSHOT
         self.engine = FeatureEngine.restore(snapshot) if snapshot.exists() else FeatureEngine()
         self.snapshot_path = snapshot
-        self.breaker = CircuitBreaker()
+        self.breaker = CircuitBreaker(settings.breaker_config())
         self.log = ScoredLog(settings.home / "scored")
         self.feedback_log = ScoredLog(settings.home / "scored", prefix="feedback")
         self.scorer = Scorer(settings, self.manager, self.engine, self.breaker, self.log)

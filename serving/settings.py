@@ -5,6 +5,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving.breaker import BreakerConfig
+
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore")
@@ -27,6 +29,22 @@ class ServiceSettings(BaseSettings):
     admin_token: str | None = Field(default=None, description="Bearer token for /admin/*.")
     max_body_bytes: int = Field(default=1_048_576, gt=0, description="Larger bodies get 413.")
     max_batch_events: int = Field(default=10_000, gt=0, description="Events per batch request.")
+    breaker_window: int = Field(default=100, gt=0, description="Calls in the sliding window.")
+    breaker_minimum_calls: int = Field(default=20, gt=0, description="Calls before judging.")
+    breaker_failure_rate: float = Field(
+        default=0.5, gt=0, le=1, description="Slow-or-failed share."
+    )
+    breaker_open_wait_s: float = Field(default=5.0, gt=0, description="Open before half-open.")
+    breaker_half_open_probes: int = Field(default=5, gt=0, description="Probes to close again.")
+
+    def breaker_config(self) -> BreakerConfig:
+        return BreakerConfig(
+            window_size=self.breaker_window,
+            minimum_calls=self.breaker_minimum_calls,
+            failure_rate=self.breaker_failure_rate,
+            open_wait_s=self.breaker_open_wait_s,
+            half_open_probes=self.breaker_half_open_probes,
+        )
 
     def registry_root(self) -> Path:
         return self.home / "registry"

@@ -192,3 +192,27 @@ def test_state_survives_a_restart(tmp_path: Path, registry: Registry) -> None:
         event = RAW | {"transaction_id": "t2", "event_time": "2026-01-01T12:01:00Z"}
         body = c.post("/v1/score?explain=true", json=event).json()
     assert body["features"]["txn_count_10m"] == 1  # restored from the snapshot
+
+
+def test_hot_swap_under_concurrent_requests(tmp_path: Path, registry: Registry) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    old, _ = publish_small(registry, seed=1)
+    with client_for(tmp_path) as c:
+
+        def score(i: int) -> tuple[int, str]:
+            r = c.post("/v1/score", json=SEED_REQUEST | {"amount": float(i)})
+            return r.status_code, r.json().get("model_version", "")
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [pool.submit(score, i) for i in range(150)]
+            new, _ = publish_small(registry, seed=4, minute=3)
+            registry.set_pointer("champion", new)
+            swapped = c.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+            futures += [pool.submit(score, i) for i in range(150, 200)]
+            results = [f.result() for f in futures]
+    assert swapped.json()["champion"] == new
+    assert all(status == 200 for status, _ in results)
+    versions = {version for _, version in results}
+    assert versions <= {old, new}
+    assert results[-1][1] == new
