@@ -42,6 +42,8 @@ test: lint typecheck pytest
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m benchmarks.http.run
 
 # Regenerate exact pins after changing the ranges in pyproject.toml.
 lock: setup

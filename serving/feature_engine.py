@@ -90,7 +90,7 @@ class CardState:
 
 
 class MerchantState:
-    __slots__ = ("cards", "frauds", "ids", "last_seen", "ts")
+    __slots__ = ("cards", "frauds", "ids", "last_seen", "ts", "window_cards", "window_start")
 
     def __init__(self) -> None:
         self.ts = array("d")
@@ -98,6 +98,39 @@ class MerchantState:
         self.cards: list[str] = []
         self.frauds: list[tuple[float, float]] = []  # (event_time, label_time) of known frauds
         self.last_seen = -math.inf
+        # The last hour's cards as counts, slid forward with each in-order event, so a busy
+        # merchant's distinct-card count costs O(1) per event instead of a set of the hour.
+        # None after a late insertion: rebuilt at the next in-order event.
+        self.window_cards: dict[str, int] | None = {}
+        self.window_start = 0
+
+
+def _merchant_hour(m: MerchantState, t: float, in_order: bool, mp: int) -> tuple[int, int]:
+    """(index where the last hour starts, distinct cards in it), history before `mp`."""
+    cutoff = t - _W1H
+    if not in_order:
+        start = bisect_right(m.ts, cutoff, 0, mp)
+        return start, len(set(m.cards[start:mp]))
+    counts = m.window_cards
+    ts, cards = m.ts, m.cards
+    if counts is None:  # rebuild after a late insertion
+        start = bisect_right(ts, cutoff, 0, mp)
+        counts = m.window_cards = {}
+        for card in cards[start:mp]:
+            counts[card] = counts.get(card, 0) + 1
+        m.window_start = start
+        return start, len(counts)
+    start = m.window_start
+    while start < mp and ts[start] <= cutoff:
+        card = cards[start]
+        left = counts[card] - 1
+        if left:
+            counts[card] = left
+        else:
+            del counts[card]
+        start += 1
+    m.window_start = start
+    return start, len(counts)
 
 
 def _position(ts: array, ids: list[str], t: float, txn_id: str) -> int:
@@ -151,12 +184,17 @@ def _insert_merchant_event(m: MerchantState, p: int, t: float, txn_id: str, card
     m.ids.insert(p, txn_id)
     m.cards.insert(p, card_id)
     m.last_seen = max(m.last_seen, t)
+    m.window_cards = None  # indices shifted: rebuild the hour's counts at the next event
 
 
 def _evict_merchant(m: MerchantState, horizon: float) -> None:
     k = bisect_right(m.ts, horizon)
     if k:
         del m.ts[:k], m.ids[:k], m.cards[:k]
+        if m.window_start >= k:
+            m.window_start -= k
+        else:
+            m.window_cards = None
 
 
 class FeatureEngine:
@@ -290,7 +328,7 @@ class FeatureEngine:
         mp = len(mts)
         if mp and (mts[-1] > t or (mts[-1] == t and merchant.ids[-1] >= txn_id)):
             mp = _position(mts, merchant.ids, t, txn_id)
-        m1h = bisect_right(mts, t - _W1H, 0, mp)
+        m1h, cards1h = _merchant_hour(merchant, t, mp == len(mts), mp)
         m30d = mp - bisect_right(mts, t - _W30D, 0, mp)
         frauds7d = frauds30d = 0
         for fraud_time, label_time in merchant.frauds:
@@ -320,7 +358,7 @@ class FeatureEngine:
             device_seen,
             devices24h,
             mp - m1h,
-            len(set(merchant.cards[m1h:mp])) if mp - m1h > 1 else mp - m1h,
+            cards1h,
             frauds7d,
             min(1.0, frauds30d / m30d) if m30d else NAN,
             1.0 if card.fraud_reported_at <= t else 0.0,
@@ -357,6 +395,9 @@ class FeatureEngine:
             mts.append(t)
             merchant.ids.append(txn_id)
             merchant.cards.append(card_id)
+            window = merchant.window_cards
+            if window is not None:
+                window[card_id] = window.get(card_id, 0) + 1
             if t > merchant.last_seen:
                 merchant.last_seen = t
         else:

@@ -326,3 +326,24 @@ def test_docs_list_every_feature_in_contract_order() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "features.md").read_text()
     rows = [line for line in doc.splitlines() if line.startswith("| ") and "`" in line]
     assert [row.split("`")[1] for row in rows] == list(FEATURE_NAMES)
+
+
+def test_merchant_distinct_cards_match_brute_force_with_late_events() -> None:
+    import random
+
+    rng = random.Random(3)
+    engine = FeatureEngine(config=EngineConfig(allowed_lateness_s=600))
+    events = [(T0 + i * 20.0 + rng.uniform(0, 5), f"t{i:05d}", f"c{rng.randrange(40)}")
+              for i in range(3_000)]  # fmt: skip
+    arrival = list(events)
+    for i in range(0, len(arrival) - 5, 7):  # some events arrive a few positions late
+        arrival[i], arrival[i + 5] = arrival[i + 5], arrival[i]
+    seen: list[tuple[float, str, str]] = []
+    for t, txn, card in arrival:
+        f = dict(zip(FEATURE_NAMES, engine.process(txn, t, card, "shop", 1.0), strict=True))
+        expected = {c for (ts, tid, c) in seen if (ts, tid) < (t, txn) and ts > t - 3600}
+        assert f["merchant_distinct_cards_1h"] == len(expected), txn
+        assert f["merchant_txn_count_1h"] == sum(
+            1 for (ts, tid, _) in seen if (ts, tid) < (t, txn) and ts > t - 3600
+        )
+        seen.append((t, txn, card))

@@ -1,0 +1,148 @@
+"""HTTP benchmarks with wrk against real uvicorn servers on 127.0.0.1 (one worker each).
+
+Rounds alternate the trivial reference endpoint and the measured one, so each ratio is taken
+in the same minute on this noisy machine; medians over rounds are reported.
+Needs `wrk` (Debian package). Run: `.venv/bin/python -m benchmarks.http.run`.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from sentinel_dagster import paths
+from sentinel_dagster.compile_model import to_onnx
+from sentinel_dagster.feature_replay import replay
+from sentinel_dagster.publishing import BundleContent, publish
+from sentinel_dagster.simulator import SimulationParams, simulate_events
+from sentinel_dagster.training import TrainParams, train_candidate
+from sentinel_dagster.training_data import split_out_of_time
+from serving.registry import Registry
+
+HERE = Path(__file__).resolve().parent
+ROUNDS = 3
+SECONDS = 10
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def publish_models(home: Path) -> None:
+    """A champion and a challenger trained on simulated data, as the lineage would publish."""
+    table = replay(simulate_events(SimulationParams(cards=2_000, days=35, seed=21)).to_pandas())
+    split = split_out_of_time(table.table)
+    registry = Registry(home / "registry")
+    for seed in (7, 8):
+        model = train_candidate(split, TrainParams(seed=seed, num_boost_round=150))
+        content = BundleContent(
+            model_json=bytes(model.booster.save_raw("json")),
+            model_onnx=to_onnx(model.booster),
+            threshold=model.threshold,
+            metrics={},
+            data_fingerprint="bench",
+            code_version="bench",
+            mlflow_run_id=f"bench{seed:04d}run",
+            mlflow_model_version=None,
+            lineage={},
+            card_fields={},
+        )
+        publish(registry, content)
+        time.sleep(1.1)  # versions are named by the second
+
+
+@contextmanager
+def server(app: str, env: dict[str, str]):
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--log-level", "warning", "--app-dir", str(HERE.parent.parent)],
+        env={**os.environ, **env},
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wrk(url: str, script: str | None = None, connections: int = 16) -> dict[str, float]:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{SECONDS}s", "--latency", url]
+    if script:
+        command[1:1] = ["-s", str(HERE / script)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(label: str) -> float:
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rate,
+        "p50_ms": pct("50%"),
+        "p99_ms": pct("99%"),
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return round(statistics.median(r[key] for r in runs), 2)
+
+
+def main() -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        publish_models(home)
+        env = {"SENTINEL_HOME": str(home)}
+        with (
+            server("benchmarks.http.trivial_app:app", {}) as trivial,
+            server("serving.app:app", env) as service,
+        ):
+            ready = json.load(urllib.request.urlopen(f"{service}/v1/models"))
+            assert ready["champion"] and ready["challenger"], ready
+            reference, scoring, seed = [], [], []
+            for _ in range(ROUNDS):
+                reference.append(wrk(f"{trivial}/trivial"))
+                scoring.append(wrk(f"{service}/v1/score", "raw_event.lua"))
+                seed.append(wrk(f"{service}/v1/score", "seed.lua"))
+        results["trivial"] = {k: _median(reference, k) for k in reference[0]}
+        results["raw_event_score"] = {k: _median(scoring, k) for k in scoring[0]}
+        results["seed_score"] = {k: _median(seed, k) for k in seed[0]}
+        ratios = [s["rps"] / r["rps"] for s, r in zip(scoring, reference, strict=True)]
+        p99 = [s["p99_ms"] / r["p99_ms"] for s, r in zip(scoring, reference, strict=True)]
+        results["throughput_ratio"] = round(statistics.median(ratios), 3)
+        results["p99_ratio"] = round(statistics.median(p99), 3)
+        slow_env = {**env, "SENTINEL_INJECT_LATENCY_MS": "200"}
+        with server("serving.app:app", slow_env) as slow:
+            injected = [wrk(f"{slow}/v1/score", "seed.lua") for _ in range(ROUNDS)]
+        results["injected_200ms"] = {k: _median(injected, k) for k in injected[0]}
+    out = paths.sentinel_home() / "bench" / "http.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"http: {json.dumps(results)}")
+
+
+if __name__ == "__main__":
+    main()
