@@ -35,6 +35,19 @@ log = logging.getLogger("sentinel.serving")
 STATE_SNAPSHOT = "feature_state.pkl"
 
 
+EXPLAIN_PARAMETER = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "Also return the resolved feature vector.",
+}
+
+
+def _explain(request: Request) -> bool:
+    return request.query_params.get("explain", "false").lower() in ("1", "true", "yes")
+
+
 def _nan_to_none(vector: list[float]) -> dict[str, float | None]:
     return {n: (None if v != v else float(v)) for n, v in zip(FEATURE_NAMES, vector, strict=True)}
 
@@ -178,9 +191,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             body["features"] = _nan_to_none(outcome.vector)
         return body
 
-    @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True)
-    async def score(request: Request, explain: Annotated[bool, Query()] = False) -> Response:
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        response_model_exclude_none=True,
+        openapi_extra={"parameters": [EXPLAIN_PARAMETER]},
+    )
+    async def score(request: Request) -> Response:
+        # Only `request` as a parameter: FastAPI then resolves no dependencies per call.
         started = time.perf_counter()
+        explain = _explain(request)
         service = service_of(request)
         raw = await request.body()
         if (too_large := _too_large(raw)) is not None:
