@@ -11,6 +11,17 @@ from sentinel_dagster.publishing import BundleContent, publish
 from serving.features import FEATURE_INDEX, FEATURE_NAMES
 from serving.registry import Registry
 
+# The seed README's curl example, field for field.
+SEED_REQUEST = {
+    "amount": 120.0,
+    "hour_of_day": 14,
+    "days_since_last_txn": 1.5,
+    "txn_count_24h": 3,
+    "distinct_merchants_24h": 2,
+    "avg_amount_7d": 95.0,
+    "channel_online": 0,
+}
+
 
 def small_booster(seed: int = 0, rounds: int = 20) -> xgb.Booster:
     rng = np.random.default_rng(seed)

@@ -11,17 +11,8 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.registry import Registry
 from serving.settings import ServiceSettings
-from tests.serving.bundles import publish_small
+from tests.serving.bundles import SEED_REQUEST, publish_small
 
-SEED_REQUEST = {
-    "amount": 120.0,
-    "hour_of_day": 14,
-    "days_since_last_txn": 1.5,
-    "txn_count_24h": 3,
-    "distinct_merchants_24h": 2,
-    "avg_amount_7d": 95.0,
-    "channel_online": 0,
-}
 RAW = {"transaction_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 20.0,
        "event_time": "2026-01-01T12:00:00Z", "channel": "online", "device_id": "d1"}  # fmt: skip
 

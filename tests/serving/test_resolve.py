@@ -7,16 +7,8 @@ import pytest
 from serving.feature_engine import FeatureEngine
 from serving.features import FEATURE_INDEX
 from serving.resolve import ResolveError, resolve_features
+from tests.serving.bundles import SEED_REQUEST
 
-SEED_REQUEST = {
-    "amount": 120.0,
-    "hour_of_day": 14,
-    "days_since_last_txn": 1.5,
-    "txn_count_24h": 3,
-    "distinct_merchants_24h": 2,
-    "avg_amount_7d": 95.0,
-    "channel_online": 0,
-}
 T = 1_767_268_800.0  # 2026-01-01 12:00 UTC
 
 
