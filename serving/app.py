@@ -76,13 +76,22 @@ class Service:
         self.settings = settings
         self.metrics = ServiceMetrics()
         self.manager = ModelManager(settings)
-        snapshot = settings.home / "serving" / STATE_SNAPSHOT
-        self.engine = FeatureEngine.restore(snapshot) if snapshot.exists() else FeatureEngine()
-        self.snapshot_path = snapshot
+        self.snapshot_path = settings.home / "serving" / STATE_SNAPSHOT
+        self.engine = self._restore_engine()
         self.breaker = CircuitBreaker(settings.breaker_config())
         self.log = ScoredLog(settings.home / "scored")
         self.feedback_log = ScoredLog(settings.home / "scored", prefix="feedback")
         self.scorer = Scorer(settings, self.manager, self.engine, self.breaker, self.log)
+
+    def _restore_engine(self) -> FeatureEngine:
+        """The state saved at the last shutdown; a missing or unreadable one starts cold."""
+        if not self.snapshot_path.exists():
+            return FeatureEngine()
+        try:
+            return FeatureEngine.restore(self.snapshot_path)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("feature state not restored, starting cold: %s", exc)
+            return FeatureEngine()
 
     def reload(self, retry_rejected: bool = False) -> bool:
         before = self.manager.counters.loaded, self.manager.counters.rejected

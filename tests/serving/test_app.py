@@ -207,3 +207,15 @@ def test_hot_swap_under_concurrent_requests(tmp_path: Path, registry: Registry) 
     versions = {version for _, version in results}
     assert versions <= {old, new}
     assert results[-1][1] == new
+
+
+def test_an_unreadable_state_snapshot_starts_cold_instead_of_failing(
+    tmp_path: Path, registry: Registry
+) -> None:
+    publish_small(registry, seed=1)
+    snapshot = tmp_path / "serving" / "feature_state.pkl"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_bytes(b"garbage")
+    with client_for(tmp_path) as c:
+        body = c.post("/v1/score?explain=true", json=RAW).json()
+    assert body["features"]["txn_count_10m"] == 0
