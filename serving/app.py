@@ -26,6 +26,7 @@ from serving.feature_engine import FeatureEngine
 from serving.features import FEATURE_NAMES
 from serving.metrics import ServiceMetrics
 from serving.models import ModelManager
+from serving.resolve import check_stateful_fields
 from serving.schemas import FeedbackRequest, ScoreRequest, ScoreResponse
 from serving.scored_log import ScoredLog
 from serving.scoring import NoModelError, Scorer
@@ -243,15 +244,23 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             return _field_error('events: expected {"events": [...]}')
         if len(events) > settings.max_batch_events:
             return _field_error(f"events: at most {settings.max_batch_events} per batch")
-        results = []
-        for i, event in enumerate(events):  # in order: each sees the state of the ones before
+        # Validate every event before scoring any: a bad batch changes no state.
+        batch = []
+        for i, event in enumerate(events):
             try:
                 fields = ScoreRequest.model_validate(event).model_dump(exclude_none=True)
-                results.append(await _score_one(service, fields, explain))
+                check_stateful_fields(fields)
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"])
                 return _field_error(f"events.{i}.{where}: {first['msg']}")
+            except ValueError as exc:
+                return _field_error(f"events.{i}.{exc}")
+            batch.append(fields)
+        results = []
+        for i, fields in enumerate(batch):  # in order: each sees the state of the ones before
+            try:
+                results.append(await _score_one(service, fields, explain))
             except NoModelError as exc:
                 return JSONResponse({"detail": str(exc)}, 503)
             except ValueError as exc:

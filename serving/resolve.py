@@ -32,17 +32,24 @@ def _event(request: Mapping[str, Any], received_at: float) -> dict[str, Any]:
     return event
 
 
+def check_stateful_fields(request: Mapping[str, Any]) -> bool:
+    """True if the request updates online state; ResolveError if it lacks what that needs."""
+    if request.get("card_id") is None:
+        return False
+    missing = [name for name in STATEFUL_REQUIRED if not request.get(name)]
+    if missing:
+        raise ResolveError(f"{', '.join(missing)}: required when card_id is given")
+    return True
+
+
 def resolve_features(
     engine: FeatureEngine, request: Mapping[str, Any], received_at: float | None = None
 ) -> tuple[list[float], bool]:
     """(vector in FEATURE_NAMES order, whether the online state was used and updated)."""
     received_at = time.time() if received_at is None else received_at
     event = _event(request, received_at)
-    stateful = request.get("card_id") is not None
+    stateful = check_stateful_fields(request)
     if stateful:
-        missing = [name for name in STATEFUL_REQUIRED if not request.get(name)]
-        if missing:
-            raise ResolveError(f"{', '.join(missing)}: required when card_id is given")
         vector = engine.process_event(event)
     else:
         # No card: nothing to look up or update. Score the event as a first-ever payment.

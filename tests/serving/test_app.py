@@ -161,9 +161,15 @@ def test_batch_scores_in_order(client: TestClient) -> None:
     body = client.post("/v1/score/batch?explain=true", json={"events": [RAW, second]}).json()
     counts = [r["features"]["txn_count_10m"] for r in body["results"]]
     assert counts == [0, 1]
-    bad = client.post("/v1/score/batch", json={"events": [RAW, {"amount": -1}]})
+    third = RAW | {"transaction_id": "t3", "event_time": "2026-01-01T12:02:00Z"}
+    bad = client.post("/v1/score/batch", json={"events": [third, {"amount": -1}]})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "events.1.amount"]
+    no_id = client.post("/v1/score/batch", json={"events": [third, {"card_id": "c9", "amount": 1}]})
+    assert no_id.json()["detail"][0]["loc"] == ["body", "events.1.transaction_id, merchant_id"]
+    # Neither refused batch changed any state: t3 is still unseen.
+    after = client.post("/v1/score?explain=true", json=third).json()
+    assert after["features"]["txn_count_10m"] == 2
 
 
 def test_metrics_expose_decisions_latency_and_reloads(client: TestClient) -> None:
