@@ -104,6 +104,28 @@ def wrk(url: str, script: str | None = None, connections: int = 16) -> dict[str,
     }
 
 
+def batch_events_per_second(url: str, batches: int = 8, size: int = 1_000) -> float:
+    """POST batches of raw events (one connection, one at a time); median events/s."""
+    rates = []
+    for k in range(batches):
+        events = [
+            {"transaction_id": f"b{k}-{i}", "card_id": f"card{i % 3000}",
+             "merchant_id": f"m{i % 400}", "amount": 10.0 + i % 50, "channel": "online",
+             "device_id": f"d{i % 3000}",
+             "merchant_category": "grocery", "lat": 40.7, "lon": -74.0}
+            for i in range(size)
+        ]  # fmt: skip
+        body = json.dumps({"events": events}).encode()
+        request = urllib.request.Request(
+            f"{url}/v1/score/batch", data=body, headers={"Content-Type": "application/json"}
+        )
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+        rates.append(size / (time.perf_counter() - started))
+    return round(statistics.median(rates))
+
+
 def _median(runs: list[dict[str, float]], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 2)
 
@@ -127,6 +149,7 @@ def main() -> None:
                 reference.append(wrk(f"{trivial}/trivial"))
                 scoring.append(wrk(f"{service}/v1/score", "raw_event.lua"))
                 seed.append(wrk(f"{service}/v1/score", "seed.lua"))
+            results["batch_events_per_second"] = batch_events_per_second(service)
         results["trivial"] = {k: _median(reference, k) for k in reference[0]}
         results["raw_event_score"] = {k: _median(scoring, k) for k in scoring[0]}
         results["seed_score"] = {k: _median(seed, k) for k in seed[0]}
