@@ -180,12 +180,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         metrics = service.metrics
         metrics.decisions.labels(outcome.decision).inc()
         metrics.scored_by.labels(outcome.scored_by).inc()
-        if outcome.shadow_probability is not None and service.manager.current.challenger:
-            shadow_decision = (
-                outcome.shadow_probability >= service.manager.current.challenger.threshold
-            )
-            if shadow_decision != (outcome.decision == "decline"):
-                metrics.shadow_disagreements.inc()
+        if outcome.shadow_disagrees:  # judged on the same models the request used
+            metrics.shadow_disagreements.inc()
         body: dict[str, Any] = {
             "fraud_probability": outcome.probability,
             "decision": outcome.decision,

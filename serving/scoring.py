@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from serving.breaker import BreakerState, CircuitBreaker
+from serving.breaker import CircuitBreaker
 from serving.bundle import Bundle
 from serving.feature_engine import FeatureEngine
 from serving.heuristic import heuristic_score
@@ -41,6 +41,7 @@ class ScoreOutcome:
     vector: list[float]
     shadow_probability: float | None
     shadow_version: str | None
+    shadow_disagrees: bool  # the challenger, at its own threshold, would have decided otherwise
 
 
 def _valid(p: float) -> bool:
@@ -111,6 +112,11 @@ class Scorer:
         decision = "decline" if probability >= threshold else "approve"
         shadow = self._shadow(models.challenger, vector)
         shadow_version = models.challenger.version if models.challenger else None
+        shadow_disagrees = (
+            shadow is not None
+            and models.challenger is not None
+            and (shadow >= models.challenger.threshold) != (decision == "decline")
+        )
         self.log.append(
             {
                 "transaction_id": request.get("transaction_id"),
@@ -136,8 +142,5 @@ class Scorer:
             vector=vector,
             shadow_probability=shadow,
             shadow_version=shadow_version,
+            shadow_disagrees=shadow_disagrees,
         )
-
-    @property
-    def breaker_state(self) -> BreakerState:
-        return self.breaker.state
