@@ -59,7 +59,7 @@ def check_replayable(frame: pd.DataFrame) -> None:
         raise ValueError("amount: values must be finite and >= 0")
 
 
-def _label_arrivals(frame: pd.DataFrame, times: np.ndarray) -> pd.DataFrame:
+def _label_arrivals(frame: pd.DataFrame) -> pd.DataFrame:
     if "label_time" not in frame or "is_fraud" not in frame:
         return pd.DataFrame(columns=["at", "row"])
     known = frame["label_time"].notna().to_numpy()
@@ -95,7 +95,7 @@ def replay(
     event_times = times.tolist()
     is_fraud = frame["is_fraud"].tolist() if "is_fraud" in frame else []
 
-    arrivals = _label_arrivals(frame, times)
+    arrivals = _label_arrivals(frame)
     label_at = arrivals["at"].tolist()
     label_row = arrivals["row"].tolist()
     n_labels = len(label_at)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sentinel_dagster import fraud_scenarios as fs
 from sentinel_dagster.dataset import write_parquet
@@ -127,8 +128,9 @@ def simulate_events(params: SimulationParams, progress: Progress = _no_progress)
 
 def summarize(table: pa.Table, seconds: float) -> SimulationSummary:
     is_fraud = table.column("is_fraud").to_numpy()
-    scenario = table.column("fraud_scenario").to_pylist()
-    counts = {name: scenario.count(name) for name in SCENARIOS}
+    found = pc.value_counts(table.column("fraud_scenario").drop_null()).to_pylist()
+    by_name = {entry["values"]: entry["counts"] for entry in found}
+    counts = {name: int(by_name.get(name, 0)) for name in SCENARIOS}
     n_fraud = int(is_fraud.sum())
     reported = int(table.column("label_time").is_valid().to_numpy(zero_copy_only=False).sum())
     return SimulationSummary(
