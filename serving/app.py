@@ -1,39 +1,31 @@
 """The FastAPI scoring service: `create_app(settings)`; `uvicorn serving.app:app` reads the env.
 
 Thin by design: routes parse, call `Scorer` / `ModelManager` / `FeatureEngine`, and shape the
-answer. The hot route validates the raw body with `model_validate_json` (no FastAPI body
-parameter) and answers with a pre-built `Response`.
+answer. The two scoring routes are answered by `serving.hot_routes` (see why there).
 """
 
 import asyncio
 import contextlib
 import gc
 import hmac
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from starlette.types import ASGIApp
 
-from serving.breaker import CircuitBreaker
-from serving.feature_engine import FeatureEngine
-from serving.features import FEATURE_NAMES
-from serving.metrics import ServiceMetrics
-from serving.models import ModelManager
-from serving.resolve import check_stateful_fields
-from serving.schemas import FeedbackRequest, ScoreRequest, ScoreResponse
-from serving.scored_log import ScoredLog
-from serving.scoring import NoModelError, Scorer
+from serving import hot_routes
+from serving.hot_routes import HotRoutes
+from serving.schemas import FeedbackRequest, ScoreBatchResponse, ScoreRequest, ScoreResponse
+from serving.service import Service, run_background
 from serving.settings import ServiceSettings
 
 log = logging.getLogger("sentinel.serving")
-STATE_SNAPSHOT = "feature_state.pkl"
 
 
 EXPLAIN_PARAMETER = {
@@ -45,82 +37,28 @@ EXPLAIN_PARAMETER = {
 }
 
 
-def _explain(request: Request) -> bool:
-    return request.query_params.get("explain", "false").lower() in ("1", "true", "yes")
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-def _nan_to_none(vector: list[float]) -> dict[str, float | None]:
-    return {n: (None if v != v else float(v)) for n, v in zip(FEATURE_NAMES, vector, strict=True)}
+def _batch_schema(max_events: int) -> dict[str, Any]:
+    events = {"type": "array", "items": ScoreRequest.model_json_schema(), "maxItems": max_events}
+    return {"type": "object", "required": ["events"], "properties": {"events": events}}
 
 
-def _validation_error(exc: ValidationError | RequestValidationError) -> JSONResponse:
-    detail = [
-        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors()
-    ]
-    return JSONResponse({"detail": detail}, status_code=422)
+async def _handled(handler: hot_routes.Handler, request: Request) -> Response:
+    service: Service = request.app.state.service
+    explain = hot_routes.explain_requested(request.url.query)
+    status, body = await handler(service, await request.body(), explain)
+    return Response(body, status, media_type="application/json")
 
 
-def _field_error(message: str) -> JSONResponse:
-    """A ValueError from the engine starts with the field's name: 'amount: ...'."""
-    field = message.split(":", 1)[0]
-    return JSONResponse(
-        {"detail": [{"loc": ["body", field], "msg": message, "type": "value_error"}]},
-        status_code=422,
-    )
+class ScoringAPI(FastAPI):
+    """FastAPI with `HotRoutes` in front of its whole middleware stack, so the two scoring
+    routes skip the error, telemetry and body-limit layers (HotRoutes does those itself)."""
 
-
-class Service:
-    """Everything one app instance holds, built in the lifespan."""
-
-    def __init__(self, settings: ServiceSettings) -> None:
-        self.settings = settings
-        self.metrics = ServiceMetrics()
-        self.manager = ModelManager(settings)
-        self.snapshot_path = settings.home / "serving" / STATE_SNAPSHOT
-        self.engine = self._restore_engine()
-        self.breaker = CircuitBreaker(settings.breaker_config())
-        self.log = ScoredLog(settings.home / "scored")
-        self.feedback_log = ScoredLog(settings.home / "scored", prefix="feedback")
-        self.scorer = Scorer(settings, self.manager, self.engine, self.breaker, self.log)
-
-    def _restore_engine(self) -> FeatureEngine:
-        """The state saved at the last shutdown; a missing or unreadable one starts cold."""
-        if not self.snapshot_path.exists():
-            return FeatureEngine()
-        try:
-            return FeatureEngine.restore(self.snapshot_path)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("feature state not restored, starting cold: %s", exc)
-            return FeatureEngine()
-
-    def reload(self, retry_rejected: bool = False) -> bool:
-        before = self.manager.counters.loaded, self.manager.counters.rejected
-        changed = self.manager.reload(retry_rejected)
-        loaded, rejected = self.manager.counters.loaded, self.manager.counters.rejected
-        self.metrics.reloads.labels("loaded").inc(loaded - before[0])
-        self.metrics.reloads.labels("rejected").inc(rejected - before[1])
-        models = self.manager.current
-        self.metrics.model_info.info(
-            {
-                "champion": models.champion.version if models.champion else "",
-                "challenger": models.challenger.version if models.challenger else "",
-            }
-        )
-        return changed
-
-
-async def _background(service: Service) -> None:
-    """Poll the registry and flush the logs, off the request path."""
-    interval = service.settings.reload_interval_s
-    last_reload = time.monotonic()
-    while True:
-        await asyncio.sleep(min(1.0, interval))
-        service.log.flush()
-        service.feedback_log.flush()
-        if time.monotonic() - last_reload >= interval:
-            last_reload = time.monotonic()
-            await asyncio.to_thread(service.reload)
+    def build_middleware_stack(self) -> ASGIApp:
+        return HotRoutes(super().build_middleware_stack())
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -132,22 +70,29 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         service.reload()
         app.state.service = service
         gc.freeze()  # the warm state is long-lived: keep full GC passes off it
-        task = asyncio.create_task(_background(service))
+        task = asyncio.create_task(run_background(service))
         try:
             yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            service.log.flush()
-            service.feedback_log.flush()
-            service.engine.snapshot(service.snapshot_path)
+            service.shutdown()
 
-    app = FastAPI(title="Sentinel-Stream scoring", version="1.0", lifespan=lifespan)
+    app = ScoringAPI(
+        title="Sentinel-Stream scoring",
+        version="1.0",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,  # 413 on every other route too
+    )
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_error(exc)
+        detail = [
+            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(Exception)
     async def on_error(_: Request, exc: Exception) -> JSONResponse:
@@ -169,100 +114,31 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             return JSONResponse({"ready": False, "reason": "no champion model loaded"}, 503)
         return JSONResponse({"ready": True, "champion": models.champion.version})
 
-    def _too_large(body: bytes) -> JSONResponse | None:
-        if len(body) > settings.max_body_bytes:
-            limit = settings.max_body_bytes
-            return JSONResponse({"detail": f"body larger than {limit} bytes"}, 413)
-        return None
-
-    async def _score_one(service: Service, fields: dict[str, Any], explain: bool) -> Any:
-        outcome = await service.scorer.score(fields)
-        metrics = service.metrics
-        metrics.decisions.labels(outcome.decision).inc()
-        metrics.scored_by.labels(outcome.scored_by).inc()
-        if outcome.shadow_disagrees:  # judged on the same models the request used
-            metrics.shadow_disagreements.inc()
-        body: dict[str, Any] = {
-            "fraud_probability": outcome.probability,
-            "decision": outcome.decision,
-            "threshold": outcome.threshold,
-            "circuit_breaker_state": "closed" if outcome.scored_by == "model" else "open",
-            "model_version": outcome.model_version,
-            "scored_by": outcome.scored_by,
-            "reasons": outcome.reasons,
-        }
-        if outcome.shadow_probability is not None:
-            body["shadow_fraud_probability"] = outcome.shadow_probability
-        if explain:
-            body["features"] = _nan_to_none(outcome.vector)
-        return body
-
+    # The two scoring routes are answered by HotRoutes before FastAPI sees them; these
+    # declarations give them their OpenAPI description and call the same handlers.
     @app.post(
         "/v1/score",
         response_model=ScoreResponse,
         response_model_exclude_none=True,
-        openapi_extra={"parameters": [EXPLAIN_PARAMETER]},
+        openapi_extra={
+            "parameters": [EXPLAIN_PARAMETER],
+            "requestBody": _body(ScoreRequest.model_json_schema()),
+        },
     )
     async def score(request: Request) -> Response:
-        # Only `request` as a parameter: FastAPI then resolves no dependencies per call.
-        started = time.perf_counter()
-        explain = _explain(request)
-        service = service_of(request)
-        raw = await request.body()
-        if (too_large := _too_large(raw)) is not None:
-            return too_large
-        try:
-            fields = ScoreRequest.model_validate_json(raw).model_dump(exclude_none=True)
-        except ValidationError as exc:
-            return _validation_error(exc)
-        try:
-            body = await _score_one(service, fields, explain)
-        except NoModelError as exc:
-            return JSONResponse({"detail": str(exc)}, 503)
-        except ValueError as exc:
-            return _field_error(str(exc))
-        service.metrics.latency.labels("/v1/score").observe(time.perf_counter() - started)
-        return Response(json.dumps(body), media_type="application/json")
+        return await _handled(hot_routes.score_one, request)
 
-    @app.post("/v1/score/batch")
-    async def score_batch(request: Request, explain: Annotated[bool, Query()] = False) -> Response:
-        started = time.perf_counter()
-        service = service_of(request)
-        raw = await request.body()
-        if (too_large := _too_large(raw)) is not None:
-            return too_large
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            return _field_error("events: body is not JSON")
-        events = payload.get("events") if isinstance(payload, dict) else None
-        if not isinstance(events, list):
-            return _field_error('events: expected {"events": [...]}')
-        if len(events) > settings.max_batch_events:
-            return _field_error(f"events: at most {settings.max_batch_events} per batch")
-        # Validate every event before scoring any: a bad batch changes no state.
-        batch = []
-        for i, event in enumerate(events):
-            try:
-                fields = ScoreRequest.model_validate(event).model_dump(exclude_none=True)
-                check_stateful_fields(fields)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                return _field_error(f"events.{i}.{where}: {first['msg']}")
-            except ValueError as exc:
-                return _field_error(f"events.{i}.{exc}")
-            batch.append(fields)
-        results = []
-        for i, fields in enumerate(batch):  # in order: each sees the state of the ones before
-            try:
-                results.append(await _score_one(service, fields, explain))
-            except NoModelError as exc:
-                return JSONResponse({"detail": str(exc)}, 503)
-            except ValueError as exc:
-                return _field_error(f"events.{i}.{exc}")
-        service.metrics.latency.labels("/v1/score/batch").observe(time.perf_counter() - started)
-        return Response(json.dumps({"results": results}), media_type="application/json")
+    @app.post(
+        "/v1/score/batch",
+        response_model=ScoreBatchResponse,
+        response_model_exclude_none=True,
+        openapi_extra={
+            "parameters": [EXPLAIN_PARAMETER],
+            "requestBody": _body(_batch_schema(settings.max_batch_events)),
+        },
+    )
+    async def score_batch(request: Request) -> Response:
+        return await _handled(hot_routes.score_batch, request)
 
     @app.post("/v1/feedback")
     async def feedback(request: Request, label: FeedbackRequest) -> dict[str, str]:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,12 @@ class Bundle:
     manifest: dict[str, Any]
     predictor: CompiledPredictor
 
-    @property
+    # Cached: read for every scored event.
+    @cached_property
     def version(self) -> str:
         return str(self.manifest["version"])
 
-    @property
+    @cached_property
     def threshold(self) -> float:
         return float(self.manifest["threshold"])
 

@@ -17,48 +17,65 @@ HIGH_RISK_CATEGORIES = frozenset(
     float(MERCHANT_CATEGORIES.index(c))
     for c in ("electronics", "jewelry", "gift_cards", "digital_goods")
 )
-_I = FEATURE_INDEX
+# Feature positions, resolved once: the rules run for every scored event.
+_TXN_10M, _TXN_1H, _AMOUNT, _RATIO_30D, _AVG_30D, _KM, _SPEED, _DEVICE_SEEN, _ONLINE = (
+    FEATURE_INDEX[name]
+    for name in (
+        "txn_count_10m", "txn_count_1h", "amount", "amount_to_avg_30d", "avg_amount_30d",
+        "km_from_last_txn", "speed_kmh_from_last_txn", "device_seen_before_30d",
+        "channel_online",
+    )
+)  # fmt: skip
+_M_FRAUD_7D, _M_FRAUD_RATE, _CARD_FRAUD, _CATEGORY = (
+    FEATURE_INDEX[name]
+    for name in (
+        "merchant_fraud_count_7d", "merchant_fraud_rate_30d", "card_has_reported_fraud",
+        "merchant_category_code",
+    )
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class HeuristicResult:
     probability: float
-    reasons: list[str]  # fired rules, strongest first
-
-
-def _value(vector: Sequence[float], name: str) -> float:
-    return vector[_I[name]]
+    reasons: tuple[str, ...]  # fired rules, strongest first
 
 
 def _rules(v: Sequence[float]) -> list[tuple[float, str]]:
     """(weight, reason) of every rule that fires; NaN comparisons are simply False."""
-    amount = _value(v, "amount")
+    amount = v[_AMOUNT]
     fired = []
-    if _value(v, "txn_count_10m") >= 3:
+    if v[_TXN_10M] >= 3:
         fired.append((2.5, "card_velocity_10m"))
-    elif _value(v, "txn_count_1h") >= 6:
+    elif v[_TXN_1H] >= 6:
         fired.append((1.5, "card_velocity_1h"))
-    if amount < 5.0 and _value(v, "txn_count_10m") >= 2:
+    if amount < 5.0 and v[_TXN_10M] >= 2:
         fired.append((2.0, "small_amount_burst"))  # card testing
-    if _value(v, "amount_to_avg_30d") >= 4.0:
+    if v[_RATIO_30D] >= 4.0:
         fired.append((2.0, "amount_far_above_profile"))
-    elif math.isnan(_value(v, "avg_amount_30d")) and amount >= 500.0:
+    elif math.isnan(v[_AVG_30D]) and amount >= 500.0:
         fired.append((1.0, "large_amount_no_history"))
-    if _value(v, "speed_kmh_from_last_txn") > 900.0 and _value(v, "km_from_last_txn") > 300.0:
+    if v[_SPEED] > 900.0 and v[_KM] > 300.0:
         fired.append((2.5, "impossible_travel"))
-    if _value(v, "device_seen_before_30d") == 0.0 and _value(v, "channel_online") == 1.0:
+    if v[_DEVICE_SEEN] == 0.0 and v[_ONLINE] == 1.0:
         fired.append((1.5, "new_device_online"))
-    if _value(v, "merchant_fraud_count_7d") >= 2 or _value(v, "merchant_fraud_rate_30d") > 0.02:
+    if v[_M_FRAUD_7D] >= 2 or v[_M_FRAUD_RATE] > 0.02:
         fired.append((1.0, "risky_merchant"))
-    if _value(v, "card_has_reported_fraud") == 1.0:
+    if v[_CARD_FRAUD] == 1.0:
         fired.append((1.5, "card_reported_fraud"))
-    if _value(v, "merchant_category_code") in HIGH_RISK_CATEGORIES and amount >= 200.0:
+    if v[_CATEGORY] in HIGH_RISK_CATEGORIES and amount >= 200.0:
         fired.append((1.0, "high_risk_category_large_amount"))
     return fired
 
 
 def heuristic_score(vector: Sequence[float]) -> HeuristicResult:
     """Probability and reasons for one feature vector in FEATURE_NAMES order."""
-    fired = sorted(_rules(vector), reverse=True)
+    fired = _rules(vector)
+    if not fired:  # the usual case
+        return _NOTHING_FIRED
+    fired.sort(reverse=True)
     log_odds = BASE_LOG_ODDS + sum(weight for weight, _ in fired)
-    return HeuristicResult(1.0 / (1.0 + math.exp(-log_odds)), [reason for _, reason in fired])
+    return HeuristicResult(1.0 / (1.0 + math.exp(-log_odds)), tuple(r for _, r in fired))
+
+
+_NOTHING_FIRED = HeuristicResult(1.0 / (1.0 + math.exp(-BASE_LOG_ODDS)), ())

@@ -52,3 +52,10 @@ class CompiledPredictor:
         local.row[0] = vector
         self._session.run_with_iobinding(binding)
         return float(local.probabilities[0, 1])
+
+    def predict_rows(self, vectors: list[list[float]]) -> list[float]:
+        """One row through the pre-bound buffers; several in one batched call."""
+        if len(vectors) == 1:
+            return [self.predict_one(vectors[0])]
+        result: list[float] = self.predict(np.array(vectors, dtype=np.float32)).tolist()
+        return result

@@ -1,63 +1,71 @@
-"""Resolving a score request into the model's feature vector.
+"""Resolving a validated score request into the model's feature vector.
 
 Each feature is, in order of preference: the value given in the request (the seed's seven
 fields), else what the online state says about the card, merchant and device (when the
 request carries a raw event with `card_id`), else its cold-start value. Cold-start values
 come from the engine itself — a first event on an empty state — so they can never drift
 from the ones the model was trained on.
+
+The request has passed `ScoreRequest` validation, which is at least as strict as the
+engine's own `parse_event`, so its fields go to `FeatureEngine.process` as they are.
 """
 
-import time
-from collections.abc import Mapping
-from typing import Any
+import math
 
-from serving.feature_engine import FeatureEngine, parse_event
+from serving.feature_engine import FeatureEngine
 from serving.features import FEATURE_INDEX, SEED_FEATURES
+from serving.schemas import ScoreRequest
 
 # The raw-event fields a stateful request must carry besides card_id.
 STATEFUL_REQUIRED = ("transaction_id", "merchant_id")
-_COLD_IDS = ("cold-start", "cold-start-card", "cold-start-merchant")
+_SEED_INDEX = [(name, FEATURE_INDEX[name]) for name in SEED_FEATURES]
 
 
 class ResolveError(ValueError):
     """The request cannot be turned into features; the message names the field."""
 
 
-def _event(request: Mapping[str, Any], received_at: float) -> dict[str, Any]:
-    event = {k: request.get(k) for k in (
-        "transaction_id", "card_id", "merchant_id", "amount", "channel", "device_id",
-        "lat", "lon", "merchant_category",
-    )}  # fmt: skip
-    event["event_time"] = request.get("event_time") or received_at
-    return event
-
-
-def check_stateful_fields(request: Mapping[str, Any]) -> bool:
-    """True if the request updates online state; ResolveError if it lacks what that needs."""
-    if request.get("card_id") is None:
-        return False
-    missing = [name for name in STATEFUL_REQUIRED if not request.get(name)]
-    if missing:
+def stateful_ids(request: ScoreRequest) -> tuple[str, str, str] | None:
+    """(transaction, card, merchant) ids when the request updates online state, None when it
+    has no card; ResolveError naming every missing id when it has a card without them."""
+    txn, card, merchant = request.transaction_id, request.card_id, request.merchant_id
+    if card is None:
+        return None
+    if txn is None or merchant is None:
+        missing = [name for name in STATEFUL_REQUIRED if getattr(request, name) is None]
         raise ResolveError(f"{', '.join(missing)}: required when card_id is given")
-    return True
+    return txn, card, merchant
+
+
+def event_timestamp(request: ScoreRequest, received_at: float) -> float:
+    """The event's time; a request without one happened when it arrived."""
+    event_time = request.event_time
+    return received_at if event_time is None else event_time.timestamp()
 
 
 def resolve_features(
-    engine: FeatureEngine, request: Mapping[str, Any], received_at: float | None = None
-) -> tuple[list[float], bool]:
-    """(vector in FEATURE_NAMES order, whether the online state was used and updated)."""
-    received_at = time.time() if received_at is None else received_at
-    event = _event(request, received_at)
-    stateful = check_stateful_fields(request)
-    if stateful:
-        vector = engine.process_event(event)
+    engine: FeatureEngine, request: ScoreRequest, received_at: float
+) -> list[float]:
+    """The vector in FEATURE_NAMES order; a request with a card updates the online state."""
+    r = request
+    t = event_timestamp(r, received_at)
+    lat = math.nan if r.lat is None else r.lat
+    lon = math.nan if r.lon is None else r.lon
+    ids = stateful_ids(r)
+    if ids is not None:
+        txn, card, merchant = ids
+        vector = engine.process(
+            txn, t, card, merchant, r.amount, r.channel, r.device_id, lat, lon,
+            r.merchant_category,
+        )  # fmt: skip
     else:
         # No card: nothing to look up or update. Score the event as a first-ever payment.
-        txn, card, merchant = _COLD_IDS
-        cold = {**event, "transaction_id": txn, "card_id": card, "merchant_id": merchant}
-        vector = FeatureEngine().process(*parse_event(cold))
-    for name in SEED_FEATURES:
-        value = request.get(name)
+        vector = FeatureEngine().process(
+            "cold-start", t, "cold-start-card", "cold-start-merchant", r.amount, r.channel,
+            r.device_id, lat, lon, r.merchant_category,
+        )  # fmt: skip
+    for name, index in _SEED_INDEX:
+        value = getattr(r, name)
         if value is not None:
-            vector[FEATURE_INDEX[name]] = float(value)
-    return vector, stateful
+            vector[index] = float(value)
+    return vector

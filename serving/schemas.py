@@ -1,9 +1,17 @@
 """Request and response bodies. The seed's fields, ranges and names are unchanged."""
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _utc_if_naive(value: dt.datetime) -> dt.datetime:
+    """DESIGN.md: a timestamp without a zone is UTC (never the server's local time)."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+EventTime = Annotated[dt.datetime, AfterValidator(_utc_if_naive)]
 
 
 class ScoreRequest(BaseModel):
@@ -19,8 +27,8 @@ class ScoreRequest(BaseModel):
     transaction_id: str | None = Field(default=None, min_length=1, max_length=128)
     card_id: str | None = Field(default=None, min_length=1, max_length=128)
     merchant_id: str | None = Field(default=None, min_length=1, max_length=128)
-    event_time: dt.datetime | None = None
-    merchant_category: str | None = Field(default=None, max_length=64)
+    event_time: EventTime | None = None
+    merchant_category: str | None = Field(default=None, min_length=1, max_length=64)
     channel: Literal["pos", "online", "atm"] | None = None
     device_id: str | None = Field(default=None, min_length=1, max_length=128)
     lat: float | None = Field(default=None, ge=-90, le=90)
@@ -45,7 +53,15 @@ class ScoreResponse(BaseModel):
 class FeedbackRequest(BaseModel):
     transaction_id: str = Field(min_length=1, max_length=128)
     is_fraud: bool
-    label_time: dt.datetime
+    label_time: EventTime
     card_id: str | None = Field(default=None, min_length=1, max_length=128)
     merchant_id: str | None = Field(default=None, min_length=1, max_length=128)
-    event_time: dt.datetime | None = None
+    event_time: EventTime | None = None
+
+
+class ScoreBatchRequest(BaseModel):
+    events: list[ScoreRequest]
+
+
+class ScoreBatchResponse(BaseModel):
+    results: list[ScoreResponse]

@@ -6,9 +6,10 @@ shutdown, so the request path only appends to a list.
 """
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 FLUSH_LINES = 1_000
@@ -18,11 +19,11 @@ class ScoredLog:
     def __init__(self, folder: Path, prefix: str = "scored") -> None:
         self.folder = Path(folder)
         self.prefix = prefix
-        self._buffer: list[str] = []
+        self._buffer: list[bytes] = []
         self.lines_written = 0
 
     def append(self, record: dict[str, Any]) -> None:
-        self._buffer.append(json.dumps(record, separators=(",", ":")))
+        self._buffer.append(orjson.dumps(record))  # NaN and inf are written as null
         if len(self._buffer) >= FLUSH_LINES:
             self.flush()
 
@@ -41,8 +42,8 @@ class ScoredLog:
             return
         lines, self._buffer = self._buffer, []
         self.folder.mkdir(parents=True, exist_ok=True)
-        with self._target().open("a") as f:
-            f.write("\n".join(lines) + "\n")
+        with self._target().open("ab") as f:
+            f.write(b"\n".join(lines) + b"\n")
         self.lines_written += len(lines)
 
     def files(self) -> list[Path]:

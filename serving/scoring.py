@@ -1,27 +1,29 @@
 """Scoring one event: features, the champion under a deadline and a breaker, the heuristic
 fallback, the challenger in shadow, and the scored-event log.
 
-The champion's ONNX call runs inline (about 10 µs). Running it in a worker thread so that
-`asyncio.wait_for` could abandon it was measured at 37% lower throughput and a 26 ms p99
-under load (see docs/architecture.md), so the deadline is enforced where a call can wait:
-with injected latency (the seed's SENTINEL_INJECT_LATENCY_MS) the call is raced against the
-deadline and the heuristic answers at the deadline; an inline call that overruns is counted
-as slow and opens the breaker, so later requests go straight to the heuristic.
+The champion's ONNX call runs inline (about 10 µs; a batch is one call). Running it in a
+worker thread so that `asyncio.wait_for` could abandon it was measured at 37% lower
+throughput and a 26 ms p99 under load (see docs/architecture.md), so the deadline is
+enforced where a call can wait: with injected latency (the seed's
+SENTINEL_INJECT_LATENCY_MS) the call is raced against the deadline and the heuristic
+answers at the deadline; an inline call that overruns is counted as slow and opens the
+breaker, so later requests go straight to the heuristic.
 """
 
 import asyncio
-import datetime as dt
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from serving.breaker import CircuitBreaker
 from serving.bundle import Bundle
 from serving.feature_engine import FeatureEngine
 from serving.heuristic import heuristic_score
+from serving.metrics import HotPathCounters
 from serving.models import ModelManager
-from serving.resolve import resolve_features
+from serving.resolve import event_timestamp, resolve_features
+from serving.schemas import ScoreRequest
 from serving.scored_log import ScoredLog
 from serving.settings import ServiceSettings
 
@@ -30,14 +32,23 @@ class NoModelError(Exception):
     """No champion is loaded yet."""
 
 
-@dataclass(frozen=True)
+class EventError(ValueError):
+    """Event `index` of a call cannot be scored; `message` starts with the field's name."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+        self.message = message
+
+
+@dataclass(slots=True)  # not frozen: one is built per scored event, and cheaper so
 class ScoreOutcome:
     probability: float
     decision: str
     threshold: float
     scored_by: str  # model | heuristic
     model_version: str
-    reasons: list[str]
+    reasons: tuple[str, ...]
     vector: list[float]
     shadow_probability: float | None
     shadow_version: str | None
@@ -56,91 +67,114 @@ class Scorer:
         engine: FeatureEngine,
         breaker: CircuitBreaker,
         log: ScoredLog,
+        counters: HotPathCounters,
     ) -> None:
         self.settings = settings
         self.manager = manager
         self.engine = engine
         self.breaker = breaker
         self.log = log
+        self.counters = counters
         self._deadline_s = settings.circuit_threshold_ms / 1000.0
 
-    async def _slow_predict(self, bundle: Bundle, vector: list[float]) -> float:
+    async def _slow_predict(self, bundle: Bundle, vectors: list[list[float]]) -> list[float]:
         await asyncio.sleep(self.settings.inject_latency_ms / 1000.0)
-        return bundle.predictor.predict_one(vector)
+        return bundle.predictor.predict_rows(vectors)
 
-    async def _champion(self, bundle: Bundle, vector: list[float]) -> float | None:
-        """The champion's probability, or None if it was slow, failed or was not asked."""
+    async def _champion(self, bundle: Bundle, vectors: list[list[float]]) -> list[float | None]:
+        """The champion's probability per row; None where it was slow, failed, not asked or
+        not a probability. A batch is one model call, judged by the breaker as one."""
         if self.settings.force_circuit_open or not self.breaker.allow():
-            return None
+            return [None] * len(vectors)
         started = time.perf_counter()
         try:
             if self.settings.inject_latency_ms > 0:
-                p = await asyncio.wait_for(self._slow_predict(bundle, vector), self._deadline_s)
+                scores = await asyncio.wait_for(
+                    self._slow_predict(bundle, vectors), self._deadline_s
+                )
             else:
-                p = bundle.predictor.predict_one(vector)
+                scores = bundle.predictor.predict_rows(vectors)
         except Exception:  # a timeout or a broken model: the heuristic answers
             self.breaker.record(True)
-            return None
+            return [None] * len(vectors)
         slow = time.perf_counter() - started > self._deadline_s
-        self.breaker.record(slow or not _valid(p))
-        return p if _valid(p) else None
+        valid: list[float | None] = [p if _valid(p) else None for p in scores]
+        self.breaker.record(slow or None in valid)
+        return valid
 
-    @staticmethod
-    def _shadow(bundle: Bundle | None, vector: list[float]) -> float | None:
+    def _shadow(self, bundle: Bundle | None, vectors: list[list[float]]) -> list[float | None]:
         if bundle is None:
-            return None
+            return [None] * len(vectors)
         try:  # isolation: a failing challenger never touches the champion's answer
-            p = bundle.predictor.predict_one(vector)
+            scores = bundle.predictor.predict_rows(vectors)
         except Exception:
-            return None
-        return p if _valid(p) else None
+            self.counters.shadow_failures += len(vectors)
+            return [None] * len(vectors)
+        valid = [p if _valid(p) else None for p in scores]
+        self.counters.shadow_failures += valid.count(None)
+        return valid
 
-    async def score(self, request: dict[str, Any]) -> ScoreOutcome:
-        models = self.manager.current  # read once: this request finishes on this pair
-        champion = models.champion
+    async def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreOutcome]:
+        """Score events in order: each one's features see the events before it."""
+        models = self.manager.current  # read once: these requests finish on this pair
+        champion, challenger = models.champion, models.challenger
         if champion is None:
             raise NoModelError("no champion model is loaded yet")
         received = time.time()
-        vector, _ = resolve_features(self.engine, request, received_at=received)
-        event_time = request.get("event_time")
-        event_ts = event_time.timestamp() if isinstance(event_time, dt.datetime) else received
-        p = await self._champion(champion, vector)
-        rules = heuristic_score(vector)
-        scored_by = "model" if p is not None else "heuristic"
-        probability = p if p is not None else rules.probability
-        threshold = champion.threshold
-        decision = "decline" if probability >= threshold else "approve"
-        shadow = self._shadow(models.challenger, vector)
-        shadow_version = models.challenger.version if models.challenger else None
-        shadow_disagrees = (
-            shadow is not None
-            and models.challenger is not None
-            and (shadow >= models.challenger.threshold) != (decision == "decline")
-        )
+        vectors = []
+        for index, request in enumerate(requests):
+            try:
+                vectors.append(resolve_features(self.engine, request, received))
+            except ValueError as exc:
+                raise EventError(index, str(exc)) from None
+        model_scores = await self._champion(champion, vectors)
+        shadow_scores = self._shadow(challenger, vectors)
+        outcomes = []
+        for request, vector, p, shadow in zip(
+            requests, vectors, model_scores, shadow_scores, strict=True
+        ):
+            rules = heuristic_score(vector)
+            probability = p if p is not None else rules.probability
+            decision = "decline" if probability >= champion.threshold else "approve"
+            outcome = ScoreOutcome(
+                probability=probability,
+                decision=decision,
+                threshold=champion.threshold,
+                scored_by="model" if p is not None else "heuristic",
+                model_version=champion.version,
+                reasons=rules.reasons,
+                vector=vector,
+                shadow_probability=shadow,
+                shadow_version=challenger.version if challenger else None,
+                shadow_disagrees=challenger is not None
+                and shadow is not None
+                and (shadow >= challenger.threshold) != (decision == "decline"),
+            )
+            self._log(request, received, outcome, p, rules.probability, challenger)
+            outcomes.append(outcome)
+        return outcomes
+
+    def _log(
+        self,
+        request: ScoreRequest,
+        received: float,
+        outcome: ScoreOutcome,
+        model_score: float | None,
+        heuristic: float,
+        challenger: Bundle | None,
+    ) -> None:
         self.log.append(
             {
-                "transaction_id": request.get("transaction_id"),
-                "event_time": event_ts,
+                "transaction_id": request.transaction_id,
+                "event_time": event_timestamp(request, received),
                 "scored_at": received,
-                "champion_version": champion.version,
-                "champion_score": p,
-                "heuristic_score": rules.probability,
-                "challenger_version": shadow_version,
-                "challenger_score": shadow,
-                "challenger_threshold": models.challenger.threshold if models.challenger else None,
-                "decision": decision,
-                "scored_by": scored_by,
+                "champion_version": outcome.model_version,
+                "champion_score": model_score,
+                "heuristic_score": heuristic,
+                "challenger_version": outcome.shadow_version,
+                "challenger_score": outcome.shadow_probability,
+                "challenger_threshold": challenger.threshold if challenger else None,
+                "decision": outcome.decision,
+                "scored_by": outcome.scored_by,
             }
-        )
-        return ScoreOutcome(
-            probability=probability,
-            decision=decision,
-            threshold=threshold,
-            scored_by=scored_by,
-            model_version=champion.version,
-            reasons=rules.reasons,
-            vector=vector,
-            shadow_probability=shadow,
-            shadow_version=shadow_version,
-            shadow_disagrees=shadow_disagrees,
         )

@@ -131,13 +131,13 @@ def test_heuristic_fires_rules_with_reasons() -> None:
         quiet[FEATURE_INDEX[name]] = 0.0
     quiet[FEATURE_INDEX["amount"]] = 40.0
     calm = heuristic_score(quiet)
-    assert calm.reasons == []
+    assert calm.reasons == ()
     assert calm.probability < 0.01
     burst = list(quiet)
     burst[FEATURE_INDEX["amount"]] = 1.5
     burst[FEATURE_INDEX["txn_count_10m"]] = 6
     result = heuristic_score(burst)
-    assert result.reasons == ["card_velocity_10m", "small_amount_burst"]
+    assert result.reasons == ("card_velocity_10m", "small_amount_burst")
     assert result.probability > 0.3
 
 

@@ -3,10 +3,12 @@
 import math
 
 import pytest
+from pydantic import ValidationError
 
 from serving.feature_engine import FeatureEngine
 from serving.features import FEATURE_INDEX
 from serving.resolve import ResolveError, resolve_features
+from serving.schemas import ScoreRequest
 from tests.serving.bundles import SEED_REQUEST
 
 T = 1_767_268_800.0  # 2026-01-01 12:00 UTC
@@ -16,10 +18,13 @@ def value(vector: list[float], name: str) -> float:
     return vector[FEATURE_INDEX[name]]
 
 
+def resolve(engine: FeatureEngine, fields: dict, received_at: float = T) -> list[float]:
+    return resolve_features(engine, ScoreRequest.model_validate(fields), received_at)
+
+
 def test_seed_request_uses_its_values_and_cold_start_for_the_rest() -> None:
     engine = FeatureEngine()
-    vector, stateful = resolve_features(engine, SEED_REQUEST, received_at=T)
-    assert stateful is False
+    vector = resolve(engine, SEED_REQUEST)
     for name, given in SEED_REQUEST.items():
         assert value(vector, name) == given, name
     assert value(vector, "txn_count_1h") == 0
@@ -32,12 +37,11 @@ def test_raw_events_with_a_card_use_and_update_the_online_state() -> None:
     first = {"transaction_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 10.0,
              "event_time": T}  # fmt: skip
     second = first | {"transaction_id": "t2", "event_time": T + 60, "amount": 30.0}
-    resolve_features(engine, first)
-    vector, stateful = resolve_features(engine, second)
-    assert stateful is True
+    resolve(engine, first)
+    vector = resolve(engine, second)
     assert value(vector, "txn_count_10m") == 1
     assert value(vector, "avg_amount_30d") == 10.0
-    again, _ = resolve_features(engine, second)  # a retry
+    again = resolve(engine, second)  # a retry
     assert again == vector
     assert engine.stats()["duplicates"] == 1
 
@@ -46,31 +50,47 @@ def test_request_values_override_the_online_state() -> None:
     engine = FeatureEngine()
     event = {"transaction_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 10.0,
              "event_time": T, "txn_count_24h": 7}  # fmt: skip
-    vector, _ = resolve_features(engine, event)
+    vector = resolve(engine, event)
     assert value(vector, "txn_count_24h") == 7
 
 
 def test_event_time_defaults_to_when_the_request_arrived() -> None:
     event = {"transaction_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 1.0}
-    vector, _ = resolve_features(FeatureEngine(), event, received_at=T + 3 * 3600)
+    vector = resolve(FeatureEngine(), event, received_at=T + 3 * 3600)
     assert value(vector, "hour_of_day") == 15
+
+
+def test_a_zone_less_event_time_is_utc() -> None:
+    event = {"transaction_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 1.0,
+             "event_time": "2026-01-01T15:00:00"}  # fmt: skip
+    assert value(resolve(FeatureEngine(), event), "hour_of_day") == 15
 
 
 @pytest.mark.parametrize(
     ("request_fields", "field"),
     [
-        ({"card_id": "c1", "merchant_id": "m1", "amount": 1.0}, "transaction_id"),
-        ({"card_id": "c1", "transaction_id": "t", "amount": 1.0}, "merchant_id"),
         ({"card_id": "c1", "transaction_id": "t", "merchant_id": "m", "amount": -1}, "amount"),
         ({"amount": 5.0, "event_time": "not a time"}, "event_time"),
+        ({"amount": 5.0, "merchant_category": ""}, "merchant_category"),
+        ({"amount": 5.0, "lat": 91}, "lat"),
     ],
 )
-def test_unusable_requests_name_the_field(request_fields: dict, field: str) -> None:
-    with pytest.raises(ValueError, match=field) as caught:
-        resolve_features(FeatureEngine(), request_fields, received_at=T)
-    assert str(caught.value).startswith(f"{field}:")
+def test_invalid_fields_are_refused_by_the_schema_naming_them(request_fields, field) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ScoreRequest.model_validate(request_fields)
+    assert caught.value.errors()[0]["loc"] == (field,)
 
 
-def test_missing_raw_fields_are_all_named_at_once() -> None:
-    with pytest.raises(ResolveError, match=r"^transaction_id, merchant_id: required"):
-        resolve_features(FeatureEngine(), {"card_id": "c1", "amount": 1.0}, received_at=T)
+@pytest.mark.parametrize(
+    ("request_fields", "message"),
+    [
+        ({"card_id": "c1", "merchant_id": "m1", "amount": 1.0}, "^transaction_id: required"),
+        ({"card_id": "c1", "transaction_id": "t", "amount": 1.0}, "^merchant_id: required"),
+        ({"card_id": "c1", "amount": 1.0}, "^transaction_id, merchant_id: required"),
+    ],
+)
+def test_a_card_without_its_event_ids_names_every_missing_one(request_fields, message) -> None:
+    engine = FeatureEngine()
+    with pytest.raises(ResolveError, match=message):
+        resolve(engine, request_fields)
+    assert engine.stats()["events"] == 0

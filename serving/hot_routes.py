@@ -1,0 +1,161 @@
+"""The two scoring routes, served by a small ASGI middleware in front of FastAPI.
+
+Why by hand: on this 2-core machine a bare ASGI handler under uvicorn answers ~33,000
+requests/s and a trivial FastAPI endpoint ~10,000 (docs/BENCHMARKS.md), so FastAPI's routing,
+dependency and response machinery costs ~70 µs per request, more than scoring itself
+(features, two ONNX calls and the log: ~45 µs). The payment path only takes
+`POST /v1/score` and `POST /v1/score/batch`; they are answered here with the raw body
+validated by pydantic (`model_validate_json`) and the answer encoded by orjson. Every other
+request, and the OpenAPI description of these two, goes through FastAPI as usual; the
+FastAPI routes call the same handlers below.
+"""
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serving.features import FEATURE_NAMES
+from serving.resolve import stateful_ids
+from serving.schemas import ScoreBatchRequest, ScoreRequest
+from serving.scoring import EventError, NoModelError, ScoreOutcome
+from serving.service import Service
+
+log = logging.getLogger("sentinel.serving")
+Answer = tuple[int, bytes]
+
+
+def error(status: int, detail: Any) -> Answer:
+    return status, orjson.dumps({"detail": detail})
+
+
+def field_error(message: str) -> Answer:
+    """A 422 naming the field: `message` starts with it, as in 'amount: ...'."""
+    field = message.split(":", 1)[0]
+    return error(422, [{"loc": ["body", field], "msg": message, "type": "value_error"}])
+
+
+def validation_error(exc: ValidationError) -> Answer:
+    detail = [
+        {"loc": ["body", *(str(p) for p in e["loc"])], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors()
+    ]
+    return error(422, detail)
+
+
+def _answer(service: Service, outcome: ScoreOutcome, explain: bool) -> dict[str, Any]:
+    service.metrics.hot.count_outcome(outcome.decision, outcome.scored_by, outcome.shadow_disagrees)
+    body: dict[str, Any] = {
+        "fraud_probability": outcome.probability,
+        "decision": outcome.decision,
+        "threshold": outcome.threshold,
+        "circuit_breaker_state": "closed" if outcome.scored_by == "model" else "open",
+        "model_version": outcome.model_version,
+        "scored_by": outcome.scored_by,
+        "reasons": outcome.reasons,
+    }
+    if outcome.shadow_probability is not None:
+        body["shadow_fraud_probability"] = outcome.shadow_probability
+    if explain:  # orjson writes the NaN of a missing feature as null
+        body["features"] = dict(zip(FEATURE_NAMES, outcome.vector, strict=True))
+    return body
+
+
+async def score_one(service: Service, raw: bytes, explain: bool) -> Answer:
+    try:
+        request = ScoreRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        return validation_error(exc)
+    try:
+        (outcome,) = await service.scorer.score_many([request])
+    except NoModelError as exc:
+        return error(503, str(exc))
+    except EventError as exc:
+        return field_error(exc.message)
+    return 200, orjson.dumps(_answer(service, outcome, explain))
+
+
+async def score_batch(service: Service, raw: bytes, explain: bool) -> Answer:
+    try:
+        events = ScoreBatchRequest.model_validate_json(raw).events
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return field_error(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+    limit = service.settings.max_batch_events
+    if len(events) > limit:
+        return field_error(f"events: at most {limit} per batch")
+    for i, request in enumerate(events):  # check all first: a bad batch changes no state
+        try:
+            stateful_ids(request)
+        except ValueError as exc:
+            return field_error(f"events.{i}.{exc}")
+    try:
+        outcomes = await service.scorer.score_many(events)
+    except NoModelError as exc:
+        return error(503, str(exc))
+    except EventError as exc:  # the schema is as strict as the engine: not expected
+        return field_error(f"events.{exc.index}.{exc.message}")
+    results = [_answer(service, outcome, explain) for outcome in outcomes]
+    return 200, orjson.dumps({"results": results})
+
+
+Handler = Callable[[Service, bytes, bool], Awaitable[Answer]]
+HANDLERS: dict[str, Handler] = {"/v1/score": score_one, "/v1/score/batch": score_batch}
+
+
+def explain_requested(query: str) -> bool:
+    values = parse_qs(query).get("explain", ["false"])
+    return values[-1].lower() in ("1", "true", "yes")
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is larger than `limit`."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+class HotRoutes:
+    """ASGI middleware: answers POST /v1/score and /v1/score/batch, passes the rest on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    @staticmethod
+    async def _answer(service: Service, handler: Handler, scope: Scope, receive: Receive) -> Answer:
+        limit = service.settings.max_body_bytes
+        raw = await _read_body(receive, limit)
+        if raw is None:
+            return error(413, f"body larger than {limit} bytes")
+        query = scope["query_string"]
+        explain = bool(query) and explain_requested(query.decode("latin-1"))
+        return await handler(service, raw, explain)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = HANDLERS.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        service: Service = scope["app"].state.service
+        try:
+            status, body = await self._answer(service, handler, scope, receive)
+        except Exception as exc:  # outside FastAPI's error middleware: the same 500 here
+            log.error("unhandled error: %s", type(exc).__name__)  # no payloads, no card data
+            status, body = error(500, "internal error")
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        service.metrics.hot.observe_latency(scope["path"], time.perf_counter() - started)

@@ -1,0 +1,77 @@
+"""What one scoring-service instance holds (built in the app's lifespan), and its
+background loop: registry polling and log flushing, off the request path."""
+
+import asyncio
+import logging
+import time
+
+from serving.breaker import CircuitBreaker
+from serving.feature_engine import FeatureEngine
+from serving.metrics import ServiceMetrics
+from serving.models import ModelManager
+from serving.scored_log import ScoredLog
+from serving.scoring import Scorer
+from serving.settings import ServiceSettings
+
+log = logging.getLogger("sentinel.serving")
+STATE_SNAPSHOT = "feature_state.pkl"
+
+
+class Service:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.metrics = ServiceMetrics()
+        self.manager = ModelManager(settings)
+        self.snapshot_path = settings.home / "serving" / STATE_SNAPSHOT
+        self.engine = self._restore_engine()
+        self.breaker = CircuitBreaker(settings.breaker_config())
+        self.log = ScoredLog(settings.home / "scored")
+        self.feedback_log = ScoredLog(settings.home / "scored", prefix="feedback")
+        self.scorer = Scorer(
+            settings, self.manager, self.engine, self.breaker, self.log, self.metrics.hot
+        )
+
+    def _restore_engine(self) -> FeatureEngine:
+        """The state saved at the last shutdown; a missing or unreadable one starts cold."""
+        if not self.snapshot_path.exists():
+            return FeatureEngine()
+        try:
+            return FeatureEngine.restore(self.snapshot_path)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("feature state not restored, starting cold: %s", exc)
+            return FeatureEngine()
+
+    def reload(self, retry_rejected: bool = False) -> bool:
+        before = self.manager.counters.loaded, self.manager.counters.rejected
+        changed = self.manager.reload(retry_rejected)
+        loaded, rejected = self.manager.counters.loaded, self.manager.counters.rejected
+        self.metrics.reloads.labels("loaded").inc(loaded - before[0])
+        self.metrics.reloads.labels("rejected").inc(rejected - before[1])
+        models = self.manager.current
+        self.metrics.model_info.info(
+            {
+                "champion": models.champion.version if models.champion else "",
+                "challenger": models.challenger.version if models.challenger else "",
+            }
+        )
+        return changed
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.feedback_log.flush()
+
+    def shutdown(self) -> None:
+        self.flush()
+        self.engine.snapshot(self.snapshot_path)
+
+
+async def run_background(service: Service) -> None:
+    """Poll the registry and flush the logs until cancelled."""
+    interval = service.settings.reload_interval_s
+    last_reload = time.monotonic()
+    while True:
+        await asyncio.sleep(min(1.0, interval))
+        service.flush()
+        if time.monotonic() - last_reload >= interval:
+            last_reload = time.monotonic()
+            await asyncio.to_thread(service.reload)
