@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 
 from serving import hot_routes
 from serving.hot_routes import HotRoutes
+from serving.logs import configure, log_event
 from serving.schemas import FeedbackRequest, ScoreBatchResponse, ScoreRequest, ScoreResponse
 from serving.service import Service, run_background
 from serving.settings import ServiceSettings
@@ -63,6 +64,7 @@ class ScoringAPI(FastAPI):
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
+    configure(settings.log_level)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,8 +97,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(Exception)
-    async def on_error(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error: %s", type(exc).__name__)  # no payloads, no card data
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        log_event(
+            log, logging.ERROR, "unhandled_error", route=request.url.path, error=type(exc).__name__
+        )  # the type only: messages may quote the body
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     def service_of(request: Request) -> Service:
@@ -186,6 +190,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 "short_circuited": breaker.short_circuited,
             },
             "features": service.engine.stats(),
+            "batching": {  # model calls shared by the requests of one event-loop turn
+                "model_calls": service.scorer.batcher.calls,
+                "rows": service.scorer.batcher.rows,
+            },
         }
 
     @app.post("/admin/reload")

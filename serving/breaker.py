@@ -11,11 +11,16 @@ count consecutive failures only, with no sliding-window rate, slow-call accounti
 budget — the parts that make a breaker useful for latency.
 """
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+
+from serving.logs import log_event
+
+log = logging.getLogger("sentinel.serving.breaker")
 
 
 class BreakerState(StrEnum):
@@ -50,6 +55,7 @@ class CircuitBreaker:
     def _move(self, state: BreakerState) -> None:
         key = f"{self.state}->{state}"
         self.transitions[key] = self.transitions.get(key, 0) + 1
+        log_event(log, logging.WARNING, "breaker_transition", transition=key)
         self.state = state
         if state is BreakerState.OPEN:
             self._opened_at = self._clock()

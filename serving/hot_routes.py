@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.features import FEATURE_NAMES
+from serving.logs import log_event
 from serving.resolve import stateful_ids
 from serving.schemas import ScoreBatchRequest, ScoreRequest
 from serving.scoring import EventError, NoModelError, ScoreOutcome
@@ -153,7 +154,9 @@ class HotRoutes:
         try:
             status, body = await self._answer(service, handler, scope, receive)
         except Exception as exc:  # outside FastAPI's error middleware: the same 500 here
-            log.error("unhandled error: %s", type(exc).__name__)  # no payloads, no card data
+            log_event(
+                log, logging.ERROR, "unhandled_error", route=scope["path"], error=type(exc).__name__
+            )  # the type only: messages may quote the body
             status, body = error(500, "internal error")
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -8,13 +8,17 @@ reported in `last_rejected`, and the previous model keeps serving.
 """
 
 import datetime as dt
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from serving.bundle import Bundle, BundleError, load_bundle
+from serving.logs import log_event
 from serving.registry import Registry
 from serving.settings import ServiceSettings
+
+log = logging.getLogger("sentinel.serving.models")
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class ModelManager:
                 challenger = self.registry.bundle_dir(version) if version else None
         return champion, challenger
 
-    def _resolve(self, path: Path | None, loaded: Bundle | None) -> Bundle | None:
+    def _resolve(self, role: str, path: Path | None, loaded: Bundle | None) -> Bundle | None:
         if path is None:
             return None
         if loaded is not None and loaded.path == path:
@@ -72,8 +76,11 @@ class ModelManager:
             self._rejected.add(path)
             self.last_rejected = Rejection(str(path), str(exc), dt.datetime.now(dt.UTC))
             self.counters.rejected += 1
+            log_event(log, logging.WARNING, "bundle_rejected", role=role, path=str(path),
+                      reason=str(exc))  # fmt: skip
             return loaded  # keep serving what we had
         self.counters.loaded += 1
+        log_event(log, logging.INFO, "bundle_loaded", role=role, version=bundle.version)
         return bundle
 
     def reload(self, retry_rejected: bool = False) -> bool:
@@ -83,11 +90,14 @@ class ModelManager:
                 self._rejected.clear()
             before = self.current
             champion_dir, challenger_dir = self.sources()
-            champion = self._resolve(champion_dir, before.champion)
-            challenger = self._resolve(challenger_dir, before.challenger)
+            champion = self._resolve("champion", champion_dir, before.champion)
+            challenger = self._resolve("challenger", challenger_dir, before.challenger)
             if challenger is not None and champion is not None and challenger.path == champion.path:
                 challenger = None  # a promoted challenger is no longer shadowed
             if champion is before.champion and challenger is before.challenger:
                 return False
             self.current = LoadedModels(champion, challenger, dt.datetime.now(dt.UTC))
+            log_event(log, logging.INFO, "models_swapped",
+                      champion=champion.version if champion else None,
+                      challenger=challenger.version if challenger else None)  # fmt: skip
             return True

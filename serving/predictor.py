@@ -6,6 +6,7 @@ single-row predict (see docs/BENCHMARKS.md).
 """
 
 import threading
+from itertools import chain
 
 import numpy as np
 import onnxruntime as ort
@@ -53,9 +54,21 @@ class CompiledPredictor:
         self._session.run_with_iobinding(binding)
         return float(local.probabilities[0, 1])
 
-    def predict_rows(self, vectors: list[list[float]]) -> list[float]:
-        """One row through the pre-bound buffers; several in one batched call."""
-        if len(vectors) == 1:
-            return [self.predict_one(vectors[0])]
-        result: list[float] = self.predict(np.array(vectors, dtype=np.float32)).tolist()
-        return result
+    def predict_rows(self, rows: "Rows") -> list[float]:
+        """A single row through the pre-bound buffers; a matrix in one batched call."""
+        if isinstance(rows, np.ndarray):
+            result: list[float] = self.predict(rows).tolist()
+            return result
+        return [self.predict_one(row) for row in rows]
+
+
+Rows = list[list[float]] | np.ndarray
+
+
+def as_rows(vectors: list[list[float]]) -> Rows:
+    """What `predict_rows` takes: one row as it is, several as one float32 matrix (built
+    once, then shared by champion and challenger)."""
+    if len(vectors) == 1:
+        return vectors
+    flat = np.fromiter(chain.from_iterable(vectors), np.float32, len(vectors) * N_FEATURES)
+    return flat.reshape(len(vectors), N_FEATURES)  # fromiter: half the time of np.array here

@@ -43,12 +43,10 @@ def event_timestamp(request: ScoreRequest, received_at: float) -> float:
     return received_at if event_time is None else event_time.timestamp()
 
 
-def resolve_features(
-    engine: FeatureEngine, request: ScoreRequest, received_at: float
-) -> list[float]:
-    """The vector in FEATURE_NAMES order; a request with a card updates the online state."""
+def resolve_features(engine: FeatureEngine, request: ScoreRequest, t: float) -> list[float]:
+    """The vector in FEATURE_NAMES order for the event at epoch seconds `t` (see
+    `event_timestamp`); a request with a card updates the online state."""
     r = request
-    t = event_timestamp(r, received_at)
     lat = math.nan if r.lat is None else r.lat
     lon = math.nan if r.lon is None else r.lon
     ids = stateful_ids(r)

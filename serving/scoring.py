@@ -16,12 +16,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from serving.batching import TurnBatcher
 from serving.breaker import CircuitBreaker
 from serving.bundle import Bundle
 from serving.feature_engine import FeatureEngine
 from serving.heuristic import heuristic_score
 from serving.metrics import HotPathCounters
-from serving.models import ModelManager
+from serving.models import LoadedModels, ModelManager
+from serving.predictor import Rows, as_rows
 from serving.resolve import event_timestamp, resolve_features
 from serving.schemas import ScoreRequest
 from serving.scored_log import ScoredLog
@@ -76,43 +78,52 @@ class Scorer:
         self.log = log
         self.counters = counters
         self._deadline_s = settings.circuit_threshold_ms / 1000.0
+        self.batcher: TurnBatcher[LoadedModels, list[float], tuple[float | None, float | None]]
+        self.batcher = TurnBatcher(self._predict)
 
-    async def _slow_predict(self, bundle: Bundle, vectors: list[list[float]]) -> list[float]:
+    async def _slow_predict(self, bundle: Bundle, rows: Rows) -> list[float]:
         await asyncio.sleep(self.settings.inject_latency_ms / 1000.0)
-        return bundle.predictor.predict_rows(vectors)
+        return bundle.predictor.predict_rows(rows)
 
-    async def _champion(self, bundle: Bundle, vectors: list[list[float]]) -> list[float | None]:
+    async def _champion(self, bundle: Bundle, rows: Rows) -> list[float | None]:
         """The champion's probability per row; None where it was slow, failed, not asked or
         not a probability. A batch is one model call, judged by the breaker as one."""
         if self.settings.force_circuit_open or not self.breaker.allow():
-            return [None] * len(vectors)
+            return [None] * len(rows)
         started = time.perf_counter()
         try:
             if self.settings.inject_latency_ms > 0:
-                scores = await asyncio.wait_for(
-                    self._slow_predict(bundle, vectors), self._deadline_s
-                )
+                scores = await asyncio.wait_for(self._slow_predict(bundle, rows), self._deadline_s)
             else:
-                scores = bundle.predictor.predict_rows(vectors)
+                scores = bundle.predictor.predict_rows(rows)
         except Exception:  # a timeout or a broken model: the heuristic answers
             self.breaker.record(True)
-            return [None] * len(vectors)
+            return [None] * len(rows)
         slow = time.perf_counter() - started > self._deadline_s
         valid: list[float | None] = [p if _valid(p) else None for p in scores]
         self.breaker.record(slow or None in valid)
         return valid
 
-    def _shadow(self, bundle: Bundle | None, vectors: list[list[float]]) -> list[float | None]:
+    def _shadow(self, bundle: Bundle | None, rows: Rows) -> list[float | None]:
         if bundle is None:
-            return [None] * len(vectors)
+            return [None] * len(rows)
         try:  # isolation: a failing challenger never touches the champion's answer
-            scores = bundle.predictor.predict_rows(vectors)
+            scores = bundle.predictor.predict_rows(rows)
         except Exception:
-            self.counters.shadow_failures += len(vectors)
-            return [None] * len(vectors)
+            self.counters.shadow_failures += len(rows)
+            return [None] * len(rows)
         valid = [p if _valid(p) else None for p in scores]
         self.counters.shadow_failures += valid.count(None)
         return valid
+
+    async def _predict(
+        self, models: LoadedModels, vectors: list[list[float]]
+    ) -> list[tuple[float | None, float | None]]:
+        """(champion, challenger) probability per row: the batcher's model call."""
+        assert models.champion is not None  # score_many refuses to start without one
+        rows = as_rows(vectors)
+        champion = await self._champion(models.champion, rows)
+        return list(zip(champion, self._shadow(models.challenger, rows), strict=True))
 
     async def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreOutcome]:
         """Score events in order: each one's features see the events before it."""
@@ -121,18 +132,16 @@ class Scorer:
         if champion is None:
             raise NoModelError("no champion model is loaded yet")
         received = time.time()
+        times = [event_timestamp(request, received) for request in requests]
         vectors = []
-        for index, request in enumerate(requests):
+        for index, (request, t) in enumerate(zip(requests, times, strict=True)):
             try:
-                vectors.append(resolve_features(self.engine, request, received))
+                vectors.append(resolve_features(self.engine, request, t))
             except ValueError as exc:
                 raise EventError(index, str(exc)) from None
-        model_scores = await self._champion(champion, vectors)
-        shadow_scores = self._shadow(challenger, vectors)
+        scores = await self.batcher.submit(models, vectors)
         outcomes = []
-        for request, vector, p, shadow in zip(
-            requests, vectors, model_scores, shadow_scores, strict=True
-        ):
+        for request, t, vector, (p, shadow) in zip(requests, times, vectors, scores, strict=True):
             rules = heuristic_score(vector)
             probability = p if p is not None else rules.probability
             decision = "decline" if probability >= champion.threshold else "approve"
@@ -150,13 +159,14 @@ class Scorer:
                 and shadow is not None
                 and (shadow >= challenger.threshold) != (decision == "decline"),
             )
-            self._log(request, received, outcome, p, rules.probability, challenger)
+            self._log(request, t, received, outcome, p, rules.probability, challenger)
             outcomes.append(outcome)
         return outcomes
 
     def _log(
         self,
         request: ScoreRequest,
+        event_time: float,
         received: float,
         outcome: ScoreOutcome,
         model_score: float | None,
@@ -166,7 +176,7 @@ class Scorer:
         self.log.append(
             {
                 "transaction_id": request.transaction_id,
-                "event_time": event_timestamp(request, received),
+                "event_time": event_time,
                 "scored_at": received,
                 "champion_version": outcome.model_version,
                 "champion_score": model_score,

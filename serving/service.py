@@ -7,6 +7,7 @@ import time
 
 from serving.breaker import CircuitBreaker
 from serving.feature_engine import FeatureEngine
+from serving.logs import log_event
 from serving.metrics import ServiceMetrics
 from serving.models import ModelManager
 from serving.scored_log import ScoredLog
@@ -36,10 +37,12 @@ class Service:
         if not self.snapshot_path.exists():
             return FeatureEngine()
         try:
-            return FeatureEngine.restore(self.snapshot_path)
+            engine = FeatureEngine.restore(self.snapshot_path)
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("feature state not restored, starting cold: %s", exc)
+            log_event(log, logging.WARNING, "feature_state_not_restored", error=type(exc).__name__)
             return FeatureEngine()
+        log_event(log, logging.INFO, "feature_state_restored", events=engine.stats()["events"])
+        return engine
 
     def reload(self, retry_rejected: bool = False) -> bool:
         before = self.manager.counters.loaded, self.manager.counters.rejected
@@ -63,6 +66,7 @@ class Service:
     def shutdown(self) -> None:
         self.flush()
         self.engine.snapshot(self.snapshot_path)
+        log_event(log, logging.INFO, "feature_state_saved", events=self.engine.stats()["events"])
 
 
 async def run_background(service: Service) -> None:

@@ -1,6 +1,7 @@
 """Service settings: one pydantic-settings class; the seed's variables keep their meaning."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,9 @@ class ServiceSettings(BaseSettings):
     # Added by Sentinel-Stream.
     reload_interval_s: float = Field(default=5.0, gt=0, description="Registry polling period.")
     admin_token: str | None = Field(default=None, description="Bearer token for /admin/*.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Service log level (JSON lines on stderr)."
+    )
     max_body_bytes: int = Field(default=1_048_576, gt=0, description="Larger bodies get 413.")
     max_batch_events: int = Field(default=10_000, gt=0, description="Events per batch request.")
     breaker_window: int = Field(default=100, gt=0, description="Calls in the sliding window.")

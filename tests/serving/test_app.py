@@ -173,12 +173,22 @@ def test_batch_scores_in_order(client: TestClient) -> None:
 
 
 def test_metrics_expose_decisions_latency_and_reloads(client: TestClient) -> None:
-    client.post("/v1/score", json=SEED_REQUEST)
-    text = client.get("/metrics").text
-    for name in ("sentinel_request_seconds_bucket", "sentinel_decisions_total",
-                 "sentinel_scored_by_total", "sentinel_breaker_state", "sentinel_reloads_total",
-                 "sentinel_model_info"):  # fmt: skip
-        assert name in text, name
+    for i in range(3):
+        client.post("/v1/score", json=SEED_REQUEST | {"amount": float(i)})
+    client.post("/v1/score/batch", json={"events": [SEED_REQUEST, SEED_REQUEST]})
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("sentinel_")
+    }
+    decided = sum(v for k, v in samples.items() if k.startswith("sentinel_decisions_total"))
+    assert decided == 5  # every scored event, batch members included
+    assert samples['sentinel_scored_by_total{scored_by="model"}'] == 5
+    assert samples['sentinel_request_seconds_count{route="/v1/score"}'] == 3
+    assert samples['sentinel_request_seconds_count{route="/v1/score/batch"}'] == 1
+    assert samples['sentinel_reloads_total{outcome="loaded"}'] == 1
+    assert samples['sentinel_breaker_state{state="closed"}'] == 1
+    assert "sentinel_model_info" in "".join(samples)
 
 
 def test_state_survives_a_restart(tmp_path: Path, registry: Registry) -> None:
@@ -225,3 +235,68 @@ def test_an_unreadable_state_snapshot_starts_cold_instead_of_failing(
     with client_for(tmp_path) as c:
         body = c.post("/v1/score?explain=true", json=RAW).json()
     assert body["features"]["txn_count_10m"] == 0
+
+
+def test_other_methods_and_routes_still_go_through_fastapi(client: TestClient) -> None:
+    assert client.get("/v1/score").status_code == 405
+    # A near-miss path is FastAPI's redirect, not a score.
+    assert client.post("/v1/score/", follow_redirects=False).status_code == 307
+    paths = client.get("/openapi.json").json()["paths"]
+    body = paths["/v1/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"amount", "card_id", "event_time"} <= set(body["properties"])
+    assert "/v1/score/batch" in paths
+
+
+def test_an_oversized_feedback_is_413(tmp_path: Path, registry: Registry) -> None:
+    publish_small(registry, seed=1)
+    with client_for(tmp_path, max_body_bytes=200) as c:
+        label = {"transaction_id": "t" * 100, "is_fraud": True,
+                 "label_time": "2026-01-02T00:00:00Z", "card_id": "c" * 100}  # fmt: skip
+        assert c.post("/v1/feedback", json=label).status_code == 413
+
+
+def test_an_internal_error_is_a_json_500_that_leaks_nothing(client: TestClient) -> None:
+    service = client.app.state.service  # type: ignore[attr-defined]
+
+    async def broken(requests: object) -> None:
+        raise RuntimeError("card 4000123412341234 exploded")
+
+    service.scorer.score_many = broken
+    for path, body in (("/v1/score", RAW), ("/v1/score/batch", {"events": [RAW]})):
+        response = client.post(path, json=body)
+        assert response.status_code == 500
+        assert response.json() == {"detail": "internal error"}
+
+
+def test_logs_are_json_events_without_card_data(tmp_path: Path, registry: Registry) -> None:
+    import io
+    import logging
+
+    from serving.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("sentinel")
+    logger.addHandler(handler)
+    try:
+        champion, _ = publish_small(registry, seed=1)
+        (registry.root / "bundles" / "broken").mkdir(parents=True)
+        with client_for(tmp_path, inject_latency_ms=100, circuit_threshold_ms=5) as c:
+            secret = RAW | {"card_id": "4000123412341234", "transaction_id": "txn-secret-1"}
+            for i in range(25):
+                c.post("/v1/score", json=secret | {"transaction_id": f"txn-secret-{i}"})
+            registry.set_pointer("challenger", "broken")
+            c.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+    finally:
+        logger.removeHandler(handler)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    names = {e["event"] for e in events}
+    assert {"bundle_loaded", "bundle_rejected", "breaker_transition", "feature_state_saved"} <= (
+        names
+    )
+    loaded = next(e for e in events if e["event"] == "bundle_loaded")
+    assert loaded["version"] == champion and loaded["role"] == "champion"
+    assert all({"ts", "level", "logger", "event"} <= set(e) for e in events)
+    assert "4000123412341234" not in stream.getvalue()
+    assert "txn-secret" not in stream.getvalue()

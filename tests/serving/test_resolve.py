@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from serving.feature_engine import FeatureEngine
 from serving.features import FEATURE_INDEX
-from serving.resolve import ResolveError, resolve_features
+from serving.resolve import ResolveError, event_timestamp, resolve_features
 from serving.schemas import ScoreRequest
 from tests.serving.bundles import SEED_REQUEST
 
@@ -19,7 +19,8 @@ def value(vector: list[float], name: str) -> float:
 
 
 def resolve(engine: FeatureEngine, fields: dict, received_at: float = T) -> list[float]:
-    return resolve_features(engine, ScoreRequest.model_validate(fields), received_at)
+    request = ScoreRequest.model_validate(fields)
+    return resolve_features(engine, request, event_timestamp(request, received_at))
 
 
 def test_seed_request_uses_its_values_and_cold_start_for_the_rest() -> None:
