@@ -10,7 +10,7 @@ import gc
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
@@ -47,11 +47,14 @@ def _batch_schema(max_events: int) -> dict[str, Any]:
     return {"type": "object", "required": ["events"], "properties": {"events": events}}
 
 
-async def _handled(handler: hot_routes.Handler, request: Request) -> Response:
-    service: Service = request.app.state.service
-    explain = hot_routes.explain_requested(request.url.query)
-    status, body = await handler(service, await request.body(), explain)
-    return Response(body, status, media_type="application/json")
+def _endpoint(handler: hot_routes.Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        service: Service = request.app.state.service
+        explain = hot_routes.explain_requested(request.url.query)
+        status, body = await handler(service, await request.body(), explain)
+        return Response(body, status, media_type="application/json")
+
+    return endpoint
 
 
 class ScoringAPI(FastAPI):
@@ -120,29 +123,19 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     # The two scoring routes are answered by HotRoutes before FastAPI sees them; these
     # declarations give them their OpenAPI description and call the same handlers.
-    @app.post(
-        "/v1/score",
-        response_model=ScoreResponse,
-        response_model_exclude_none=True,
-        openapi_extra={
-            "parameters": [EXPLAIN_PARAMETER],
-            "requestBody": _body(ScoreRequest.model_json_schema()),
-        },
-    )
-    async def score(request: Request) -> Response:
-        return await _handled(hot_routes.score_one, request)
-
-    @app.post(
-        "/v1/score/batch",
-        response_model=ScoreBatchResponse,
-        response_model_exclude_none=True,
-        openapi_extra={
-            "parameters": [EXPLAIN_PARAMETER],
-            "requestBody": _body(_batch_schema(settings.max_batch_events)),
-        },
-    )
-    async def score_batch(request: Request) -> Response:
-        return await _handled(hot_routes.score_batch, request)
+    for path, handler, answer, body in (
+        ("/v1/score", hot_routes.score_one, ScoreResponse, ScoreRequest.model_json_schema()),
+        ("/v1/score/batch", hot_routes.score_batch, ScoreBatchResponse,
+         _batch_schema(settings.max_batch_events)),
+    ):  # fmt: skip
+        app.add_api_route(
+            path,
+            _endpoint(handler),
+            methods=["POST"],
+            response_model=answer,
+            response_model_exclude_none=True,
+            openapi_extra={"parameters": [EXPLAIN_PARAMETER], "requestBody": _body(body)},
+        )
 
     @app.post("/v1/feedback")
     async def feedback(request: Request, label: FeedbackRequest) -> dict[str, str]:

@@ -56,7 +56,7 @@ def _answer(service: Service, outcome: ScoreOutcome, explain: bool) -> dict[str,
         "decision": outcome.decision,
         "threshold": outcome.threshold,
         "circuit_breaker_state": "closed" if outcome.scored_by == "model" else "open",
-        "model_version": outcome.model_version,
+        "model_version": outcome.champion.version,
         "scored_by": outcome.scored_by,
         "reasons": outcome.reasons,
     }
@@ -64,6 +64,7 @@ def _answer(service: Service, outcome: ScoreOutcome, explain: bool) -> dict[str,
         body["shadow_fraud_probability"] = outcome.shadow_probability
     if explain:  # orjson writes the NaN of a missing feature as null
         body["features"] = dict(zip(FEATURE_NAMES, outcome.vector, strict=True))
+        body["contributions"] = outcome.champion.explainer.top(outcome.vector)
     return body
 
 

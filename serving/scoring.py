@@ -49,7 +49,7 @@ class ScoreOutcome:
     decision: str
     threshold: float
     scored_by: str  # model | heuristic
-    model_version: str
+    champion: Bundle
     reasons: tuple[str, ...]
     vector: list[float]
     shadow_probability: float | None
@@ -150,7 +150,7 @@ class Scorer:
                 decision=decision,
                 threshold=champion.threshold,
                 scored_by="model" if p is not None else "heuristic",
-                model_version=champion.version,
+                champion=champion,
                 reasons=rules.reasons,
                 vector=vector,
                 shadow_probability=shadow,
@@ -178,7 +178,7 @@ class Scorer:
                 "transaction_id": request.transaction_id,
                 "event_time": event_time,
                 "scored_at": received,
-                "champion_version": outcome.model_version,
+                "champion_version": outcome.champion.version,
                 "champion_score": model_score,
                 "heuristic_score": heuristic,
                 "challenger_version": outcome.shadow_version,

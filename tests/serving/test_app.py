@@ -300,3 +300,43 @@ def test_logs_are_json_events_without_card_data(tmp_path: Path, registry: Regist
     assert all({"ts", "level", "logger", "event"} <= set(e) for e in events)
     assert "4000123412341234" not in stream.getvalue()
     assert "txn-secret" not in stream.getvalue()
+
+
+def test_explain_adds_the_champions_own_contributions(client: TestClient) -> None:
+    import math
+
+    body = client.post("/v1/score?explain=true", json=RAW | {"amount": 900.0}).json()
+    top = body["contributions"]
+    assert len(top) == 5
+    assert {t["feature"] for t in top} <= set(body["features"])
+    sizes = [abs(t["contribution"]) for t in top]
+    assert sizes == sorted(sizes, reverse=True)
+    # The contributions and bias add up to the model's margin: its sigmoid is the answer.
+    service = client.app.state.service  # type: ignore[attr-defined]
+    champion = service.manager.current.champion
+    vector = [math.nan if v is None else v for v in body["features"].values()]
+    margin = float(champion.explainer.contributions(vector).sum())
+    assert 1 / (1 + math.exp(-margin)) == pytest.approx(body["fraud_probability"], abs=1e-5)
+    assert "contributions" not in client.post("/v1/score", json=RAW).json()
+
+
+def test_the_breaker_half_opens_and_closes_when_the_model_is_fast_again(
+    tmp_path: Path, registry: Registry
+) -> None:
+    publish_small(registry, seed=1)
+    settings = {"inject_latency_ms": 200, "circuit_threshold_ms": 20, "breaker_open_wait_s": 0.3}
+    with client_for(tmp_path, **settings) as c:
+        for i in range(20):  # the minimum number of calls, all slow
+            c.post("/v1/score", json=SEED_REQUEST | {"amount": float(i)})
+        assert c.get("/v1/models").json()["breaker"]["state"] == "open"
+        c.app.state.service.settings.inject_latency_ms = 0  # type: ignore[attr-defined]
+        time.sleep(0.35)  # the open wait is over: the next calls are probes
+        probes = [c.post("/v1/score", json=SEED_REQUEST).json() for _ in range(5)]
+        assert all(p["scored_by"] == "model" for p in probes)
+        breaker = c.get("/v1/models").json()["breaker"]
+    assert breaker["state"] == "closed"
+    assert breaker["transitions"] == {
+        "closed->open": 1,
+        "open->half_open": 1,
+        "half_open->closed": 1,
+    }
