@@ -13,7 +13,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from serving.explain import Explainer
 from serving.features import FEATURE_NAMES
 from serving.predictor import CompiledPredictor
 
@@ -47,10 +46,6 @@ class Bundle:
     @cached_property
     def threshold(self) -> float:
         return float(self.manifest["threshold"])
-
-    @cached_property
-    def explainer(self) -> Explainer:
-        return Explainer(self.path / "model.json")
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

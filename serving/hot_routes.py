@@ -64,7 +64,6 @@ def _answer(service: Service, outcome: ScoreOutcome, explain: bool) -> dict[str,
         body["shadow_fraud_probability"] = outcome.shadow_probability
     if explain:  # orjson writes the NaN of a missing feature as null
         body["features"] = dict(zip(FEATURE_NAMES, outcome.vector, strict=True))
-        body["contributions"] = outcome.champion.explainer.top(outcome.vector)
     return body
 
 

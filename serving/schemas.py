@@ -48,8 +48,6 @@ class ScoreResponse(BaseModel):
     scored_by: Literal["model", "heuristic"]
     reasons: list[str]
     features: dict[str, float | None] | None = None  # with ?explain=true
-    # With ?explain=true: the champion's top features by TreeSHAP contribution (log-odds).
-    contributions: list[dict[str, float | str | None]] | None = None
 
 
 class FeedbackRequest(BaseModel):

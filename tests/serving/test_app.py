@@ -302,24 +302,6 @@ def test_logs_are_json_events_without_card_data(tmp_path: Path, registry: Regist
     assert "txn-secret" not in stream.getvalue()
 
 
-def test_explain_adds_the_champions_own_contributions(client: TestClient) -> None:
-    import math
-
-    body = client.post("/v1/score?explain=true", json=RAW | {"amount": 900.0}).json()
-    top = body["contributions"]
-    assert len(top) == 5
-    assert {t["feature"] for t in top} <= set(body["features"])
-    sizes = [abs(t["contribution"]) for t in top]
-    assert sizes == sorted(sizes, reverse=True)
-    # The contributions and bias add up to the model's margin: its sigmoid is the answer.
-    service = client.app.state.service  # type: ignore[attr-defined]
-    champion = service.manager.current.champion
-    vector = [math.nan if v is None else v for v in body["features"].values()]
-    margin = float(champion.explainer.contributions(vector).sum())
-    assert 1 / (1 + math.exp(-margin)) == pytest.approx(body["fraud_probability"], abs=1e-5)
-    assert "contributions" not in client.post("/v1/score", json=RAW).json()
-
-
 def test_the_breaker_half_opens_and_closes_when_the_model_is_fast_again(
     tmp_path: Path, registry: Registry
 ) -> None:
