@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from serving.batching import TurnBatcher
 from serving.breaker import CircuitBreaker
@@ -57,6 +58,13 @@ class ScoreOutcome:
     shadow_disagrees: bool  # the challenger, at its own threshold, would have decided otherwise
 
 
+class ModelScores(NamedTuple):
+    champion: float | None  # None: slow, failed, not asked (breaker open) or not a probability
+    challenger: float | None
+    champion_us: float  # the whole (batched) call this row was part of
+    challenger_us: float | None
+
+
 def _valid(p: float) -> bool:
     return math.isfinite(p) and 0.0 <= p <= 1.0
 
@@ -78,7 +86,7 @@ class Scorer:
         self.log = log
         self.counters = counters
         self._deadline_s = settings.circuit_threshold_ms / 1000.0
-        self.batcher: TurnBatcher[LoadedModels, list[float], tuple[float | None, float | None]]
+        self.batcher: TurnBatcher[LoadedModels, list[float], ModelScores]
         self.batcher = TurnBatcher(self._predict)
 
     async def _slow_predict(self, bundle: Bundle, rows: Rows) -> list[float]:
@@ -116,14 +124,23 @@ class Scorer:
         self.counters.shadow_failures += valid.count(None)
         return valid
 
-    async def _predict(
-        self, models: LoadedModels, vectors: list[list[float]]
-    ) -> list[tuple[float | None, float | None]]:
-        """(champion, challenger) probability per row: the batcher's model call."""
+    async def _predict(self, models: LoadedModels, vectors: list[list[float]]) -> list[ModelScores]:
+        """Both models' probabilities per row, and how long each (batched) call took: the
+        batcher's model call."""
         assert models.champion is not None  # score_many refuses to start without one
         rows = as_rows(vectors)
+        started = time.perf_counter()
         champion = await self._champion(models.champion, rows)
-        return list(zip(champion, self._shadow(models.challenger, rows), strict=True))
+        between = time.perf_counter()
+        challenger = self._shadow(models.challenger, rows)
+        champion_us = round((between - started) * 1e6, 1)
+        challenger_us = (
+            round((time.perf_counter() - between) * 1e6, 1) if models.challenger else None
+        )
+        return [
+            ModelScores(p, shadow, champion_us, challenger_us)
+            for p, shadow in zip(champion, challenger, strict=True)
+        ]
 
     async def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreOutcome]:
         """Score events in order: each one's features see the events before it."""
@@ -141,7 +158,8 @@ class Scorer:
                 raise EventError(index, str(exc)) from None
         scores = await self.batcher.submit(models, vectors)
         outcomes = []
-        for request, t, vector, (p, shadow) in zip(requests, times, vectors, scores, strict=True):
+        for request, t, vector, scored in zip(requests, times, vectors, scores, strict=True):
+            p, shadow = scored.champion, scored.challenger
             rules = heuristic_score(vector)
             probability = p if p is not None else rules.probability
             decision = "decline" if probability >= champion.threshold else "approve"
@@ -159,7 +177,7 @@ class Scorer:
                 and shadow is not None
                 and (shadow >= challenger.threshold) != (decision == "decline"),
             )
-            self._log(request, t, received, outcome, p, rules.probability, challenger)
+            self._log(request, t, received, outcome, scored, rules.probability, challenger)
             outcomes.append(outcome)
         return outcomes
 
@@ -169,7 +187,7 @@ class Scorer:
         event_time: float,
         received: float,
         outcome: ScoreOutcome,
-        model_score: float | None,
+        scored: ModelScores,
         heuristic: float,
         challenger: Bundle | None,
     ) -> None:
@@ -179,11 +197,14 @@ class Scorer:
                 "event_time": event_time,
                 "scored_at": received,
                 "champion_version": outcome.champion.version,
-                "champion_score": model_score,
+                "champion_score": scored.champion,
+                "champion_threshold": outcome.threshold,
+                "champion_call_us": scored.champion_us,
                 "heuristic_score": heuristic,
                 "challenger_version": outcome.shadow_version,
                 "challenger_score": outcome.shadow_probability,
                 "challenger_threshold": challenger.threshold if challenger else None,
+                "challenger_call_us": scored.challenger_us,
                 "decision": outcome.decision,
                 "scored_by": outcome.scored_by,
             }

@@ -108,6 +108,8 @@ def test_a_challenger_is_scored_in_shadow(tmp_path: Path, registry: Registry) ->
     record = json.loads(log[0])
     assert record["challenger_version"] == challenger
     assert record["scored_by"] == "model"
+    assert 0 < record["champion_threshold"] < 1
+    assert record["champion_call_us"] > 0 and record["challenger_call_us"] > 0
 
 
 def test_forced_open_circuit_answers_with_the_heuristic(tmp_path: Path, registry) -> None:
