@@ -256,6 +256,73 @@ def serve(
     uvicorn.run("serving.app:app", host=host, port=port, workers=workers, log_level="info")
 
 
+@app.command()
+def replay(
+    in_path: Annotated[Path, typer.Argument(help="Parquet file of events (and labels).")],
+    url: Annotated[str, typer.Option(help="The scoring service.")] = "http://127.0.0.1:8000",
+    rate: Annotated[
+        float, typer.Option(min=0.0, help="Events per second; 0 sends as fast as possible.")
+    ] = 0.0,
+    since: Annotated[
+        str | None, typer.Option(help="Only events from this UTC day on, YYYY-MM-DD.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many events.")] = None,
+    drain_labels: Annotated[
+        bool, typer.Option(help="After the last event, send the labels still to come.")
+    ] = True,
+) -> None:
+    """Send events to a running service in event-time order, and fraud labels to
+    /v1/feedback once their label_time has passed in the replay's time."""
+    import pandas as pd
+
+    from sentinel_dagster.dataset import DatasetError, SchemaError, load_transactions
+    from sentinel_dagster.traffic_replay import ServiceClient, ServiceError, replay_traffic
+
+    try:
+        frame = load_transactions(in_path)
+        client = ServiceClient(url)
+        start = pd.Timestamp(since, tz="UTC") if since else None
+    except DatasetError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    except SchemaError as exc:
+        raise fail(f"{in_path}: {exc}", EXIT_INVALID) from None
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    if start is not None:
+        frame = frame[frame["event_time"] >= start]
+    if limit is not None:
+        frame = frame.sort_values("event_time", kind="stable").head(limit)
+    columns = (TextColumn("replaying"), BarColumn(), TextColumn("{task.completed:,} events"))
+    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("replay", total=len(frame))
+        try:
+            summary = replay_traffic(
+                frame, client, rate or None, lambda n: bar.update(task, completed=n), drain_labels
+            )
+        except ServiceError as exc:
+            raise fail(f"the service is not answering: {exc}", EXIT_UNUSABLE) from None
+        finally:
+            client.close()
+    say(summary.one_line())
+    if summary.events and summary.errors == summary.events:
+        raise fail("every event was refused by the service", EXIT_INVALID)
+
+
+@app.command()
+def rollback() -> None:
+    """Make the previous champion the champion again (the service hot-reloads it)."""
+    from sentinel_dagster.champion import ChampionError
+    from sentinel_dagster.champion import rollback as roll_back
+    from serving.registry import Registry
+
+    home = paths.sentinel_home()
+    try:
+        move = roll_back(Registry(home / "registry"), home)
+    except ChampionError as exc:
+        raise fail(str(exc), EXIT_INVALID) from None
+    say(f"champion: {move.replaced} -> {move.champion}")
+
+
 def main() -> None:
     app(prog_name="sentinel")
 

@@ -20,3 +20,9 @@ publish_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("model_bundle"),
     description="Publish the latest candidate whose promotion decision passed.",
 )
+
+shadow_report_job = dg.define_asset_job(
+    "shadow_report_job",
+    selection=dg.AssetSelection.assets("shadow_comparison_report"),
+    description="Refresh the shadow comparison; shadow_promotion_sensor acts on its verdict.",
+)

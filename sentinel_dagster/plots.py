@@ -37,3 +37,24 @@ def score_distribution_png(labels: np.ndarray, scores: np.ndarray, threshold: fl
     axes.set(xlabel="model score", ylabel="density", yscale="log", title="Holdout scores by label")
     axes.legend()
     return _png(figure)
+
+
+def shadow_comparison_png(
+    champion: np.ndarray, challenger: np.ndarray, labels: np.ndarray
+) -> bytes:
+    """Champion against challenger score per event, and both PR curves on the labelled ones
+    (`labels`: 1, 0, or NaN for not labelled yet)."""
+    figure = Figure(figsize=(10, 4))
+    scatter, curves = figure.subplots(1, 2)
+    scatter.scatter(champion, challenger, s=3, alpha=0.3)
+    scatter.plot([0, 1], [0, 1], color="black", linewidth=0.8)
+    scatter.set(xlabel="champion score", ylabel="challenger score", title="Shadow scores")
+    known = ~np.isnan(labels)
+    y = labels[known].astype(int)
+    if 0 < y.sum() < len(y):
+        for name, scores in (("champion", champion), ("challenger", challenger)):
+            precision, recall, _ = precision_recall_curve(y, scores[known])
+            curves.plot(recall, precision, label=name)
+        curves.legend()
+    curves.set(xlabel="recall", ylabel="precision", title="Labelled shadow traffic", ylim=(0, 1.02))
+    return _png(figure)

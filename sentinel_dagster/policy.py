@@ -50,10 +50,23 @@ class PromotionPolicy(BaseModel):
     max_predict_p99_us: float = Field(default=200.0, gt=0)
 
 
+class ShadowPolicy(BaseModel):
+    """When live shadow traffic is enough evidence to promote the challenger."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_labelled_events: int = Field(default=2_000, ge=1)
+    min_fraud_labels: int = Field(default=20, ge=1)
+    min_pr_auc_uplift: float = 0.0  # challenger PR-AUC minus champion PR-AUC, at least
+    max_flip_rate: float = Field(default=0.05, ge=0.0, le=1.0)  # decisions that differ
+    label_maturity_days: float = Field(default=7.0, ge=0.0)
+    target_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)  # for recall at this FPR
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="allow")  # later sections belong to later stages
     data: DataPolicy = DataPolicy()
     promotion: PromotionPolicy = PromotionPolicy()
+    shadow: ShadowPolicy = ShadowPolicy()
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

@@ -1,7 +1,9 @@
-"""Sensors: publish a candidate when its promotion decision passes."""
+"""Sensors: publish a candidate when its promotion decision passes; promote the challenger
+when the shadow report says so."""
 
 import dagster as dg
 
+from sentinel_dagster.assets.shadow import promote_job
 from sentinel_dagster.jobs import publish_job
 
 
@@ -24,3 +26,34 @@ def promotion_sensor(
     context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
 ) -> dg.RunRequest | dg.SkipReason:
     return publish_request(asset_event)
+
+
+def promotion_request(event: dg.EventLogEntry) -> dg.RunRequest | dg.SkipReason:
+    """A promotion run for a "promote" verdict, keyed by the report's run; the run promotes
+    exactly the pair the report judged."""
+    materialization = event.asset_materialization
+    metadata = materialization.metadata if materialization is not None else {}
+    verdict = metadata.get("verdict")
+    if verdict is None or verdict.value != "promote":
+        return dg.SkipReason(f"shadow report of run {event.run_id} says hold")
+    champion = metadata["champion"].value
+    config = {
+        "challenger": metadata["challenger"].value,
+        "champion": None if champion == "none" else champion,
+    }
+    return dg.RunRequest(
+        run_key=f"promote-{event.run_id}",
+        run_config={"ops": {"promote_challenger": {"config": config}}},
+    )
+
+
+@dg.asset_sensor(
+    asset_key=dg.AssetKey("shadow_comparison_report"),
+    job=promote_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def shadow_promotion_sensor(
+    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+) -> dg.RunRequest | dg.SkipReason:
+    return promotion_request(asset_event)

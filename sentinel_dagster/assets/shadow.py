@@ -1,0 +1,97 @@
+"""Group `shadow`: the champion-challenger comparison on live traffic, and the jobs that
+move the champion (promotion on a "promote" verdict, rollback)."""
+
+import datetime as dt
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from sentinel_dagster import champion, shadow_report
+from sentinel_dagster.assets.training import registry_of
+from sentinel_dagster.plots import shadow_comparison_png
+from sentinel_dagster.resources import GovernancePolicy, SentinelHome
+
+
+@dg.asset(group_name="shadow", deps=["model_bundle"], kinds={"python"})
+def shadow_comparison_report(
+    context: dg.AssetExecutionContext, sentinel_home: SentinelHome, policy: GovernancePolicy
+) -> dg.MaterializeResult:
+    """Champion against challenger on the traffic the service scored in shadow, judged by
+    the `shadow:` policy: "promote" or "hold" with its reasons."""
+    home = sentinel_home.root()
+    registry = registry_of(sentinel_home)
+    scored_dir = home / "scored"
+    scored = shadow_report.read_log(scored_dir, "scored")
+    feedback = shadow_report.read_log(scored_dir, "feedback")
+    served, shadowed = registry.pointer("champion"), registry.pointer("challenger")
+    report = shadow_report.compare(scored, feedback, served, shadowed, policy.load().shadow)
+    now = dt.datetime.now(dt.UTC)
+    markdown = shadow_report.to_markdown(report, now)
+    out = home / "reports" / "shadow" / f"{now:%Y%m%dT%H%M%S}-{report.challenger or 'none'}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(markdown)
+    metadata: dict[str, Any] = {
+        "verdict": report.verdict,
+        "champion": report.champion or "none",
+        "challenger": report.challenger or "none",
+        "events_compared": report.events_compared,
+        "labelled_events": report.labelled_events,
+        "fraud_labels": report.fraud_labels,
+        "report": dg.MetadataValue.md(markdown),
+        "report_path": dg.MetadataValue.path(str(out.with_suffix(".md"))),
+        "details": dg.MetadataValue.json(report.to_dict()),
+    }
+    events = None
+    if served is not None and shadowed is not None:
+        events = shadow_report.compared_events(scored, served, shadowed)
+    if events is not None and not events.empty:
+        maturity = policy.load().shadow.label_maturity_days
+        png = shadow_comparison_png(
+            events["champion_score"].to_numpy(float),
+            events["challenger_score"].to_numpy(float),
+            shadow_report.attach_labels(events, feedback, maturity).to_numpy(float),
+        )
+        out.with_suffix(".png").write_bytes(png)
+        metadata["plot"] = dg.MetadataValue.path(str(out.with_suffix(".png")))
+    context.log.info(f"shadow verdict: {report.verdict} ({'; '.join(report.reasons) or 'ok'})")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+class PromotionConfig(dg.Config):
+    challenger: str = Field(description="The challenger version the report judged.")
+    champion: str | None = Field(default=None, description="The champion it was judged against.")
+
+
+@dg.op
+def promote_challenger(
+    context: dg.OpExecutionContext, config: PromotionConfig, sentinel_home: SentinelHome
+) -> None:
+    """Challenger → champion (the old one becomes previous_champion); MLflow aliases follow."""
+    try:
+        move = champion.promote_challenger(
+            registry_of(sentinel_home), config.challenger, config.champion, sentinel_home.root()
+        )
+    except champion.ChampionError as exc:
+        raise dg.Failure(str(exc)) from None
+    context.log.info(f"champion is now {move.champion} (was {move.replaced})")
+
+
+@dg.op
+def rollback_champion(context: dg.OpExecutionContext, sentinel_home: SentinelHome) -> None:
+    """previous_champion → champion; MLflow aliases follow."""
+    try:
+        move = champion.rollback(registry_of(sentinel_home), sentinel_home.root())
+    except champion.ChampionError as exc:
+        raise dg.Failure(str(exc)) from None
+    context.log.info(f"champion is now {move.champion} (rolled back from {move.replaced})")
+
+
+@dg.job(description="Make the shadowed challenger the champion (launched by the sensor).")
+def promote_job() -> None:
+    promote_challenger()
+
+
+@dg.job(description="Restore the previous champion.")
+def rollback_job() -> None:
+    rollback_champion()

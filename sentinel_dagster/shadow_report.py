@@ -1,0 +1,214 @@
+"""The shadow-comparison report: champion against challenger on live traffic.
+
+Reads the service's scored-event log (`SENTINEL_HOME/scored/scored-*.jsonl`: both models'
+scores and thresholds for every event) and its feedback log (`feedback-*.jsonl`), keeps the
+events both models scored while the current pair was live, and judges them against the
+`shadow:` section of the policy. A payment is labelled fraud when a fraud label for it has
+arrived, and genuine once `label_maturity_days` of event time have passed without one (how
+chargeback-based labels mature); younger ones are not labelled yet. Time is the latest event
+or label time the service saw.
+"""
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score
+
+from sentinel_dagster.evaluation import recall_at_fpr
+from sentinel_dagster.policy import ShadowPolicy
+
+DAY = 86_400.0
+PSI_BINS = 10
+
+
+@dataclass
+class ShadowReport:
+    champion: str | None
+    challenger: str | None
+    events_compared: int = 0
+    decision_agreement: float | None = None
+    flips_to_decline: int = 0  # champion approves, challenger would decline
+    flips_to_approve: int = 0
+    score_correlation: float | None = None  # Pearson
+    score_rank_correlation: float | None = None  # Spearman
+    psi: float | None = None  # challenger's score distribution against the champion's
+    labelled_events: int = 0
+    fraud_labels: int = 0
+    pr_auc: dict[str, float] = field(default_factory=dict)
+    recall_at_target_fpr: dict[str, float] = field(default_factory=dict)
+    call_us_p50: dict[str, float] = field(default_factory=dict)
+    call_us_p99: dict[str, float] = field(default_factory=dict)
+    verdict: str = "hold"
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def read_log(folder: Path, prefix: str) -> pd.DataFrame:
+    """All lines of the `prefix-*.jsonl` files in `folder` (empty if there are none)."""
+    rows: list[dict[str, object]] = []
+    for path in sorted(Path(folder).glob(f"{prefix}-*.jsonl")):
+        with path.open() as f:
+            rows.extend(json.loads(line) for line in f if line.strip())
+    return pd.DataFrame(rows)
+
+
+def population_stability(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> float:
+    """PSI of `actual` against `expected`, on `expected`'s quantile bins (equal-width bins
+    over [0, 1] when `expected` has too few distinct values to cut into quantiles)."""
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
+    if len(edges) < bins // 2 + 1:
+        edges = np.linspace(0.0, 1.0, bins + 1)
+    edges[0], edges[-1] = -np.inf, np.inf
+    share_e = np.histogram(expected, edges)[0] / len(expected)
+    share_a = np.histogram(actual, edges)[0] / len(actual)
+    share_e, share_a = np.clip(share_e, 1e-6, None), np.clip(share_a, 1e-6, None)
+    return float(np.sum((share_a - share_e) * np.log(share_a / share_e)))
+
+
+def compared_events(scored: pd.DataFrame, champion: str, challenger: str) -> pd.DataFrame:
+    """Events this champion and this challenger both scored, one row per transaction."""
+    needed = {"champion_version", "challenger_version", "champion_score", "challenger_score"}
+    if scored.empty or not needed <= set(scored.columns):
+        return pd.DataFrame()
+    pair = scored[
+        (scored["champion_version"] == champion)
+        & (scored["challenger_version"] == challenger)
+        & scored["champion_score"].notna()
+        & scored["challenger_score"].notna()
+        & scored["transaction_id"].notna()
+    ]
+    return pair.drop_duplicates("transaction_id", keep="last").reset_index(drop=True)
+
+
+def attach_labels(events: pd.DataFrame, feedback: pd.DataFrame, maturity_days: float) -> pd.Series:
+    """1 fraud, 0 genuine, NaN not labelled yet. The clock is the latest event or label time
+    seen: time has passed at least that far."""
+    clock = float(events["event_time"].max())
+    if not feedback.empty:
+        clock = max(clock, float(feedback["label_time"].max()))
+    fraud_ids: set[str] = set()
+    genuine_ids: set[str] = set()
+    if not feedback.empty:
+        known = feedback[feedback["label_time"] <= clock]
+        fraud_ids = set(known.loc[known["is_fraud"].astype(bool), "transaction_id"])
+        genuine_ids = set(known.loc[~known["is_fraud"].astype(bool), "transaction_id"])
+    labels = pd.Series(np.nan, index=events.index)
+    matured = events["event_time"] <= clock - maturity_days * DAY
+    labels[matured | events["transaction_id"].isin(genuine_ids)] = 0.0
+    labels[events["transaction_id"].isin(fraud_ids)] = 1.0
+    return labels
+
+
+def compare(
+    scored: pd.DataFrame,
+    feedback: pd.DataFrame,
+    champion: str | None,
+    challenger: str | None,
+    policy: ShadowPolicy,
+) -> ShadowReport:
+    report = ShadowReport(champion=champion, challenger=challenger)
+    if champion is None or challenger is None:
+        report.reasons.append("no challenger is being shadowed")
+        return report
+    events = compared_events(scored, champion, challenger)
+    report.events_compared = len(events)
+    if events.empty:
+        report.reasons.append("no event was scored by both models yet")
+        return report
+    a = events["champion_score"].to_numpy(float)
+    b = events["challenger_score"].to_numpy(float)
+    decline_a = a >= events["champion_threshold"].to_numpy(float)
+    decline_b = b >= events["challenger_threshold"].to_numpy(float)
+    report.decision_agreement = float(np.mean(decline_a == decline_b))
+    report.flips_to_decline = int(np.sum(~decline_a & decline_b))
+    report.flips_to_approve = int(np.sum(decline_a & ~decline_b))
+    if len(events) > 1 and np.std(a) > 0 and np.std(b) > 0:
+        report.score_correlation = float(np.corrcoef(a, b)[0, 1])
+        report.score_rank_correlation = float(pd.Series(a).corr(pd.Series(b), method="spearman"))
+    report.psi = population_stability(a, b)
+    for name, column in (("champion", "champion_call_us"), ("challenger", "challenger_call_us")):
+        if column in events:
+            calls = events[column].dropna().to_numpy(float)
+            if len(calls):
+                report.call_us_p50[name] = float(np.percentile(calls, 50))
+                report.call_us_p99[name] = float(np.percentile(calls, 99))
+
+    labels = attach_labels(events, feedback, policy.label_maturity_days)
+    known = labels.notna().to_numpy()
+    y = labels[known].to_numpy(int)
+    report.labelled_events, report.fraud_labels = int(known.sum()), int(y.sum())
+    if 0 < report.fraud_labels < report.labelled_events:
+        for name, scores in (("champion", a[known]), ("challenger", b[known])):
+            report.pr_auc[name] = float(average_precision_score(y, scores))
+            report.recall_at_target_fpr[name] = recall_at_fpr(y, scores, policy.target_fpr)
+    report.reasons = _hold_reasons(report, policy)
+    report.verdict = "hold" if report.reasons else "promote"
+    return report
+
+
+def _hold_reasons(report: ShadowReport, policy: ShadowPolicy) -> list[str]:
+    reasons = []
+    if report.labelled_events < policy.min_labelled_events:
+        reasons.append(
+            f"too few labelled events: {report.labelled_events} < {policy.min_labelled_events}"
+        )
+    if report.fraud_labels < policy.min_fraud_labels:
+        reasons.append(f"too few fraud labels: {report.fraud_labels} < {policy.min_fraud_labels}")
+    if report.pr_auc:
+        uplift = report.pr_auc["challenger"] - report.pr_auc["champion"]
+        if uplift < policy.min_pr_auc_uplift:
+            reasons.append(
+                f"PR-AUC uplift {uplift:+.4f} is below the required {policy.min_pr_auc_uplift:+.4f}"
+            )
+    flips = report.flips_to_decline + report.flips_to_approve
+    flip_rate = flips / report.events_compared if report.events_compared else 0.0
+    if flip_rate > policy.max_flip_rate:
+        reasons.append(f"flip rate {flip_rate:.4f} is above {policy.max_flip_rate:.4f}")
+    return reasons
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def to_markdown(report: ShadowReport, now: dt.datetime) -> str:
+    def both(values: dict[str, float], digits: int = 4) -> str:
+        champion, challenger = values.get("champion"), values.get("challenger")
+        return f"{_number(champion, digits)} | {_number(challenger, digits)}"
+
+    lines = [
+        f"# Shadow comparison — verdict: **{report.verdict}**",
+        "",
+        f"Champion `{report.champion}`, challenger `{report.challenger}`; "
+        f"{now:%Y-%m-%d %H:%M} UTC.",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| events scored by both | {report.events_compared} |",
+        f"| decision agreement | {_number(report.decision_agreement)} |",
+        f"| flips: approve → decline | {report.flips_to_decline} |",
+        f"| flips: decline → approve | {report.flips_to_approve} |",
+        f"| score correlation (Pearson / Spearman) | {_number(report.score_correlation)} / "
+        f"{_number(report.score_rank_correlation)} |",
+        f"| PSI (challenger vs champion scores) | {_number(report.psi)} |",
+        f"| labelled events / fraud labels | {report.labelled_events} / {report.fraud_labels} |",
+        "",
+        "| on labelled events | champion | challenger |",
+        "|---|---|---|",
+        f"| PR-AUC | {both(report.pr_auc)} |",
+        f"| recall at the target FPR | {both(report.recall_at_target_fpr)} |",
+        f"| model call p50 (µs) | {both(report.call_us_p50, 1)} |",
+        f"| model call p99 (µs) | {both(report.call_us_p99, 1)} |",
+        "",
+    ]
+    if report.reasons:
+        lines += ["Held because:", *[f"- {reason}" for reason in report.reasons]]
+    else:
+        lines.append("Every condition of the `shadow:` policy holds: promote.")
+    return "\n".join(lines) + "\n"

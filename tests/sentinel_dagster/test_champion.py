@@ -1,0 +1,76 @@
+"""Promotion and rollback move the registry pointers and the MLflow aliases together."""
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from sentinel_dagster import mlflow_tracking
+from sentinel_dagster.champion import ChampionError, promote_challenger, rollback
+from serving.registry import Registry
+from tests.serving.bundles import publish_small
+
+
+def _with_mlflow_versions(home: Path, registry: Registry, count: int) -> list[str]:
+    """Publish `count` bundles whose manifests name registered MLflow model versions."""
+    import json
+
+    mlflow_tracking.use_local_store(home)
+    client = MlflowClient()
+    client.create_registered_model(mlflow_tracking.REGISTERED_MODEL)
+    versions = []
+    for seed in range(count):
+        model_version = client.create_model_version(
+            mlflow_tracking.REGISTERED_MODEL, source=str(home / f"m{seed}")
+        ).version
+        version, _ = publish_small(registry, seed=seed, minute=seed)
+        manifest_path = registry.bundle_dir(version) / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["mlflow_model_version"] = str(model_version)
+        manifest_path.chmod(0o644)
+        manifest_path.write_text(json.dumps(manifest))
+        versions.append(version)
+    return versions
+
+
+def _aliases(home: Path) -> dict[str, int]:
+    mlflow.set_tracking_uri(mlflow_tracking.tracking_uri(home))
+    model = MlflowClient().get_registered_model(mlflow_tracking.REGISTERED_MODEL)
+    return dict(model.aliases)
+
+
+def test_promotion_then_rollback_with_mlflow_aliases(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    first, second = _with_mlflow_versions(tmp_path, registry, 2)
+    assert registry.pointers() == {"champion": first, "challenger": second,
+                                   "previous_champion": None}  # fmt: skip
+    move = promote_challenger(registry, second, first, tmp_path)
+    assert (move.champion, move.replaced) == (second, first)
+    assert registry.pointers() == {"champion": second, "challenger": None,
+                                   "previous_champion": first}  # fmt: skip
+    assert _aliases(tmp_path) == {"champion": 2, "previous_champion": 1}
+    back = rollback(registry, tmp_path)
+    assert (back.champion, back.replaced) == (first, second)
+    assert registry.pointers() == {"champion": first, "challenger": None,
+                                   "previous_champion": None}  # fmt: skip
+    assert _aliases(tmp_path) == {"champion": 1}
+
+
+def test_promotion_is_refused_when_the_registry_moved_since_the_report(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    first, _ = publish_small(registry, seed=1)
+    second, _ = publish_small(registry, seed=2, minute=1)
+    third, _ = publish_small(registry, seed=3, minute=2)  # replaces the judged challenger
+    with pytest.raises(ChampionError, match="changed since the report"):
+        promote_challenger(registry, second, first)
+    assert registry.pointers() == {"champion": first, "challenger": third,
+                                   "previous_champion": None}  # fmt: skip
+
+
+def test_rollback_without_a_previous_champion_changes_nothing(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    first, _ = publish_small(registry, seed=1)
+    with pytest.raises(ChampionError, match="no previous champion"):
+        rollback(registry)
+    assert registry.pointer("champion") == first

@@ -1,0 +1,114 @@
+"""The shadow-comparison report's numbers and verdicts on hand-made logs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sentinel_dagster.policy import ShadowPolicy
+from sentinel_dagster.shadow_report import (
+    DAY,
+    attach_labels,
+    compare,
+    population_stability,
+    to_markdown,
+)
+
+T0 = 1_767_225_600.0  # 2026-01-01
+POLICY = ShadowPolicy(min_labelled_events=100, min_fraud_labels=5, min_pr_auc_uplift=0.05,
+                      max_flip_rate=0.1, label_maturity_days=7, target_fpr=0.05)  # fmt: skip
+
+
+def logs(n: int = 400, frauds: int = 20, challenger_good: bool = True, seed: int = 0):
+    """n events over 10 days; the challenger ranks frauds first, the champion at random."""
+    rng = np.random.default_rng(seed)
+    is_fraud = np.zeros(n, dtype=bool)
+    is_fraud[rng.choice(n, frauds, replace=False)] = True
+    champion = rng.uniform(0, 0.5, n)
+    challenger = np.where(is_fraud, 0.9, rng.uniform(0, 0.5, n)) if challenger_good else champion
+    ids = [f"t{i}" for i in range(n)]
+    scored = pd.DataFrame({
+        "transaction_id": ids, "event_time": T0 + np.linspace(0, 10 * DAY, n),
+        "champion_version": "A", "champion_score": champion, "champion_threshold": 0.6,
+        "champion_call_us": 20.0, "challenger_version": "B", "challenger_score": challenger,
+        "challenger_threshold": 0.6, "challenger_call_us": 10.0,
+    })  # fmt: skip
+    feedback = pd.DataFrame({
+        "transaction_id": [i for i, f in zip(ids, is_fraud, strict=True) if f],
+        "is_fraud": True, "label_time": T0 + 30 * DAY,
+    })  # fmt: skip
+    return scored, feedback
+
+
+def test_a_better_challenger_on_enough_labels_is_promoted() -> None:
+    scored, feedback = logs()
+    report = compare(scored, feedback, "A", "B", POLICY)
+    assert report.verdict == "promote", report.reasons
+    assert report.events_compared == report.labelled_events == 400
+    assert report.fraud_labels == 20
+    assert report.pr_auc["challenger"] == pytest.approx(1.0)
+    assert report.pr_auc["champion"] < 0.3
+    assert report.recall_at_target_fpr["challenger"] == 1.0
+    assert report.flips_to_decline == 20 and report.flips_to_approve == 0  # only the frauds
+    assert report.call_us_p50 == {"champion": 20.0, "challenger": 10.0}
+    assert "verdict: **promote**" in to_markdown(report, pd.Timestamp("2026-02-01").to_pydatetime())
+
+
+@pytest.mark.parametrize(
+    ("policy_change", "reason"),
+    [
+        ({"min_labelled_events": 10_000}, "too few labelled events: 400 < 10000"),
+        ({"min_fraud_labels": 50}, "too few fraud labels: 20 < 50"),
+        ({"max_flip_rate": 0.01}, "flip rate 0.0500 is above 0.0100"),
+    ],
+)
+def test_each_unmet_condition_holds_with_its_reason(policy_change: dict, reason: str) -> None:
+    scored, feedback = logs()
+    report = compare(scored, feedback, "A", "B", POLICY.model_copy(update=policy_change))
+    assert report.verdict == "hold"
+    assert report.reasons == [reason]
+
+
+def test_no_uplift_holds() -> None:
+    scored, feedback = logs(challenger_good=False)
+    report = compare(scored, feedback, "A", "B", POLICY)
+    assert report.verdict == "hold"
+    assert report.reasons == ["PR-AUC uplift +0.0000 is below the required +0.0500"]
+    assert report.decision_agreement == 1.0
+    assert report.psi == pytest.approx(0.0)
+
+
+def test_only_the_current_pair_and_model_answers_are_compared() -> None:
+    scored, feedback = logs()
+    scored.loc[:49, "challenger_version"] = "older challenger"
+    scored.loc[50:59, "champion_score"] = None  # the heuristic answered those
+    report = compare(scored, feedback, "A", "B", POLICY)
+    assert report.events_compared == 340
+
+
+def test_nothing_to_compare_holds_with_the_reason() -> None:
+    scored, feedback = logs()
+    assert compare(scored, feedback, "A", None, POLICY).reasons == [
+        "no challenger is being shadowed"
+    ]
+    assert compare(pd.DataFrame(), feedback, "A", "B", POLICY).reasons == [
+        "no event was scored by both models yet"
+    ]
+
+
+def test_labels_mature_with_time_and_frauds_count_once_reported() -> None:
+    events = pd.DataFrame({"transaction_id": ["old", "young", "fraud"],
+                           "event_time": [T0, T0 + 9 * DAY, T0 + 9 * DAY]})  # fmt: skip
+    feedback = pd.DataFrame({"transaction_id": ["fraud"], "is_fraud": [True],
+                             "label_time": [T0 + 10 * DAY]})  # fmt: skip
+    labels = attach_labels(events, feedback, maturity_days=7)
+    assert labels.tolist()[0] == 0.0  # 10 days old at the clock: genuine
+    assert np.isnan(labels.tolist()[1])  # 1 day old, no chargeback yet: unknown
+    assert labels.tolist()[2] == 1.0
+
+
+def test_psi_is_zero_for_the_same_distribution_and_grows_with_shift() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 1, 5_000)
+    assert population_stability(base, rng.uniform(0, 1, 5_000)) < 0.01
+    assert population_stability(base, rng.uniform(0.5, 1, 5_000)) > 0.5
+    assert population_stability(np.full(100, 0.3), np.full(100, 0.9)) > 1.0  # degenerate
