@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock -e .
 	@touch $(STAMP)
 
+# The lineage to a published champion (once), then the Dagster UI + daemon and the service.
 run: setup
-	$(BIN)/sentinel materialize
+	$(BIN)/sentinel up
 
 # The Dagster UI on the same instance `make run` records into.
 ui: setup

@@ -323,6 +323,47 @@ def rollback() -> None:
     say(f"champion: {move.replaced} -> {move.champion}")
 
 
+@app.command()
+def up(
+    ui_port: Annotated[int, typer.Option(help="Dagster UI port.")] = 3000,
+    api_port: Annotated[int, typer.Option(help="Scoring service port.")] = 8000,
+) -> None:
+    """Materialize the lineage if no champion is published yet, then run the Dagster UI and
+    daemon (schedules and sensors live) and the scoring service until Ctrl-C."""
+    from sentinel_dagster import stack
+    from sentinel_dagster.runner import MaterializeError, local_instance, materialize_lineage
+    from serving.registry import Registry
+
+    home = paths.sentinel_home()
+    if Registry(home / "registry").pointer("champion") is None:
+        say("no champion yet: materializing the lineage (about a minute on the default data)")
+        try:
+            report = materialize_lineage()
+        except MaterializeError as exc:
+            raise fail(str(exc), EXIT_UNUSABLE) from None
+        for line in report.lines():
+            say(line)
+        if not report.success:
+            raise fail(f"run {report.run_id} failed: {report.failure}", EXIT_INVALID)
+    local_instance(home).dispose()  # the instance the UI shows: the one runs are recorded in
+    running = stack.start(home, ui_port, api_port)
+    problem = stack.wait_until_ready(running)
+    if problem is not None:
+        stack.stop(running)
+        raise fail(problem, EXIT_INVALID)
+    say(f"Dagster UI (schedules and sensors running): {running.ui_url}")
+    say(f"scoring service: {running.api_url}  (models: {running.api_url}/v1/models)")
+    say(
+        f"try: curl -s -X POST {running.api_url}/v1/score -H 'Content-Type: application/json' "
+        """-d '{"amount": 120.0, "hour_of_day": 14, "channel_online": 0}'"""
+    )
+    say("then, in another terminal: sentinel demo    (Ctrl-C here stops everything)")
+    problem = stack.supervise(running)
+    if problem is not None:
+        raise fail(problem, EXIT_INVALID)
+    say("stopped")
+
+
 def main() -> None:
     app(prog_name="sentinel")
 

@@ -1,0 +1,107 @@
+"""`sentinel up` (the end of `make run`): the Dagster webserver and daemon (`dagster dev`)
+and the scoring service (uvicorn), as child processes on 127.0.0.1, stopped together.
+
+Each child runs in its own process group, so stopping it also stops what it started
+(`dagster dev` runs a webserver, a daemon and a code server).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sentinel_dagster import paths
+
+ROOT = Path(__file__).resolve().parent.parent
+STOP_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Stack:
+    ui_url: str
+    api_url: str
+    processes: dict[str, subprocess.Popen[bytes]]
+
+
+def commands(ui_port: int, api_port: int) -> dict[str, list[str]]:
+    bin_dir = Path(sys.executable).parent
+    return {
+        "dagster": [str(bin_dir / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"),
+                    "-h", "127.0.0.1", "-p", str(ui_port)],
+        "service": [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
+                    "--port", str(api_port), "--log-level", "warning"],
+    }  # fmt: skip
+
+
+def start(home: Path, ui_port: int, api_port: int) -> Stack:
+    env = {
+        **os.environ,
+        "SENTINEL_HOME": str(home),
+        "DAGSTER_HOME": str(paths.dagster_home(home)),
+        "GX_ANALYTICS_ENABLED": "False",
+    }
+    processes = {
+        name: subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+        for name, command in commands(ui_port, api_port).items()
+    }
+    return Stack(f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{api_port}", processes)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def wait_until_ready(stack: Stack, timeout: float = 180.0) -> str | None:
+    """None once the UI and the service answer; else what failed."""
+    deadline = time.monotonic() + timeout
+    pending = {"dagster": f"{stack.ui_url}/server_info", "service": f"{stack.api_url}/ready"}
+    while pending and time.monotonic() < deadline:
+        for name, url in list(pending.items()):
+            if stack.processes[name].poll() is not None:
+                return f"{name} exited with code {stack.processes[name].returncode}"
+            if _answers(url):
+                del pending[name]
+        time.sleep(0.5)
+    return f"{', '.join(pending)} not answering after {timeout:.0f}s" if pending else None
+
+
+def stop(stack: Stack) -> None:
+    """SIGINT to each process group (what Ctrl-C in a terminal does), then SIGKILL."""
+    for process in stack.processes.values():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for process in stack.processes.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def supervise(stack: Stack, poll: Callable[[], None] = lambda: time.sleep(0.5)) -> str | None:
+    """Block until a child exits (returned as the reason) or Ctrl-C / SIGTERM (None)."""
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
+    try:
+        while True:
+            for name, process in stack.processes.items():
+                if process.poll() is not None:
+                    return f"{name} exited with code {process.returncode}"
+            poll()
+    except KeyboardInterrupt:
+        return None
+    finally:
+        stop(stack)

@@ -1,0 +1,60 @@
+"""`sentinel up` (what `make run` ends with): the Dagster UI and the service answer on
+127.0.0.1, and Ctrl-C stops all of it."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from serving.registry import Registry
+from tests.serving.bundles import publish_small
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_up_serves_the_ui_and_the_service_and_ctrl_c_stops_both(sentinel_home: Path) -> None:
+    champion, _ = publish_small(Registry(sentinel_home / "registry"), seed=1)
+    ui, api = _free_port(), _free_port()
+    up = subprocess.Popen(
+        [str(Path(sys.executable).parent / "sentinel"), "up", "--ui-port", str(ui),
+         "--api-port", str(api)],
+        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not (_answers(f"http://127.0.0.1:{ui}/server_info")
+                   and _answers(f"http://127.0.0.1:{api}/ready")):  # fmt: skip
+            assert up.poll() is None, up.stdout.read() if up.stdout else ""
+            assert time.monotonic() < deadline, "the stack did not come up"
+            time.sleep(1)
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        output, _ = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, output
+    assert f"Dagster UI (schedules and sensors running): http://127.0.0.1:{ui}" in output
+    assert f"scoring service: http://127.0.0.1:{api}" in output
+    assert "stopped" in output
+    assert not _answers(f"http://127.0.0.1:{ui}/server_info")
+    assert not _answers(f"http://127.0.0.1:{api}/ready")
+    assert champion in (sentinel_home / "registry" / "champion").read_text()
