@@ -364,6 +364,19 @@ def up(
     say("stopped")
 
 
+@app.command()
+def demo(
+    api_url: Annotated[str, typer.Option(help="The running service.")] = "http://127.0.0.1:8000",
+) -> None:
+    """Show the champion-challenger loop on the running system (start it with `make run`)."""
+    from sentinel_dagster.demo import DemoError, run_demo
+
+    try:
+        run_demo(paths.sentinel_home(), api_url, say)
+    except DemoError as exc:
+        raise fail(str(exc), EXIT_INVALID) from None
+
+
 def main() -> None:
     app(prog_name="sentinel")
 

@@ -11,6 +11,7 @@ import numpy as np
 from sentinel_dagster.events_table import NO_DEVICE, NO_LABEL, SCENARIOS, Events
 from sentinel_dagster.legit_behaviour import CITY_CURRENCY
 from sentinel_dagster.world import (
+    CARD_LIMIT,
     CHANNEL_ONLINE,
     CHANNEL_POS,
     CITIES,
@@ -132,7 +133,7 @@ def _events(
         card=card.astype(np.int64),
         time=t.astype(np.int64),
         merchant=merchant.astype(np.int64),
-        amount=np.maximum(np.round(amount, 2), 0.01),
+        amount=np.clip(np.round(amount, 2), 0.01, CARD_LIMIT),
         channel=channel.astype(np.int8),
         device=device.astype(np.int64),
         lat=lat,

@@ -6,6 +6,7 @@ import numpy as np
 
 from sentinel_dagster.events_table import NO_DEVICE, NO_LABEL, Events
 from sentinel_dagster.world import (
+    CARD_LIMIT,
     CHANNEL_ATM,
     CHANNEL_ONLINE,
     CHANNEL_POS,
@@ -103,7 +104,7 @@ def legit_events(
     amount[atm] = rng.choice(ATM_AMOUNTS, atm.sum())
     big = ~atm & (rng.random(n) < BIG_PURCHASE_SHARE)  # a TV, a holiday, a ring
     amount[big] *= rng.uniform(4.0, 12.0, big.sum())
-    amount = np.maximum(np.round(amount, 2), 0.5)
+    amount = np.clip(np.round(amount, 2), 0.5, CARD_LIMIT)
 
     pays_by_phone = online | (pos & (rng.random(n) < cards.wallet_share[card]))
     device = np.where(pays_by_phone, current_device(rng, cards, card, t), NO_DEVICE)

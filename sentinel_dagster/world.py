@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+CARD_LIMIT = 20_000.0  # no single payment above this: well inside the data policy's cap
 SECONDS_PER_DAY = 86_400
 
 

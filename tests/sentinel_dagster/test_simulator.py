@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sentinel_dagster.events_table import SCENARIOS
-from sentinel_dagster.simulator import SimulationParams, simulate_to_parquet
+from sentinel_dagster.simulator import SimulationParams, simulate_events, simulate_to_parquet
 from serving.events import ALL_COLUMNS
 from tests.conftest import SMALL
 
@@ -204,3 +204,12 @@ def test_defaults_give_about_a_million_events_at_about_one_percent_fraud(tmp_pat
     assert 900_000 <= summary.rows <= 1_200_000
     assert 0.005 <= summary.fraud_rate <= 0.015
     assert all(count > 100 for count in summary.scenario_counts.values())
+
+
+def test_no_payment_exceeds_the_card_limit_or_the_data_policy() -> None:
+    from sentinel_dagster.policy import DataPolicy
+    from sentinel_dagster.world import CARD_LIMIT
+
+    table = simulate_events(SimulationParams(cards=3_000, days=30, seed=8))
+    largest = max(table.column("amount").to_pylist())
+    assert largest <= CARD_LIMIT < DataPolicy().max_amount
