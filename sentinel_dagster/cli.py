@@ -346,19 +346,25 @@ def up(
         if not report.success:
             raise fail(f"run {report.run_id} failed: {report.failure}", EXIT_INVALID)
     local_instance(home).dispose()  # the instance the UI shows: the one runs are recorded in
+    stack.stop_on_signals()
     running = stack.start(home, ui_port, api_port)
-    problem = stack.wait_until_ready(running)
-    if problem is not None:
+    problem: str | None = None
+    try:  # whatever happens from here, the children are stopped
+        problem = stack.wait_until_ready(running)
+        if problem is None:
+            say(f"Dagster UI (schedules and sensors running): {running.ui_url}")
+            say(f"scoring service: {running.api_url}  (models: {running.api_url}/v1/models)")
+            say(
+                f"try: curl -s -X POST {running.api_url}/v1/score "
+                """-H 'Content-Type: application/json' """
+                """-d '{"amount": 120.0, "hour_of_day": 14, "channel_online": 0}'"""
+            )
+            say("then, in another terminal: sentinel demo    (Ctrl-C here stops everything)")
+            problem = stack.wait_for_exit(running)
+    except KeyboardInterrupt:
+        problem = None
+    finally:
         stack.stop(running)
-        raise fail(problem, EXIT_INVALID)
-    say(f"Dagster UI (schedules and sensors running): {running.ui_url}")
-    say(f"scoring service: {running.api_url}  (models: {running.api_url}/v1/models)")
-    say(
-        f"try: curl -s -X POST {running.api_url}/v1/score -H 'Content-Type: application/json' "
-        """-d '{"amount": 120.0, "hour_of_day": 14, "channel_online": 0}'"""
-    )
-    say("then, in another terminal: sentinel demo    (Ctrl-C here stops everything)")
-    problem = stack.supervise(running)
     if problem is not None:
         raise fail(problem, EXIT_INVALID)
     say("stopped")

@@ -95,10 +95,11 @@ def run_demo(home: Path, api_url: str, say: Callable[[str], None]) -> str:
         raise DemoError(f"the report run {report_run.run_id} failed: {report_run.failure}")
     report = _latest_report(home)
     details = report["details"]
+    pr_auc = {k: f"{v:.3f}" for k, v in details["pr_auc"].items()}
     say(
-        f"    verdict: {report['verdict']}; PR-AUC champion {details['pr_auc'].get('champion')}"
-        f" vs challenger {details['pr_auc'].get('challenger')} on "
-        f"{details['labelled_events']:,} labelled events; report: {report['report_path']}"
+        f"    verdict: {report['verdict']}; PR-AUC champion {pr_auc.get('champion', '-')} vs "
+        f"challenger {pr_auc.get('challenger', '-')} on {details['labelled_events']:,} "
+        f"labelled events ({details['fraud_labels']:,} frauds); report: {report['report_path']}"
     )
     if report["verdict"] != "promote":
         for reason in details["reasons"]:

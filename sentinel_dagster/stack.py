@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +75,8 @@ def wait_until_ready(stack: Stack, timeout: float = 180.0) -> str | None:
 
 def stop(stack: Stack) -> None:
     """SIGINT to each process group (what Ctrl-C in a terminal does), then SIGKILL."""
+    for signum in (signal.SIGINT, signal.SIGTERM):  # already stopping: let it finish
+        signal.signal(signum, signal.SIG_IGN)
     for process in stack.processes.values():
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)
@@ -92,16 +93,17 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def supervise(stack: Stack, poll: Callable[[], None] = lambda: time.sleep(0.5)) -> str | None:
-    """Block until a child exits (returned as the reason) or Ctrl-C / SIGTERM (None)."""
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
-    try:
-        while True:
-            for name, process in stack.processes.items():
-                if process.poll() is not None:
-                    return f"{name} exited with code {process.returncode}"
-            poll()
-    except KeyboardInterrupt:
-        return None
-    finally:
-        stop(stack)
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt from here on. Installed explicitly: a shell
+    starts background jobs with SIGINT ignored, and `kill` should stop the stack too."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+
+
+def wait_for_exit(stack: Stack) -> str:
+    """Block until a child exits; return which one and how."""
+    while True:
+        for name, process in stack.processes.items():
+            if process.poll() is not None:
+                return f"{name} exited with code {process.returncode}"
+        time.sleep(0.5)

@@ -30,28 +30,34 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_up_serves_the_ui_and_the_service_and_ctrl_c_stops_both(sentinel_home: Path) -> None:
+def test_up_serves_the_ui_and_the_service_and_ctrl_c_stops_both(
+    sentinel_home: Path, tmp_path: Path
+) -> None:
     champion, _ = publish_small(Registry(sentinel_home / "registry"), seed=1)
     ui, api = _free_port(), _free_port()
-    up = subprocess.Popen(
-        [str(Path(sys.executable).parent / "sentinel"), "up", "--ui-port", str(ui),
-         "--api-port", str(api)],
-        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        up = subprocess.Popen(
+            [str(Path(sys.executable).parent / "sentinel"), "up", "--ui-port", str(ui),
+             "--api-port", str(api)],
+            cwd=ROOT, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
-        while not (_answers(f"http://127.0.0.1:{ui}/server_info")
-                   and _answers(f"http://127.0.0.1:{api}/ready")):  # fmt: skip
-            assert up.poll() is None, up.stdout.read() if up.stdout else ""
+        while "Ctrl-C here stops everything" not in log.read_text():
+            assert up.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the stack did not come up"
             time.sleep(1)
+        assert _answers(f"http://127.0.0.1:{ui}/server_info")
+        assert _answers(f"http://127.0.0.1:{api}/ready")
         up.send_signal(signal.SIGINT)  # Ctrl-C
-        output, _ = up.communicate(timeout=60)
+        up.wait(timeout=60)
     finally:
-        if up.poll() is None:
-            up.kill()
-    assert up.returncode == 0, output
+        if up.poll() is None:  # SIGTERM stops the children too; SIGKILL would orphan them
+            up.terminate()
+            up.wait(timeout=60)
+    output = log.read_text()
+    assert up.returncode == 0, output[-3000:]
     assert f"Dagster UI (schedules and sensors running): http://127.0.0.1:{ui}" in output
     assert f"scoring service: http://127.0.0.1:{api}" in output
     assert "stopped" in output
