@@ -383,6 +383,26 @@ def demo(
         raise fail(str(exc), EXIT_INVALID) from None
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    context: typer.Context,
+    http: Annotated[bool, typer.Option(help="The wrk benchmarks against real servers.")] = False,
+) -> None:
+    """Run the benchmarks of a source checkout (what `make bench` runs): in-process ones by
+    name (simulator, validation, replay, online, training, lineage; all by default), or
+    --http. Results go to $SENTINEL_HOME/bench/ and docs/BENCHMARKS.md says how to read them."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks").is_dir():
+        raise fail(f"no benchmarks/ next to {root}: run this from a source checkout", EXIT_UNUSABLE)
+    module = "benchmarks.http.run" if http else "benchmarks.run"
+    code = subprocess.run([sys.executable, "-m", module, *context.args], cwd=root).returncode
+    if code != 0:
+        raise typer.Exit(code)
+
+
 def main() -> None:
     app(prog_name="sentinel")
 

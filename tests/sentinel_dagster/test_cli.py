@@ -142,3 +142,12 @@ def test_console_script_prints_one_line_without_traceback(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip() == f"error: file not found: {tmp_path / 'missing.parquet'}"
+
+
+def test_bench_refuses_an_unknown_benchmark() -> None:
+    from typer.testing import CliRunner
+
+    from sentinel_dagster.cli import app as sentinel
+
+    result = CliRunner().invoke(sentinel, ["bench", "no-such-benchmark"])
+    assert result.exit_code == 2  # argparse's usage error, from the benchmarks runner
