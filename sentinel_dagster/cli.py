@@ -5,7 +5,7 @@ exit code, never a traceback.
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -231,10 +231,20 @@ def materialize(
     ] = None,
 ) -> None:
     """Materialize the lineage in process, recorded in the Dagster instance (see the UI)."""
-    from sentinel_dagster.runner import MaterializeError, load_run_config, materialize_lineage
+    from sentinel_dagster.runner import MaterializeError, load_run_config
 
     try:
         run_config = load_run_config(config) if config else None
+    except MaterializeError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    _materialize_and_report(select, run_config)
+
+
+def _materialize_and_report(select: str | None, run_config: dict[str, Any] | None) -> None:
+    """Run the selection (main_job by default), print what it made; fail on a failed run."""
+    from sentinel_dagster.runner import MaterializeError, materialize_lineage
+
+    try:
         report = materialize_lineage(select, run_config)
     except MaterializeError as exc:
         raise fail(str(exc), EXIT_UNUSABLE) from None
@@ -331,20 +341,13 @@ def up(
     """Materialize the lineage if no champion is published yet, then run the Dagster UI and
     daemon (schedules and sensors live) and the scoring service until Ctrl-C."""
     from sentinel_dagster import stack
-    from sentinel_dagster.runner import MaterializeError, local_instance, materialize_lineage
+    from sentinel_dagster.runner import local_instance
     from serving.registry import Registry
 
     home = paths.sentinel_home()
     if Registry(home / "registry").pointer("champion") is None:
         say("no champion yet: materializing the lineage (about a minute on the default data)")
-        try:
-            report = materialize_lineage()
-        except MaterializeError as exc:
-            raise fail(str(exc), EXIT_UNUSABLE) from None
-        for line in report.lines():
-            say(line)
-        if not report.success:
-            raise fail(f"run {report.run_id} failed: {report.failure}", EXIT_INVALID)
+        _materialize_and_report(None, None)
     local_instance(home).dispose()  # the instance the UI shows: the one runs are recorded in
     stack.stop_on_signals()
     running = stack.start(home, ui_port, api_port)

@@ -3,12 +3,13 @@ API the UI uses) against a temporary instance, and wait for it to succeed."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = """
@@ -30,12 +31,6 @@ query Status($runId: ID!) {
 LOCATIONS = """
 { workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
@@ -75,7 +70,7 @@ def test_retrain_job_launched_through_graphql_succeeds(tmp_path: Path, sentinel_
         "load_from:\n  - python_module:\n      module_name: sentinel_dagster.definitions\n"
         f"      working_directory: {ROOT}\n      location_name: sentinel\n"
     )
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "SENTINEL_HOME": str(sentinel_home)}
     server = subprocess.Popen(

@@ -3,7 +3,6 @@ replayed with its fraud labels, the shadow report, the sensor's promotion run, r
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,16 +29,11 @@ from sentinel_dagster.traffic_replay import ServiceClient, replay_traffic
 from sentinel_dagster.training import TrainParams, train_candidate
 from sentinel_dagster.training_data import split_out_of_time
 from serving.registry import Registry
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHADOW_POLICY = {"min_labelled_events": 1_000, "min_fraud_labels": 10, "min_pr_auc_uplift": 0.05,
                  "max_flip_rate": 0.2, "label_maturity_days": 3, "target_fpr": 0.01}  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> dict:
@@ -98,7 +92,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     champion = _publish(registry, weak, "weakchampion")
     challenger = _publish(registry, strong, "strongchallenger")
     assert registry.pointer("challenger") == challenger
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SENTINEL_HOME": str(home), "SENTINEL_RELOAD_INTERVAL_S": "0.2"}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",

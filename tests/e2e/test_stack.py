@@ -3,38 +3,23 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from serving.registry import Registry
+from tests.net import answers, free_port
 from tests.serving.bundles import publish_small
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def test_up_serves_the_ui_and_the_service_and_ctrl_c_stops_both(
     sentinel_home: Path, tmp_path: Path
 ) -> None:
     champion, _ = publish_small(Registry(sentinel_home / "registry"), seed=1)
-    ui, api = _free_port(), _free_port()
+    ui, api = free_port(), free_port()
     log = tmp_path / "up.log"
     with log.open("w") as out:
         up = subprocess.Popen(
@@ -48,8 +33,8 @@ def test_up_serves_the_ui_and_the_service_and_ctrl_c_stops_both(
             assert up.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the stack did not come up"
             time.sleep(1)
-        assert _answers(f"http://127.0.0.1:{ui}/server_info")
-        assert _answers(f"http://127.0.0.1:{api}/ready")
+        assert answers(f"http://127.0.0.1:{ui}/server_info")
+        assert answers(f"http://127.0.0.1:{api}/ready")
         up.send_signal(signal.SIGINT)  # Ctrl-C
         up.wait(timeout=60)
     finally:
@@ -61,6 +46,6 @@ def test_up_serves_the_ui_and_the_service_and_ctrl_c_stops_both(
     assert f"Dagster UI (schedules and sensors running): http://127.0.0.1:{ui}" in output
     assert f"scoring service: http://127.0.0.1:{api}" in output
     assert "stopped" in output
-    assert not _answers(f"http://127.0.0.1:{ui}/server_info")
-    assert not _answers(f"http://127.0.0.1:{api}/ready")
+    assert not answers(f"http://127.0.0.1:{ui}/server_info")
+    assert not answers(f"http://127.0.0.1:{api}/ready")
     assert champion in (sentinel_home / "registry" / "champion").read_text()
