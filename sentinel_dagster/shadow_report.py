@@ -49,10 +49,22 @@ class ShadowReport:
         return asdict(self)
 
 
-def read_log(folder: Path, prefix: str) -> pd.DataFrame:
-    """All lines of the `prefix-*.jsonl` files in `folder` (empty if there are none)."""
+def _log_files(folder: Path, prefix: str) -> list[tuple[str, int, Path]]:
+    """(day, rotation index, path) of each `prefix-YYYYMMDD[-N].jsonl`: sorted, oldest first."""
+    files = []
+    for path in folder.glob(f"{prefix}-*.jsonl"):
+        day, _, index = path.stem.removeprefix(f"{prefix}-").partition("-")
+        files.append((day, int(index) if index.isdigit() else 0, path))
+    return files
+
+
+def read_log(folder: Path, prefix: str, since: dt.date | None = None) -> pd.DataFrame:
+    """The lines of the `prefix-YYYYMMDD[-N].jsonl` files in `folder`, from the files of day
+    `since` on (files are rotated by UTC day, so older ones cannot hold newer lines)."""
     rows: list[dict[str, object]] = []
-    for path in sorted(Path(folder).glob(f"{prefix}-*.jsonl")):
+    for day, _, path in sorted(_log_files(Path(folder), prefix)):
+        if since is not None and day < f"{since:%Y%m%d}":
+            continue
         with path.open() as f:
             rows.extend(json.loads(line) for line in f if line.strip())
     return pd.DataFrame(rows)

@@ -2,6 +2,7 @@
 move the champion (promotion on a "promote" verdict, rollback)."""
 
 import datetime as dt
+import json
 from typing import Any
 
 import dagster as dg
@@ -21,10 +22,14 @@ def shadow_comparison_report(
     the `shadow:` policy: "promote" or "hold" with its reasons."""
     home = sentinel_home.root()
     registry = registry_of(sentinel_home)
-    scored_dir = home / "scored"
-    scored = shadow_report.read_log(scored_dir, "scored")
-    feedback = shadow_report.read_log(scored_dir, "feedback")
     served, shadowed = registry.pointer("champion"), registry.pointer("challenger")
+    live_since = None  # the challenger's publication day: older logs cannot compare the pair
+    if shadowed is not None:
+        manifest = json.loads((registry.bundle_dir(shadowed) / "manifest.json").read_text())
+        live_since = dt.datetime.fromisoformat(manifest["created_at"]).astimezone(dt.UTC).date()
+    scored_dir = home / "scored"
+    scored = shadow_report.read_log(scored_dir, "scored", live_since)
+    feedback = shadow_report.read_log(scored_dir, "feedback", live_since)
     report = shadow_report.compare(scored, feedback, served, shadowed, policy.load().shadow)
     now = dt.datetime.now(dt.UTC)
     markdown = shadow_report.to_markdown(report, now)

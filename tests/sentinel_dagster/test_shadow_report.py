@@ -112,3 +112,18 @@ def test_psi_is_zero_for_the_same_distribution_and_grows_with_shift() -> None:
     assert population_stability(base, rng.uniform(0, 1, 5_000)) < 0.01
     assert population_stability(base, rng.uniform(0.5, 1, 5_000)) > 0.5
     assert population_stability(np.full(100, 0.3), np.full(100, 0.9)) > 1.0  # degenerate
+
+
+def test_logs_are_read_from_the_day_the_challenger_went_live(tmp_path) -> None:
+    import datetime as dt
+
+    from sentinel_dagster.shadow_report import read_log
+
+    (tmp_path / "scored-20260101.jsonl").write_text('{"transaction_id": "old"}\n')
+    (tmp_path / "scored-20260105.jsonl").write_text('{"transaction_id": "a"}\n')
+    (tmp_path / "scored-20260105-1.jsonl").write_text('{"transaction_id": "b"}\n\n')
+    (tmp_path / "feedback-20260106.jsonl").write_text('{"transaction_id": "f"}\n')
+    since = read_log(tmp_path, "scored", dt.date(2026, 1, 3))
+    assert since["transaction_id"].tolist() == ["a", "b"]
+    assert len(read_log(tmp_path, "scored")) == 3
+    assert read_log(tmp_path / "missing", "scored").empty
