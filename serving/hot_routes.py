@@ -86,7 +86,8 @@ async def score_batch(service: Service, raw: bytes, explain: bool) -> Answer:
         events = ScoreBatchRequest.model_validate_json(raw).events
     except ValidationError as exc:
         first = exc.errors()[0]
-        return field_error(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+        where = ".".join(str(p) for p in first["loc"]) or "events"  # not even an object
+        return field_error(f"{where}: {first['msg']}")
     limit = service.settings.max_batch_events
     if len(events) > limit:
         return field_error(f"events: at most {limit} per batch")

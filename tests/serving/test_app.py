@@ -167,6 +167,10 @@ def test_batch_scores_in_order(client: TestClient) -> None:
     bad = client.post("/v1/score/batch", json={"events": [third, {"amount": -1}]})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "events.1.amount"]
+    for body in (b"[1, 2]", b"{not json", b'{"events": 3}'):
+        refused = client.post("/v1/score/batch", content=body)
+        assert refused.status_code == 422
+        assert refused.json()["detail"][0]["loc"] == ["body", "events"]
     no_id = client.post("/v1/score/batch", json={"events": [third, {"card_id": "c9", "amount": 1}]})
     assert no_id.json()["detail"][0]["loc"] == ["body", "events.1.transaction_id, merchant_id"]
     # Neither refused batch changed any state: t3 is still unseen.
