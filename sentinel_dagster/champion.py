@@ -21,6 +21,7 @@ class ChampionError(ValueError):
 class ChampionMove:
     champion: str  # now serving
     replaced: str | None  # what it replaced
+    alias_error: str | None = None  # the pointers moved, but MLflow's aliases could not follow
 
 
 def _mlflow_version(registry: Registry, version: str | None) -> str | None:
@@ -31,17 +32,23 @@ def _mlflow_version(registry: Registry, version: str | None) -> str | None:
     return None if value is None else str(value)
 
 
-def _mirror(registry: Registry, home: Path | None) -> None:
-    """Make the MLflow aliases name what the pointers name."""
-    aliases = {name: _mlflow_version(registry, v) for name, v in registry.pointers().items()}
-    if home is None or all(v is None for v in aliases.values()):
-        return  # bundles from outside MLflow's registry: nothing to mirror
-    mlflow_tracking.use_local_store(home)
-    for alias, model_version in aliases.items():
-        if model_version is None:
-            mlflow_tracking.delete_alias(alias)
-        else:
-            mlflow_tracking.set_alias(alias, model_version)
+def _mirror(registry: Registry, home: Path | None) -> str | None:
+    """Make the MLflow aliases name what the pointers name (an alias whose bundle has no
+    registered version is removed); None, or why they could not follow. The pointers are
+    what the service follows, so they stay moved either way."""
+    if home is None:
+        return None
+    try:
+        aliases = {name: _mlflow_version(registry, v) for name, v in registry.pointers().items()}
+        mlflow_tracking.use_local_store(home)
+        for alias, model_version in aliases.items():
+            if model_version is None:
+                mlflow_tracking.delete_alias(alias)
+            else:
+                mlflow_tracking.set_alias(alias, model_version)
+    except Exception as exc:  # MLflow's store, or an unreadable manifest
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def promote_challenger(
@@ -62,8 +69,7 @@ def promote_challenger(
         registry.set_pointer("previous_champion", champion)
     registry.set_pointer("champion", challenger)
     registry.set_pointer("challenger", None)
-    _mirror(registry, home)
-    return ChampionMove(champion=challenger, replaced=champion)
+    return ChampionMove(challenger, champion, _mirror(registry, home))
 
 
 def rollback(registry: Registry, home: Path | None = None) -> ChampionMove:
@@ -75,5 +81,4 @@ def rollback(registry: Registry, home: Path | None = None) -> ChampionMove:
     registry.set_pointer("previous_champion", None)
     if registry.pointer("challenger") == previous:
         registry.set_pointer("challenger", None)
-    _mirror(registry, home)
-    return ChampionMove(champion=previous, replaced=champion)
+    return ChampionMove(previous, champion, _mirror(registry, home))

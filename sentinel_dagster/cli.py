@@ -331,6 +331,8 @@ def rollback() -> None:
     except ChampionError as exc:
         raise fail(str(exc), EXIT_INVALID) from None
     say(f"champion: {move.replaced} -> {move.champion}")
+    if move.alias_error:
+        say(f"warning: MLflow aliases did not follow: {move.alias_error}", err)
 
 
 @app.command()
@@ -350,7 +352,10 @@ def up(
         _materialize_and_report(None, None)
     local_instance(home).dispose()  # the instance the UI shows: the one runs are recorded in
     stack.stop_on_signals()
-    running = stack.start(home, ui_port, api_port)
+    try:
+        running = stack.start(home, ui_port, api_port)  # stops what it started if it fails
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
     problem: str | None = None
     try:  # whatever happens from here, the children are stopped
         problem = stack.wait_until_ready(running)

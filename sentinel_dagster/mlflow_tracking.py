@@ -4,6 +4,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 EXPERIMENT = "sentinel_stream_classifier"  # the seed's experiment name
 REGISTERED_MODEL = "sentinel-stream-fraud"
@@ -30,6 +31,11 @@ def set_alias(alias: str, version: str) -> None:
 
 
 def delete_alias(alias: str) -> None:
+    """Remove the alias if it is set (nothing to do when the model was never registered)."""
     client = MlflowClient()
-    if alias in (client.get_registered_model(REGISTERED_MODEL).aliases or {}):
+    try:
+        aliases = client.get_registered_model(REGISTERED_MODEL).aliases or {}
+    except MlflowException:
+        return
+    if alias in aliases:
         client.delete_registered_model_alias(REGISTERED_MODEL, alias)

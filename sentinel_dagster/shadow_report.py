@@ -66,7 +66,13 @@ def read_log(folder: Path, prefix: str, since: dt.date | None = None) -> pd.Data
         if since is not None and day < f"{since:%Y%m%d}":
             continue
         with path.open() as f:
-            rows.extend(json.loads(line) for line in f if line.strip())
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line cut short by a killed writer; blank lines
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -140,7 +146,7 @@ def compare(
     report.decision_agreement = float(np.mean(decline_a == decline_b))
     report.flips_to_decline = int(np.sum(~decline_a & decline_b))
     report.flips_to_approve = int(np.sum(decline_a & ~decline_b))
-    if len(events) > 1 and np.std(a) > 0 and np.std(b) > 0:
+    if len(events) > 1 and np.ptp(a) > 0 and np.ptp(b) > 0:  # correlation needs spread
         report.score_correlation = float(np.corrcoef(a, b)[0, 1])
         report.score_rank_correlation = float(pd.Series(a).corr(pd.Series(b), method="spearman"))
     report.psi = population_stability(a, b)
@@ -172,7 +178,9 @@ def _hold_reasons(report: ShadowReport, policy: ShadowPolicy) -> list[str]:
         )
     if report.fraud_labels < policy.min_fraud_labels:
         reasons.append(f"too few fraud labels: {report.fraud_labels} < {policy.min_fraud_labels}")
-    if report.pr_auc:
+    if not report.pr_auc:
+        reasons.append("PR-AUC cannot be compared: the labelled events are all of one class")
+    else:
         uplift = report.pr_auc["challenger"] - report.pr_auc["champion"]
         if uplift < policy.min_pr_auc_uplift:
             reasons.append(

@@ -5,6 +5,7 @@ Each child runs in its own process group, so stopping it also stops what it star
 (`dagster dev` runs a webserver, a daemon and a code server).
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -44,11 +45,16 @@ def start(home: Path, ui_port: int, api_port: int) -> Stack:
         "DAGSTER_HOME": str(paths.dagster_home(home)),
         "GX_ANALYTICS_ENABLED": "False",
     }
-    processes = {
-        name: subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-        for name, command in commands(ui_port, api_port).items()
-    }
-    return Stack(f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{api_port}", processes)
+    stack = Stack(f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{api_port}", {})
+    try:
+        for name, command in commands(ui_port, api_port).items():
+            stack.processes[name] = subprocess.Popen(
+                command, cwd=ROOT, env=env, start_new_session=True
+            )
+    except BaseException:  # a failed start (or Ctrl-C) stops what did start
+        stop(stack)
+        raise
+    return stack
 
 
 def _answers(url: str) -> bool:
@@ -78,15 +84,19 @@ def stop(stack: Stack) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):  # already stopping: let it finish
         signal.signal(signum, signal.SIG_IGN)
     for process in stack.processes.values():
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
+        _signal_group(process, signal.SIGINT)  # even if the leader exited: its group may not
     deadline = time.monotonic() + STOP_TIMEOUT_S
     for process in stack.processes.values():
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            _signal_group(process, signal.SIGKILL)
             process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
+        os.killpg(process.pid, signum)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -25,6 +25,9 @@ EVENT_FIELDS = ("transaction_id", "card_id", "merchant_id", "amount", "event_tim
                 "device_id", "lat", "lon", "merchant_category")  # fmt: skip
 
 
+RETRYABLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
 class ServiceError(ConnectionError):
     """The service cannot be reached at all."""
 
@@ -63,7 +66,7 @@ class ServiceClient:
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         payload = orjson.dumps(body)
         headers = {"Content-Type": "application/json"}
-        for attempt in (1, 2):  # a dropped keep-alive connection is retried once
+        for attempt in (1, 2):
             try:
                 self._connection.request("POST", path, payload, headers)
                 response = self._connection.getresponse()
@@ -74,7 +77,9 @@ class ServiceClient:
                 self._connection = http.client.HTTPConnection(
                     self.host, self.port, timeout=self.timeout
                 )
-                if attempt == 2:
+                # Retried once only when the server closed an idle keep-alive connection
+                # (the request was not processed); never after a timeout, which may have been.
+                if attempt == 2 or not isinstance(exc, RETRYABLE):
                     raise ServiceError(f"{self.host}:{self.port}: {exc}") from None
         try:
             answer = orjson.loads(data)

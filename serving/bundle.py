@@ -80,10 +80,17 @@ def load_bundle(path: Path) -> Bundle:
     if manifest.get("features") != list(FEATURE_NAMES):
         raise BundleError(f"{path}: its features differ from this service's feature engine")
     try:
+        threshold = float(manifest["threshold"])
+        str(manifest["version"])
+    except (KeyError, TypeError, ValueError):
+        raise BundleError(f"{path}: the manifest needs a version and a numeric threshold") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise BundleError(f"{path}: threshold {threshold!r} is not in [0, 1]")
+    try:  # onnxruntime raises its own exception types, on load or on the first run
         predictor = CompiledPredictor((path / "model.onnx").read_bytes())
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise BundleError(f"{path}: model.onnx does not load: {exc}") from None
-    smoke = predictor.predict_one([0.0] * len(FEATURE_NAMES))
+        smoke = predictor.predict_one([0.0] * len(FEATURE_NAMES))
+    except Exception as exc:
+        raise BundleError(f"{path}: model.onnx does not load or run: {exc}") from None
     if not (math.isfinite(smoke) and 0.0 <= smoke <= 1.0):
         raise BundleError(f"{path}: smoke prediction {smoke!r} is not a probability")
     return Bundle(path=path, manifest=manifest, predictor=predictor)

@@ -40,10 +40,11 @@ class ScoredLog:
     def flush(self) -> None:
         if not self._buffer:
             return
-        lines, self._buffer = self._buffer, []
+        lines = self._buffer
         self.folder.mkdir(parents=True, exist_ok=True)
         with self._target().open("ab") as f:
             f.write(b"\n".join(lines) + b"\n")
+        self._buffer = []  # only once written: a failed write keeps them for the next try
         self.lines_written += len(lines)
 
     def files(self) -> list[Path]:

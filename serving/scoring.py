@@ -148,6 +148,8 @@ class Scorer:
         champion, challenger = models.champion, models.challenger
         if champion is None:
             raise NoModelError("no champion model is loaded yet")
+        if not requests:
+            return []  # no model call: an empty call must not count for the breaker
         received = time.time()
         times = [event_timestamp(request, received) for request in requests]
         vectors = []

@@ -70,12 +70,19 @@ class Service:
 
 
 async def run_background(service: Service) -> None:
-    """Poll the registry and flush the logs until cancelled."""
+    """Poll the registry and flush the logs until cancelled. A failing step (a full disk, an
+    unreadable registry) is logged and retried on the next turn: it never ends the loop."""
     interval = service.settings.reload_interval_s
     last_reload = time.monotonic()
     while True:
         await asyncio.sleep(min(1.0, interval))
-        service.flush()
+        try:
+            service.flush()
+        except OSError as exc:
+            log_event(log, logging.ERROR, "log_flush_failed", error=type(exc).__name__)
         if time.monotonic() - last_reload >= interval:
             last_reload = time.monotonic()
-            await asyncio.to_thread(service.reload)
+            try:
+                await asyncio.to_thread(service.reload)
+            except Exception as exc:
+                log_event(log, logging.ERROR, "reload_failed", error=type(exc).__name__)

@@ -80,6 +80,8 @@ def promote_challenger(
     except champion.ChampionError as exc:
         raise dg.Failure(str(exc)) from None
     context.log.info(f"champion is now {move.champion} (was {move.replaced})")
+    if move.alias_error:
+        context.log.warning(f"MLflow aliases did not follow: {move.alias_error}")
 
 
 @dg.op
@@ -90,6 +92,8 @@ def rollback_champion(context: dg.OpExecutionContext, sentinel_home: SentinelHom
     except champion.ChampionError as exc:
         raise dg.Failure(str(exc)) from None
     context.log.info(f"champion is now {move.champion} (rolled back from {move.replaced})")
+    if move.alias_error:
+        context.log.warning(f"MLflow aliases did not follow: {move.alias_error}")
 
 
 @dg.job(description="Make the shadowed challenger the champion (launched by the sensor).")

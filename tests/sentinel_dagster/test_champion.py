@@ -74,3 +74,12 @@ def test_rollback_without_a_previous_champion_changes_nothing(tmp_path: Path) ->
     with pytest.raises(ChampionError, match="no previous champion"):
         rollback(registry)
     assert registry.pointer("champion") == first
+
+
+def test_an_alias_follows_to_a_bundle_outside_mlflow_by_going_away(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    (first,) = _with_mlflow_versions(tmp_path, registry, 1)
+    imported, _ = publish_small(registry, seed=9, minute=9)  # no registered MLflow version
+    move = promote_challenger(registry, imported, first, tmp_path)
+    assert move.alias_error is None
+    assert _aliases(tmp_path) == {"previous_champion": 1}  # no stale "champion" alias

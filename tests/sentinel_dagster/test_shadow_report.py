@@ -77,6 +77,18 @@ def test_no_uplift_holds() -> None:
     assert report.psi == pytest.approx(0.0)
 
 
+def test_labels_of_one_class_only_hold_instead_of_skipping_the_comparison() -> None:
+    scored, feedback = logs()
+    frauds = scored[scored["transaction_id"].isin(feedback["transaction_id"])]
+    lenient = POLICY.model_copy(
+        update={"min_labelled_events": 1, "min_fraud_labels": 1, "label_maturity_days": 1_000,
+                "max_flip_rate": 1.0}
+    )  # fmt: skip
+    report = compare(frauds, feedback, "A", "B", lenient)
+    assert report.verdict == "hold"
+    assert report.reasons == ["PR-AUC cannot be compared: the labelled events are all of one class"]
+
+
 def test_only_the_current_pair_and_model_answers_are_compared() -> None:
     scored, feedback = logs()
     scored.loc[:49, "challenger_version"] = "older challenger"
@@ -122,8 +134,9 @@ def test_logs_are_read_from_the_day_the_challenger_went_live(tmp_path) -> None:
     (tmp_path / "scored-20260101.jsonl").write_text('{"transaction_id": "old"}\n')
     (tmp_path / "scored-20260105.jsonl").write_text('{"transaction_id": "a"}\n')
     (tmp_path / "scored-20260105-1.jsonl").write_text('{"transaction_id": "b"}\n\n')
-    (tmp_path / "feedback-20260106.jsonl").write_text('{"transaction_id": "f"}\n')
+    (tmp_path / "feedback-20260106.jsonl").write_text('{"transaction_id": "f"}\n{"transac')
     since = read_log(tmp_path, "scored", dt.date(2026, 1, 3))
     assert since["transaction_id"].tolist() == ["a", "b"]
     assert len(read_log(tmp_path, "scored")) == 3
     assert read_log(tmp_path / "missing", "scored").empty
+    assert read_log(tmp_path, "feedback")["transaction_id"].tolist() == ["f"]  # cut line skipped

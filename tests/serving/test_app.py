@@ -167,6 +167,9 @@ def test_batch_scores_in_order(client: TestClient) -> None:
     bad = client.post("/v1/score/batch", json={"events": [third, {"amount": -1}]})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "events.1.amount"]
+    empty = client.post("/v1/score/batch", json={"events": []})
+    assert empty.status_code == 200 and empty.json() == {"results": []}
+    assert client.get("/v1/models").json()["batching"]["model_calls"] == 1  # no empty call
     for body in (b"[1, 2]", b"{not json", b'{"events": 3}'):
         refused = client.post("/v1/score/batch", content=body)
         assert refused.status_code == 422
@@ -328,3 +331,26 @@ def test_the_breaker_half_opens_and_closes_when_the_model_is_fast_again(
         "open->half_open": 1,
         "half_open->closed": 1,
     }
+
+
+def test_the_background_loop_survives_a_failing_reload(tmp_path: Path) -> None:
+    import asyncio
+
+    from serving.service import Service, run_background
+
+    service = Service(ServiceSettings(home=tmp_path, reload_interval_s=0.05))
+    calls = []
+
+    def broken_reload(retry_rejected: bool = False) -> bool:
+        calls.append(1)
+        raise OSError("registry unreadable")
+
+    service.reload = broken_reload  # type: ignore[method-assign]
+
+    async def main() -> None:
+        task = asyncio.create_task(run_background(service))
+        await asyncio.sleep(0.4)
+        task.cancel()
+
+    asyncio.run(main())
+    assert len(calls) >= 3  # it kept polling after the first failure

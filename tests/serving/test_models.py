@@ -68,9 +68,25 @@ def _wrong_checksum(bundle: Path) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest))
 
 
+def _drop_threshold(bundle: Path) -> None:
+    make_writable(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["threshold"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _threshold_above_one(bundle: Path) -> None:
+    make_writable(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["threshold"] = 7.5
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
+        (_drop_threshold, "needs a version and a numeric threshold"),
+        (_threshold_above_one, "threshold 7.5 is not in [0, 1]"),
         (_tamper_model, "model.onnx does not match its sha256"),
         (_drop_manifest, "no manifest.json"),
         (_rename_a_feature, "features differ"),
