@@ -47,9 +47,14 @@ def _batch_schema(max_events: int) -> dict[str, Any]:
     return {"type": "object", "required": ["events"], "properties": {"events": events}}
 
 
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
 def _endpoint(handler: hot_routes.Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        service: Service = request.app.state.service
+        service = service_of(request)
         explain = hot_routes.explain_requested(request.url.query)
         status, body = await handler(service, await request.body(), explain)
         return Response(body, status, media_type="application/json")
@@ -105,10 +110,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             log, logging.ERROR, "unhandled_error", route=request.url.path, error=type(exc).__name__
         )  # the type only: messages may quote the body
         return JSONResponse({"detail": "internal error"}, status_code=500)
-
-    def service_of(request: Request) -> Service:
-        service: Service = request.app.state.service
-        return service
 
     @app.get("/health")
     async def health() -> dict[str, str]:

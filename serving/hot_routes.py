@@ -136,7 +136,9 @@ class HotRoutes:
         self.app = app
 
     @staticmethod
-    async def _answer(service: Service, handler: Handler, scope: Scope, receive: Receive) -> Answer:
+    async def _respond(
+        service: Service, handler: Handler, scope: Scope, receive: Receive
+    ) -> Answer:
         limit = service.settings.max_body_bytes
         raw = await _read_body(receive, limit)
         if raw is None:
@@ -153,7 +155,7 @@ class HotRoutes:
         started = time.perf_counter()
         service: Service = scope["app"].state.service
         try:
-            status, body = await self._answer(service, handler, scope, receive)
+            status, body = await self._respond(service, handler, scope, receive)
         except Exception as exc:  # outside FastAPI's error middleware: the same 500 here
             log_event(
                 log, logging.ERROR, "unhandled_error", route=scope["path"], error=type(exc).__name__

@@ -48,14 +48,17 @@ class EventError(ValueError):
 class ScoreOutcome:
     probability: float
     decision: str
-    threshold: float
     scored_by: str  # model | heuristic
     champion: Bundle
+    challenger: Bundle | None
     reasons: tuple[str, ...]
     vector: list[float]
     shadow_probability: float | None
-    shadow_version: str | None
     shadow_disagrees: bool  # the challenger, at its own threshold, would have decided otherwise
+
+    @property
+    def threshold(self) -> float:
+        return self.champion.threshold
 
 
 class ModelScores(NamedTuple):
@@ -168,18 +171,17 @@ class Scorer:
             outcome = ScoreOutcome(
                 probability=probability,
                 decision=decision,
-                threshold=champion.threshold,
                 scored_by="model" if p is not None else "heuristic",
                 champion=champion,
+                challenger=challenger,
                 reasons=rules.reasons,
                 vector=vector,
                 shadow_probability=shadow,
-                shadow_version=challenger.version if challenger else None,
                 shadow_disagrees=challenger is not None
                 and shadow is not None
                 and (shadow >= challenger.threshold) != (decision == "decline"),
             )
-            self._log(request, t, received, outcome, scored, rules.probability, challenger)
+            self._log(request, t, received, outcome, scored, rules.probability)
             outcomes.append(outcome)
         return outcomes
 
@@ -191,8 +193,8 @@ class Scorer:
         outcome: ScoreOutcome,
         scored: ModelScores,
         heuristic: float,
-        challenger: Bundle | None,
     ) -> None:
+        challenger = outcome.challenger
         self.log.append(
             {
                 "transaction_id": request.transaction_id,
@@ -203,7 +205,7 @@ class Scorer:
                 "champion_threshold": outcome.threshold,
                 "champion_call_us": scored.champion_us,
                 "heuristic_score": heuristic,
-                "challenger_version": outcome.shadow_version,
+                "challenger_version": challenger.version if challenger else None,
                 "challenger_score": outcome.shadow_probability,
                 "challenger_threshold": challenger.threshold if challenger else None,
                 "challenger_call_us": scored.challenger_us,
