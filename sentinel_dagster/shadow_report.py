@@ -123,18 +123,30 @@ def attach_labels(events: pd.DataFrame, feedback: pd.DataFrame, maturity_days: f
     return labels
 
 
-def compare(
+def evidence(
     scored: pd.DataFrame,
     feedback: pd.DataFrame,
     champion: str | None,
     challenger: str | None,
-    policy: ShadowPolicy,
+    maturity_days: float,
+) -> pd.DataFrame:
+    """The events the pair both scored, with a `label` column (1, 0 or NaN: not yet)."""
+    if champion is None or challenger is None:
+        return pd.DataFrame()
+    events = compared_events(scored, champion, challenger)
+    if not events.empty:
+        events["label"] = attach_labels(events, feedback, maturity_days)
+    return events
+
+
+def judge(
+    events: pd.DataFrame, champion: str | None, challenger: str | None, policy: ShadowPolicy
 ) -> ShadowReport:
+    """The report on `evidence(...)`, with its verdict."""
     report = ShadowReport(champion=champion, challenger=challenger)
     if champion is None or challenger is None:
         report.reasons.append("no challenger is being shadowed")
         return report
-    events = compared_events(scored, champion, challenger)
     report.events_compared = len(events)
     if events.empty:
         report.reasons.append("no event was scored by both models yet")
@@ -157,7 +169,7 @@ def compare(
                 report.call_us_p50[name] = float(np.percentile(calls, 50))
                 report.call_us_p99[name] = float(np.percentile(calls, 99))
 
-    labels = attach_labels(events, feedback, policy.label_maturity_days)
+    labels = events["label"]
     known = labels.notna().to_numpy()
     y = labels[known].to_numpy(int)
     report.labelled_events, report.fraud_labels = int(known.sum()), int(y.sum())
@@ -168,6 +180,18 @@ def compare(
     report.reasons = _hold_reasons(report, policy)
     report.verdict = "hold" if report.reasons else "promote"
     return report
+
+
+def compare(
+    scored: pd.DataFrame,
+    feedback: pd.DataFrame,
+    champion: str | None,
+    challenger: str | None,
+    policy: ShadowPolicy,
+) -> ShadowReport:
+    """`judge(evidence(...))`: the report straight from the two logs."""
+    events = evidence(scored, feedback, champion, challenger, policy.label_maturity_days)
+    return judge(events, champion, challenger, policy)
 
 
 def _hold_reasons(report: ShadowReport, policy: ShadowPolicy) -> list[str]:

@@ -30,7 +30,9 @@ def shadow_comparison_report(
     scored_dir = home / "scored"
     scored = shadow_report.read_log(scored_dir, "scored", live_since)
     feedback = shadow_report.read_log(scored_dir, "feedback", live_since)
-    report = shadow_report.compare(scored, feedback, served, shadowed, policy.load().shadow)
+    rules = policy.load().shadow
+    events = shadow_report.evidence(scored, feedback, served, shadowed, rules.label_maturity_days)
+    report = shadow_report.judge(events, served, shadowed, rules)
     now = dt.datetime.now(dt.UTC)
     markdown = shadow_report.to_markdown(report, now)
     out = home / "reports" / "shadow" / f"{now:%Y%m%dT%H%M%S}-{report.challenger or 'none'}"
@@ -47,15 +49,11 @@ def shadow_comparison_report(
         "report_path": dg.MetadataValue.path(str(out.with_suffix(".md"))),
         "details": dg.MetadataValue.json(report.to_dict()),
     }
-    events = None
-    if served is not None and shadowed is not None:
-        events = shadow_report.compared_events(scored, served, shadowed)
-    if events is not None and not events.empty:
-        maturity = policy.load().shadow.label_maturity_days
+    if not events.empty:
         png = shadow_comparison_png(
             events["champion_score"].to_numpy(float),
             events["challenger_score"].to_numpy(float),
-            shadow_report.attach_labels(events, feedback, maturity).to_numpy(float),
+            events["label"].to_numpy(float),
         )
         out.with_suffix(".png").write_bytes(png)
         metadata["plot"] = dg.MetadataValue.path(str(out.with_suffix(".png")))
