@@ -57,7 +57,8 @@ def start(home: Path, ui_port: int, api_port: int) -> Stack:
     return stack
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """True if a GET of `url` is a 200 within 2 s."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
@@ -73,7 +74,7 @@ def wait_until_ready(stack: Stack, timeout: float = 180.0) -> str | None:
         for name, url in list(pending.items()):
             if stack.processes[name].poll() is not None:
                 return f"{name} exited with code {stack.processes[name].returncode}"
-            if _answers(url):
+            if answers(url):
                 del pending[name]
         time.sleep(0.5)
     return f"{', '.join(pending)} not answering after {timeout:.0f}s" if pending else None

@@ -18,10 +18,8 @@ from typer.testing import CliRunner
 
 from sentinel_dagster.assets.shadow import promote_job, shadow_comparison_report
 from sentinel_dagster.cli import app as cli
-from sentinel_dagster.compile_model import to_onnx
 from sentinel_dagster.dataset import normalize
 from sentinel_dagster.feature_replay import replay
-from sentinel_dagster.publishing import BundleContent, publish
 from sentinel_dagster.resources import GovernancePolicy, SentinelHome
 from sentinel_dagster.sensors import shadow_promotion_sensor
 from sentinel_dagster.simulator import SimulationParams, simulate_events
@@ -30,6 +28,7 @@ from sentinel_dagster.training import TrainParams, train_candidate
 from sentinel_dagster.training_data import split_out_of_time
 from serving.registry import Registry
 from tests.net import free_port
+from tests.serving.bundles import publish_booster
 
 ROOT = Path(__file__).resolve().parents[2]
 SHADOW_POLICY = {"min_labelled_events": 1_000, "min_fraud_labels": 10, "min_pr_auc_uplift": 0.05,
@@ -54,19 +53,7 @@ def _wait_for(predicate, timeout: float = 20.0) -> None:
 
 
 def _publish(registry: Registry, model, run_id: str) -> str:
-    content = BundleContent(
-        model_json=bytes(model.booster.save_raw("json")),
-        model_onnx=to_onnx(model.booster),
-        threshold=model.threshold,
-        metrics={},
-        data_fingerprint="e2e",
-        code_version="e2e",
-        mlflow_run_id=run_id,
-        mlflow_model_version=None,
-        lineage={},
-        card_fields={},
-    )
-    version, _ = publish(registry, content)
+    version, _ = publish_booster(registry, model.booster, model.threshold, run_id)
     time.sleep(1.1)  # versions are named by the second
     return version
 

@@ -31,22 +31,32 @@ def small_booster(seed: int = 0, rounds: int = 20) -> xgb.Booster:
     return xgb.train({"objective": "binary:logistic", "max_depth": 3, "seed": seed}, data, rounds)
 
 
-def publish_small(registry: Registry, seed: int = 0, minute: int = 0) -> tuple[str, str]:
-    booster = small_booster(seed)
+def publish_booster(
+    registry: Registry,
+    booster: xgb.Booster,
+    threshold: float,
+    run_id: str,
+    now: dt.datetime | None = None,
+) -> tuple[str, str]:
+    """Compile and publish a trained booster as the lineage would: (version, role)."""
     content = BundleContent(
         model_json=bytes(booster.save_raw("json")),
         model_onnx=to_onnx(booster),
-        threshold=0.5,
+        threshold=threshold,
         metrics={"pr_auc": 0.8},
-        data_fingerprint=f"test-{seed}",
+        data_fingerprint=f"test-{run_id}",
         code_version="test",
-        mlflow_run_id=f"run{seed:04d}abcdef",
+        mlflow_run_id=run_id,
         mlflow_model_version=None,
         lineage={"test": True},
         card_fields={},
     )
+    return publish(registry, content, now=now)
+
+
+def publish_small(registry: Registry, seed: int = 0, minute: int = 0) -> tuple[str, str]:
     when = dt.datetime(2026, 1, 1, 12, minute, tzinfo=dt.UTC)
-    return publish(registry, content, now=when)
+    return publish_booster(registry, small_booster(seed), 0.5, f"run{seed:04d}abcdef", when)
 
 
 def make_writable(path: Path) -> None:
