@@ -56,11 +56,20 @@ def simulate(
         _DEFAULTS.fraud_rate
     ),
     start: Annotated[str, typer.Option(help="First UTC day, YYYY-MM-DD.")] = _DEFAULTS.start,
+    label_delay_days: Annotated[
+        float | None,
+        typer.Option(
+            help="Every chargeback arrives exactly this many days after its payment "
+            "[default: a realistic spread, median ~6 days, up to 90]."
+        ),
+    ] = None,
 ) -> None:
     """Simulate a labelled transaction stream with four fraud scenarios."""
     from sentinel_dagster.simulator import simulate_to_parquet
 
-    params = SimulationParams(cards, days, seed, fraud_rate, start)
+    params = SimulationParams(
+        cards, days, seed, fraud_rate, start, label_delay_days=label_delay_days
+    )
     try:
         params.validate()
     except ValueError as exc:

@@ -4,6 +4,7 @@ Each scenario draws *incidents* (one card attacked once) and expands them into e
 Frauds are extra events on a card; the holder's own payments carry on around them.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,6 +111,14 @@ def _labels(
     label = last + (delay_days * SECONDS_PER_DAY).astype(np.int64)
     reported = rng.random(n) < shape.report_rate
     return np.where(reported, label, NO_LABEL)[incident]
+
+
+def with_fixed_label_delay(events: Events, delay_days: float) -> Events:
+    """The same events with every reported fraud labelled `delay_days` after its payment."""
+    delay = int(round(delay_days * SECONDS_PER_DAY))
+    reported = events.label_time != NO_LABEL
+    label_time = np.where(reported, events.time + delay, NO_LABEL)
+    return dataclasses.replace(events, label_time=label_time)
 
 
 def _events(

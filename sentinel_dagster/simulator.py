@@ -32,6 +32,10 @@ class SimulationParams:
     fraud_rate: float = 0.01
     start: str = "2026-01-01"  # UTC date of the first day; fixed so output is reproducible
     mean_daily_rate: float = 1.7  # payments per card per day; defaults give ~1M events
+    # None: chargebacks arrive per incident after a realistic, skewed delay (median ~6 days,
+    # up to 90). A number: every reported fraud's label arrives exactly this many days after
+    # the payment, as in data sets with a fixed feedback delay.
+    label_delay_days: float | None = None
 
     def validate(self) -> None:
         if self.cards < 1:
@@ -42,6 +46,8 @@ class SimulationParams:
             raise ValueError(f"fraud_rate must be in (0, 0.5), got {self.fraud_rate}")
         if self.mean_daily_rate <= 0:
             raise ValueError(f"mean_daily_rate must be positive, got {self.mean_daily_rate}")
+        if self.label_delay_days is not None and not 0 <= self.label_delay_days <= 365:
+            raise ValueError(f"label_delay_days must be in [0, 365], got {self.label_delay_days}")
         self.start_epoch()
 
     def start_epoch(self) -> int:
@@ -119,6 +125,9 @@ def simulate_events(params: SimulationParams, progress: Progress = _no_progress)
 
     progress(0.9, "ordering by event time")
     events = Events.concat([legit, testing, takeover, compromised, spree])
+    if params.label_delay_days is not None:
+        # Applied after every draw, so both delay modes simulate the very same payments.
+        events = fs.with_fixed_label_delay(events, params.label_delay_days)
     # Ties in event_time are broken by transaction_id, which follows this order.
     events = events.take(np.lexsort((rng.random(len(events)), events.time)))
     table = to_arrow(events, merchants, params.cards, dev0)

@@ -29,6 +29,11 @@ class TransactionsConfig(dg.Config):
     seed: int = Field(default=_DEFAULTS.seed, description="Random seed; same seed, same data.")
     fraud_rate: float = Field(default=_DEFAULTS.fraud_rate, description="Share of fraud events.")
     start: str = Field(default=_DEFAULTS.start, description="First simulated UTC day.")
+    label_delay_days: float | None = Field(
+        default=None,
+        description="Every chargeback arrives exactly this many days after its payment; "
+        "unset: a realistic spread (median ~6 days, up to 90).",
+    )
 
 
 def _load(config: TransactionsConfig) -> tuple[pd.DataFrame, str]:
@@ -43,6 +48,7 @@ def _load(config: TransactionsConfig) -> tuple[pd.DataFrame, str]:
         seed=config.seed,
         fraud_rate=config.fraud_rate,
         start=config.start,
+        label_delay_days=config.label_delay_days,
     )
     try:
         table = simulate_events(params)

@@ -105,6 +105,26 @@ def test_labels_arrive_days_late_and_some_never(small_frame: pd.DataFrame) -> No
     assert delay_days.max() <= 91.0
 
 
+def test_a_fixed_label_delay_changes_only_the_label_times(small_frame: pd.DataFrame) -> None:
+    from dataclasses import replace
+
+    fixed = simulate_to_dataframe(replace(SMALL, label_delay_days=7))
+    reported = fixed["label_time"].notna()
+    delay = fixed.loc[reported, "label_time"] - fixed.loc[reported, "event_time"]
+    assert (delay == pd.Timedelta(days=7)).all()
+    # The same payments, frauds and reported incidents: only the delay differs.
+    pd.testing.assert_frame_equal(
+        fixed.drop(columns="label_time"), small_frame.drop(columns="label_time")
+    )
+    assert (reported == small_frame["label_time"].notna()).all()
+
+
+@pytest.mark.parametrize("days", [-1, 400])
+def test_a_label_delay_out_of_range_is_refused(days: float) -> None:
+    with pytest.raises(ValueError, match="label_delay_days"):
+        SimulationParams(label_delay_days=days).validate()
+
+
 def test_card_testing_is_a_burst_of_small_charges_at_many_merchants(
     small_frame: pd.DataFrame,
 ) -> None:
