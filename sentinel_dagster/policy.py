@@ -2,6 +2,7 @@
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -42,11 +43,19 @@ class DataPolicy(BaseModel):
 
 
 class PromotionPolicy(BaseModel):
-    """The offline gate: metric floors, no regression against the champion, a latency budget."""
+    """The offline gate, judged on comparisons made on the candidate's own holdout.
+
+    By default a candidate must beat the heuristic fallback by `min_uplift_over_heuristic`
+    (per metric, candidate minus heuristic), must not fall more than `max_regression` below
+    the current champion, and must meet the single-row latency budget. Those comparisons hold
+    on any data; absolute `metric_floors` depend on the data (what a good PR-AUC is varies
+    with the fraud rate and the fraud itself), so they are empty unless a deployment sets them.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    metric_floors: dict[str, float] = {"pr_auc": 0.5, "recall_at_1pct_fpr": 0.5}
+    min_uplift_over_heuristic: dict[str, float] = {"pr_auc": 0.05, "recall_at_1pct_fpr": 0.0}
     max_regression: dict[str, float] = {"pr_auc": 0.02}
+    metric_floors: dict[str, float] = {}
     max_predict_p99_us: float = Field(default=200.0, gt=0)
 
 
@@ -58,15 +67,37 @@ class ShadowPolicy(BaseModel):
     min_fraud_labels: int = Field(default=20, ge=1)
     min_pr_auc_uplift: float = 0.0  # challenger PR-AUC minus champion PR-AUC, at least
     max_flip_rate: float = Field(default=0.05, ge=0.0, le=1.0)  # decisions that differ
-    label_maturity_days: float = Field(default=7.0, ge=0.0)
+    label_maturity_days: float = Field(default=7.0, ge=0.0)  # set from the policy's top level
     target_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)  # for recall at this FPR
 
 
 class Policy(BaseModel):
     model_config = ConfigDict(extra="allow")  # later sections belong to later stages
+    # How long chargebacks take to arrive: it shapes the training split, the label features'
+    # windows and when the shadow report counts an unlabelled payment as genuine.
+    label_maturity_days: float = Field(default=7.0, ge=0.0, le=365.0)
     data: DataPolicy = DataPolicy()
     promotion: PromotionPolicy = PromotionPolicy()
     shadow: ShadowPolicy = ShadowPolicy()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_label_maturity(cls, raw: Any) -> Any:
+        """Earlier policies set it under `shadow:`; read it there too, but never two values."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("shadow"), dict):
+            return raw
+        shadow = raw["shadow"]
+        if "label_maturity_days" not in shadow:
+            return raw
+        top = raw.get("label_maturity_days", shadow["label_maturity_days"])
+        if top != shadow["label_maturity_days"]:
+            raise ValueError("label_maturity_days is set twice, at the top and under shadow")
+        return {**raw, "label_maturity_days": top}
+
+    @model_validator(mode="after")
+    def _shadow_follows(self) -> "Policy":
+        self.shadow.label_maturity_days = self.label_maturity_days
+        return self
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

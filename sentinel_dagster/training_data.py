@@ -1,11 +1,17 @@
-"""The out-of-time training split and the label-cutoff rule.
+"""The out-of-time training split, shaped by how late chargebacks arrive.
 
-Train on the earliest days, validate on the next `validation_days`, hold out the most recent
-`holdout_days`. A fraud counts as a positive for a period only if its label was known
-(`label_time <= cutoff`) when that period ended — the train cutoff is the start of
-validation, the validation cutoff the start of the holdout — because a model retrained at
-that moment could not have known later chargebacks. The holdout is judged on `is_fraud`
-(for simulated data the ground truth; for your own data, what you know today).
+The model is judged as if trained at the start of the holdout (the most recent
+`holdout_days`), with only the labels known then. A payment's chargeback takes up to
+`label_maturity_days` to arrive, so the payments of the last `label_maturity_days` before
+the holdout are not yet *mature*: their frauds may still look genuine. They are left out
+of training and validation, never taught as genuine. Validation is the `validation_days`
+just before that gap, training everything earlier; both use the labels known at the
+holdout start (`label_time <= holdout start`). The holdout is judged on `is_fraud` (for
+simulated data the ground truth; for your own data, what you know today).
+
+    | train ............ | validation | immature (left out) | holdout |
+                         ^            ^                     ^
+            holdout - maturity - validation   holdout - maturity   holdout start
 """
 
 import hashlib
@@ -48,6 +54,7 @@ class TrainingSet:
     train: Period
     validation: Period
     holdout: Period
+    immature: Period  # left out of training: too recent for their labels at the holdout start
 
     def periods(self) -> tuple[Period, Period, Period]:
         return self.train, self.validation, self.holdout
@@ -59,32 +66,73 @@ def known_labels(frame: pd.DataFrame, cutoff: pd.Timestamp) -> np.ndarray:
     return ((frame["is_fraud"] == 1) & known).to_numpy(dtype=np.int8)
 
 
+def _days(delta: pd.Timedelta) -> str:
+    return f"{delta / pd.Timedelta(days=1):g}"
+
+
 def split_out_of_time(
-    table: pd.DataFrame, validation_days: int = 7, holdout_days: int = 7
+    table: pd.DataFrame,
+    validation_days: int = 7,
+    holdout_days: int = 7,
+    label_maturity_days: float = 7.0,
 ) -> TrainingSet:
     for column in ("is_fraud", "label_time"):
         if column not in table:
             raise TrainingDataError(f"training needs labelled data: no '{column}' column")
-    last_day = table["event_time"].max().floor("D")
-    holdout_start = last_day - pd.Timedelta(days=holdout_days - 1)
-    validation_start = holdout_start - pd.Timedelta(days=validation_days)
     times = table["event_time"]
+    first, last_day = times.min(), times.max().floor("D")
+    holdout_start = last_day - pd.Timedelta(days=holdout_days - 1)
+    mature_end = holdout_start - pd.Timedelta(days=label_maturity_days)
+    validation_start = mature_end - pd.Timedelta(days=validation_days)
     train = table[times < validation_start]
-    validation = table[(times >= validation_start) & (times < holdout_start)]
+    validation = table[(times >= validation_start) & (times < mature_end)]
     holdout = table[times >= holdout_start]
+    immature = table[(times >= mature_end) & (times < holdout_start)]
     split = TrainingSet(
-        Period("train", train, known_labels(train, validation_start), validation_start),
+        Period("train", train, known_labels(train, holdout_start), holdout_start),
         Period("validation", validation, known_labels(validation, holdout_start), holdout_start),
         Period("holdout", holdout, holdout["is_fraud"].to_numpy(dtype=np.int8), None),
+        Period("immature", immature, known_labels(immature, holdout_start), holdout_start),
     )
+    covered = last_day + pd.Timedelta(days=1) - first.floor("D")
+    needed = pd.Timedelta(days=holdout_days + validation_days + label_maturity_days + 1)
     for period in split.periods():
-        if len(period.frame) == 0 or period.labels.sum() == 0:
+        if len(period.frame) and period.labels.sum():
+            continue
+        if covered < needed:
             raise TrainingDataError(
-                f"the {period.name} period has {len(period.frame)} rows and "
-                f"{int(period.labels.sum())} usable frauds: need more days of labelled data "
-                f"than validation ({validation_days}) + holdout ({holdout_days})"
+                f"the data covers {_days(covered)} days but this split needs more than "
+                f"{_days(needed - pd.Timedelta(days=1))}: holdout {holdout_days} + label "
+                f"maturity {label_maturity_days:g} + validation {validation_days} days, "
+                "then at least a day to train on"
             )
+        raise TrainingDataError(
+            f"the {period.name} period ({_period_dates(period.frame)}) has "
+            f"{len(period.frame)} rows and no fraud whose label arrived by the holdout start "
+            f"({holdout_start:%Y-%m-%d}); {_delay_hint(table, label_maturity_days)}"
+        )
     return split
+
+
+def _period_dates(frame: pd.DataFrame) -> str:
+    if len(frame) == 0:
+        return "empty"
+    times = frame["event_time"]
+    return f"{times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}"
+
+
+def _delay_hint(table: pd.DataFrame, label_maturity_days: float) -> str:
+    """What the data says about its label delay, to compare with the policy's maturity."""
+    labelled = table[(table["is_fraud"] == 1) & table["label_time"].notna()]
+    if len(labelled) == 0:
+        return "the data has no fraud with a label_time at all"
+    delay = (labelled["label_time"] - labelled["event_time"]).dt.total_seconds() / 86_400
+    return (
+        f"labels arrive a median {delay.median():.1f} days (90th percentile "
+        f"{delay.quantile(0.9):.1f}) after the payment, against a label maturity of "
+        f"{label_maturity_days:g} days: raise label_maturity_days in the policy, or use "
+        "more days of data"
+    )
 
 
 PERIOD_COLUMN, LABEL_COLUMN = "period", "label"
@@ -93,7 +141,7 @@ PERIOD_COLUMN, LABEL_COLUMN = "period", "label"
 def to_frame(split: TrainingSet) -> pd.DataFrame:
     """One table for the `training_set` asset: each row tagged with its period and label."""
     parts = []
-    for p in split.periods():
+    for p in (*split.periods(), split.immature):
         part = p.frame.copy()
         part[PERIOD_COLUMN] = p.name
         part[LABEL_COLUMN] = p.labels
@@ -106,7 +154,7 @@ def from_frame(frame: pd.DataFrame) -> TrainingSet:
         rows = frame[frame[PERIOD_COLUMN] == name]
         return Period(name, rows, rows[LABEL_COLUMN].to_numpy(dtype=np.int8), None)
 
-    return TrainingSet(period("train"), period("validation"), period("holdout"))
+    return TrainingSet(period("train"), period("validation"), period("holdout"), period("immature"))
 
 
 def fingerprint(frame: pd.DataFrame) -> str:

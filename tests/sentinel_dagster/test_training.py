@@ -54,22 +54,66 @@ def test_a_fraud_labelled_after_the_cutoff_is_not_a_training_positive() -> None:
     assert known_labels(frame, cutoff).tolist() == [1, 1, 0, 0]
 
 
-def test_split_is_out_of_time_with_cutoffs_at_period_starts(split: TrainingSet) -> None:
+def test_split_leaves_a_label_maturity_gap_and_judges_labels_at_the_holdout_start(
+    features: pd.DataFrame, split: TrainingSet
+) -> None:
     train, valid, hold = split.periods()
-    assert train.frame["event_time"].max() < valid.frame["event_time"].min()
-    assert valid.frame["event_time"].max() < hold.frame["event_time"].min()
+    holdout_start = hold.frame["event_time"].min().floor("D")
     assert hold.frame["event_time"].dt.floor("D").nunique() == 7
-    assert valid.frame["event_time"].dt.floor("D").nunique() == 7
-    assert train.cutoff == valid.frame["event_time"].min().floor("D")
-    assert valid.cutoff == hold.frame["event_time"].min().floor("D")
-    # Training sees fewer positives than the truth: later chargebacks were not known yet.
+    assert train.frame["event_time"].max() < valid.frame["event_time"].min()
+    # Validation ends label_maturity_days (7) before the holdout: the gap is left out.
+    assert valid.frame["event_time"].min() >= holdout_start - 14 * DAY
+    assert valid.frame["event_time"].max() < holdout_start - 7 * DAY
+    gap = features["event_time"].between(holdout_start - 7 * DAY, holdout_start, "left")
+    assert len(split.immature.frame) == gap.sum() > 0
+    parts = (train, valid, hold, split.immature)
+    assert sum(len(part.frame) for part in parts) == len(features)
+    assert train.cutoff == valid.cutoff == holdout_start
+    # Training still misses some frauds: with realistic delays a few labels come later.
     assert 0 < train.labels.sum() < train.frame["is_fraud"].sum()
     assert (hold.labels == hold.frame["is_fraud"].to_numpy()).all()
 
 
-def test_too_little_data_is_refused_with_a_reason(features: pd.DataFrame) -> None:
-    with pytest.raises(TrainingDataError, match="need more days"):
-        split_out_of_time(features, validation_days=20, holdout_days=20)
+def _daily_frauds(days: int, delay_days: float) -> pd.DataFrame:
+    """A payment every 6 hours, the noon one a fraud labelled `delay_days` later."""
+    times = pd.date_range(START, periods=days * 4, freq="6h")
+    is_fraud = (times.hour == 12).astype(int)
+    label = times + pd.Timedelta(days=delay_days)
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"t{i}" for i in range(len(times))],
+            "event_time": times,
+            "is_fraud": is_fraud,
+            "label_time": pd.Series(label).where(is_fraud == 1, pd.NaT),
+        }
+    )
+
+
+def test_with_a_fixed_delay_no_fraud_is_taught_as_genuine() -> None:
+    frame = _daily_frauds(days=40, delay_days=7)
+    split = split_out_of_time(frame, validation_days=7, holdout_days=7, label_maturity_days=7)
+    for period in (split.train, split.validation):
+        assert period.labels.sum() == period.frame["is_fraud"].sum() > 0
+    assert len(split.immature.frame) == 7 * 4
+    # Without the gap, the validation's frauds of the last 7 days were taught as genuine.
+    no_gap = split_out_of_time(frame, validation_days=14, holdout_days=7, label_maturity_days=0)
+    assert no_gap.validation.labels.sum() < no_gap.validation.frame["is_fraud"].sum()
+
+
+def test_too_little_data_names_the_days_it_has_and_needs() -> None:
+    frame = _daily_frauds(days=20, delay_days=7)
+    message = "the data covers 20 days but this split needs more than 21: holdout 7 \\+ label"
+    with pytest.raises(TrainingDataError, match=message):
+        split_out_of_time(frame, validation_days=7, holdout_days=7, label_maturity_days=7)
+
+
+def test_labels_slower_than_the_maturity_are_named_as_the_cause() -> None:
+    frame = _daily_frauds(days=60, delay_days=20)
+    with pytest.raises(TrainingDataError, match=r"median 20\.0 days .* label maturity of 7 days"):
+        split_out_of_time(frame, validation_days=7, holdout_days=7, label_maturity_days=7)
+
+
+def test_unlabelled_data_is_refused(features: pd.DataFrame) -> None:
     with pytest.raises(TrainingDataError, match="no 'label_time' column"):
         split_out_of_time(features.drop(columns=["label_time"]))
 
