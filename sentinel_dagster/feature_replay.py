@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from serving.feature_engine import EngineConfig, FeatureEngine
-from serving.features import FEATURE_NAMES
 
 Progress = Callable[[int, int], None]  # (events done, events in all)
 KEY_COLUMNS = ("transaction_id", "event_time", "card_id", "merchant_id")
@@ -24,7 +23,7 @@ PROGRESS_EVERY = 50_000
 
 @dataclass(frozen=True)
 class ReplayResult:
-    table: pd.DataFrame  # keys, FEATURE_NAMES in order, label columns present in the input
+    table: pd.DataFrame  # keys, the feature set's names in order, label columns in the input
     engine: FeatureEngine  # its state is the online state after the last event
     seconds: float
 
@@ -129,11 +128,12 @@ def replay(
     if progress is not None:
         progress(n, n)
 
-    matrix = np.frombuffer(values, dtype="float64").reshape(n, len(FEATURE_NAMES))
+    names = list(engine.feature_names)
+    matrix = np.frombuffer(values, dtype="float64").reshape(n, len(names))
     table = pd.concat(
         [
             frame[list(KEY_COLUMNS)],
-            pd.DataFrame(matrix, columns=list(FEATURE_NAMES)),
+            pd.DataFrame(matrix, columns=names),
             frame[[c for c in LABEL_COLUMNS if c in frame]],
         ],
         axis=1,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.bundle import MANIFEST, sha256_file
-from serving.features import FEATURE_NAMES
+from serving.features import DEFAULT_FEATURE_SET, FeatureSet
 from serving.registry import Registry
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "mlops" / "model_card_template.md"
@@ -31,6 +31,7 @@ class BundleContent:
     mlflow_model_version: str | None
     lineage: dict[str, Any]
     card_fields: dict[str, str]  # extra values for the model card template
+    feature_set: FeatureSet = DEFAULT_FEATURE_SET  # as replayed for training, lags included
 
 
 def render_model_card(fields: dict[str, str], template: Path = TEMPLATE) -> str:
@@ -68,7 +69,9 @@ def publish(
     manifest = {
         "version": version,
         "created_at": now.isoformat(),
-        "features": list(FEATURE_NAMES),
+        "features": list(content.feature_set.names),
+        "feature_set": content.feature_set.declaration(),
+        "feature_set_fingerprint": content.feature_set.fingerprint(),
         "threshold": content.threshold,
         "metrics": content.metrics,
         "data_fingerprint": content.data_fingerprint,

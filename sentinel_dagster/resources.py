@@ -12,6 +12,7 @@ from pydantic import Field
 
 from sentinel_dagster import paths
 from sentinel_dagster.policy import DEFAULT_POLICY_PATH, Policy, load_policy
+from serving.features import FeatureSet
 
 
 class SentinelHome(dg.ConfigurableResource):
@@ -33,6 +34,10 @@ class GovernancePolicy(dg.ConfigurableResource):
 
     def load(self) -> Policy:
         return load_policy(Path(self.path))
+
+    def feature_set(self) -> FeatureSet:
+        """The features as this policy's label maturity lags them."""
+        return FeatureSet(label_maturity_days=self.load().label_maturity_days)
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):

@@ -13,7 +13,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from serving.features import FEATURE_NAMES
+from serving.features import (
+    DEFAULT_FEATURE_SET,
+    FEATURE_NAMES,
+    FeatureSet,
+    feature_set_from_declaration,
+)
 from serving.predictor import CompiledPredictor
 
 MANIFEST = "manifest.json"
@@ -72,13 +77,42 @@ def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
             raise BundleError(f"{path}: {name} does not match its sha256 in the manifest")
 
 
-def load_bundle(path: Path) -> Bundle:
-    """Verify and load a bundle; BundleError says why one is rejected."""
+def check_feature_set(path: Path, manifest: dict[str, Any], engine: FeatureSet) -> None:
+    """The bundle's declared feature set must be exactly the one the engine computes."""
+    declared = manifest.get("feature_set")
+    if declared is None:
+        raise BundleError(
+            f"{path}: no feature_set declaration (published before feature set "
+            f"{engine.name} v{engine.version}): retrain it"
+        )
+    try:
+        bundle = feature_set_from_declaration(declared)
+    except ValueError as exc:
+        raise BundleError(f"{path}: {exc}") from None
+    if bundle == engine:
+        return
+    if (bundle.name, bundle.version) != (engine.name, engine.version):
+        raise BundleError(
+            f"{path}: feature set {bundle.name} v{bundle.version}; this service computes "
+            f"{engine.name} v{engine.version}"
+        )
+    if bundle.label_maturity_days != engine.label_maturity_days:
+        raise BundleError(
+            f"{path}: trained with a label maturity of {bundle.label_maturity_days:g} days; "
+            f"this service computes {engine.label_maturity_days:g} "
+            "(SENTINEL_LABEL_MATURITY_DAYS)"
+        )
+    raise BundleError(f"{path}: its feature declarations differ from this service's engine")
+
+
+def load_bundle(path: Path, features: FeatureSet = DEFAULT_FEATURE_SET) -> Bundle:
+    """Verify and load a bundle whose feature set is `features`; BundleError says why not."""
     path = Path(path)
     manifest = read_manifest(path)
     verify_checksums(path, manifest)
     if manifest.get("features") != list(FEATURE_NAMES):
         raise BundleError(f"{path}: its features differ from this service's feature engine")
+    check_feature_set(path, manifest, features)
     try:
         threshold = float(manifest["threshold"])
         str(manifest["version"])

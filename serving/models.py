@@ -45,6 +45,7 @@ class ModelManager:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.registry = Registry(settings.registry_root())
+        self.features = settings.feature_set()  # what the engine computes: bundles must match
         self.current = LoadedModels()
         self.last_rejected: Rejection | None = None
         self.counters = ReloadCounters()
@@ -71,7 +72,7 @@ class ModelManager:
         if path in self._rejected:
             return loaded
         try:
-            bundle = load_bundle(path)
+            bundle = load_bundle(path, self.features)
         except BundleError as exc:
             self._rejected.add(path)
             self.last_rejected = Rejection(str(path), str(exc), dt.datetime.now(dt.UTC))

@@ -6,7 +6,7 @@ import logging
 import time
 
 from serving.breaker import CircuitBreaker
-from serving.feature_engine import FeatureEngine
+from serving.feature_engine import EngineConfig, FeatureEngine
 from serving.logs import log_event
 from serving.metrics import ServiceMetrics
 from serving.models import ModelManager
@@ -34,13 +34,14 @@ class Service:
 
     def _restore_engine(self) -> FeatureEngine:
         """The state saved at the last shutdown; a missing or unreadable one starts cold."""
+        features = self.settings.feature_set()
         if not self.snapshot_path.exists():
-            return FeatureEngine()
+            return FeatureEngine(config=EngineConfig(features=features))
         try:
-            engine = FeatureEngine.restore(self.snapshot_path)
+            engine = FeatureEngine.restore(self.snapshot_path, features)
         except (ValueError, KeyError, TypeError) as exc:
             log_event(log, logging.WARNING, "feature_state_not_restored", error=type(exc).__name__)
-            return FeatureEngine()
+            return FeatureEngine(config=EngineConfig(features=features))
         log_event(log, logging.INFO, "feature_state_restored", events=engine.stats()["events"])
         return engine
 

@@ -7,6 +7,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.breaker import BreakerConfig
+from serving.features import DEFAULT_LABEL_MATURITY_DAYS, FeatureSet
 
 
 class ServiceSettings(BaseSettings):
@@ -40,6 +41,16 @@ class ServiceSettings(BaseSettings):
     )
     breaker_open_wait_s: float = Field(default=5.0, gt=0, description="Open before half-open.")
     breaker_half_open_probes: int = Field(default=5, gt=0, description="Probes to close again.")
+    label_maturity_days: float = Field(
+        default=DEFAULT_LABEL_MATURITY_DAYS,
+        ge=0,
+        le=365,
+        description="The lagged label windows' lag; must match the policy the bundles were "
+        "trained with (bundles declaring another are refused).",
+    )
+
+    def feature_set(self) -> FeatureSet:
+        return FeatureSet(label_maturity_days=self.label_maturity_days)
 
     def breaker_config(self) -> BreakerConfig:
         return BreakerConfig(

@@ -5,6 +5,8 @@ import pandas as pd
 
 from sentinel_dagster.feature_replay import replay
 from sentinel_dagster.reporting import frame_markdown
+from sentinel_dagster.resources import GovernancePolicy
+from serving.feature_engine import EngineConfig
 from serving.features import FEATURES
 
 
@@ -22,15 +24,20 @@ def feature_profile(table: pd.DataFrame) -> pd.DataFrame:
 
 
 @dg.asset(group_name="features", io_manager_key="parquet_io_manager", kinds={"pandas", "parquet"})
-def transaction_features(transactions: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+def transaction_features(
+    transactions: pd.DataFrame, policy: GovernancePolicy
+) -> dg.Output[pd.DataFrame]:
     """One feature vector per transaction: the event log replayed through the serving engine."""
-    result = replay(transactions)
+    features = policy.feature_set()
+    result = replay(transactions, EngineConfig(features=features))
     stats = result.engine.stats()
     return dg.Output(
         result.table,
         metadata={
             "rows": len(result.table),
             "features": len(FEATURES),
+            "feature_set": f"{features.name} v{features.version}",
+            "label_maturity_days": features.label_maturity_days,
             "seconds": round(result.seconds, 2),
             "events_per_second": round(len(result.table) / max(result.seconds, 1e-9)),
             "labels_applied": stats["labels_applied"],

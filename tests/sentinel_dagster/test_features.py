@@ -154,6 +154,21 @@ def test_cli_features_writes_the_table_and_a_snapshot(small_parquet: Path, tmp_p
     assert FeatureEngine.restore(state).stats()["events"] == len(table)
 
 
+def test_cli_features_lags_label_windows_by_the_policy_maturity(
+    small_parquet: Path, tmp_path: Path
+) -> None:
+    policy, state = tmp_path / "policy.yaml", tmp_path / "state.pkl"
+    policy.write_text("label_maturity_days: 2\n")
+    out = tmp_path / "features.parquet"
+    args = ["features", str(small_parquet), str(out), "--snapshot", str(state)]
+    result = CliRunner().invoke(app, [*args, "--policy", str(policy)])
+    assert result.exit_code == 0, result.output
+    assert FeatureEngine.restore(state).config.features.label_maturity_days == 2.0
+    policy.write_text("label_maturity_days: -1\n")
+    bad = CliRunner().invoke(app, [*args, "--policy", str(policy)])
+    assert bad.exit_code == 2 and "label_maturity_days" in bad.output
+
+
 def test_cli_features_rejects_unreadable_and_invalid_input(
     small_frame: pd.DataFrame, tmp_path: Path
 ) -> None:

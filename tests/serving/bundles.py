@@ -8,7 +8,7 @@ import xgboost as xgb
 
 from sentinel_dagster.compile_model import to_onnx
 from sentinel_dagster.publishing import BundleContent, publish
-from serving.features import FEATURE_INDEX, FEATURE_NAMES
+from serving.features import DEFAULT_FEATURE_SET, FEATURE_INDEX, FEATURE_NAMES, FeatureSet
 from serving.registry import Registry
 
 # The seed README's curl example, field for field.
@@ -37,6 +37,7 @@ def publish_booster(
     threshold: float,
     run_id: str,
     now: dt.datetime | None = None,
+    features: FeatureSet = DEFAULT_FEATURE_SET,
 ) -> tuple[str, str]:
     """Compile and publish a trained booster as the lineage would: (version, role)."""
     content = BundleContent(
@@ -50,6 +51,7 @@ def publish_booster(
         mlflow_model_version=None,
         lineage={"test": True},
         card_fields={},
+        feature_set=features,
     )
     return publish(registry, content, now=now)
 

@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 from serving.feature_engine import EngineConfig, FeatureEngine
-from serving.features import FEATURE_NAMES, FEATURES, MERCHANT_CATEGORIES, SEED_FEATURES
+from serving.features import (
+    FEATURE_NAMES,
+    FEATURES,
+    MERCHANT_CATEGORIES,
+    SEED_FEATURES,
+    markdown_table,
+)
 from serving.state_store import InMemoryStore
 
 T0 = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC, a Thursday
@@ -228,9 +234,12 @@ def test_memory_stops_growing_on_a_long_stream_of_one_card() -> None:
             card = engine.store.table("card")["card-1"]
             sizes.append((len(card.ts), len(engine.store.table("txn"))))
     history = [s[0] for s in sizes]
-    assert max(history) <= 31 * 24 + 2  # 30-day window, lateness, a day of trimming slack
-    full = history[4:]  # samples from day 40 on: the window is full
-    assert all(30 * 24 <= n <= 31 * 24 + 2 for n in full), full  # bounded, not growing
+    # The longest reach is 37 days (a 30-day window lagged by 7 days of label maturity).
+    reach_h = int(engine.config.features.longest_reach_s() // 3600)
+    assert reach_h == 37 * 24
+    assert max(history) <= reach_h + 24 + 2  # the reach, lateness, a day of trimming slack
+    full = history[5:]  # samples from day 50 on: the reach is full
+    assert all(reach_h <= n <= reach_h + 24 + 2 for n in full), full  # bounded, not growing
     assert max(s[1] for s in sizes) <= 2 * 24 + 2 + 1024  # ids kept for the dedup window
 
 
@@ -322,8 +331,9 @@ def test_in_memory_store_reports_sizes() -> None:
     assert store.size("txn") == 1
 
 
-def test_docs_list_every_feature_in_contract_order() -> None:
+def test_docs_hold_the_table_generated_from_the_declaration() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "features.md").read_text()
+    assert markdown_table() in doc
     rows = [line for line in doc.splitlines() if line.startswith("| ") and "`" in line]
     assert [row.split("`")[1] for row in rows] == list(FEATURE_NAMES)
 

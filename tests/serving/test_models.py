@@ -1,15 +1,18 @@
 """Model loading and hot reload: follow the registry, reject bad bundles, keep serving."""
 
+import datetime as dt
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from serving.bundle import BundleError, load_bundle
+from serving.features import DEFAULT_FEATURE_SET, FeatureSet, feature_set_from_declaration
 from serving.models import ModelManager
 from serving.registry import Registry
 from serving.settings import ServiceSettings
-from tests.serving.bundles import make_writable, publish_small
+from tests.serving.bundles import make_writable, publish_booster, publish_small, small_booster
 
 
 @pytest.fixture
@@ -137,3 +140,48 @@ def test_settings_keep_the_seed_defaults(monkeypatch) -> None:
     settings = ServiceSettings()
     assert settings.force_circuit_open is True
     assert settings.artifacts_dir == Path("/models/champion")
+
+
+def _publish_with_maturity(registry: Registry, days: float) -> Path:
+    when = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+    booster = small_booster(seed=3)
+    features = FeatureSet(label_maturity_days=days)
+    version, _ = publish_booster(registry, booster, 0.5, "runmaturity", when, features)
+    return registry.bundle_dir(version)
+
+
+def test_the_manifest_carries_the_feature_set_declaration(registry: Registry) -> None:
+    bundle_dir = _publish_with_maturity(registry, 7.0)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert feature_set_from_declaration(manifest["feature_set"]) == DEFAULT_FEATURE_SET
+    assert manifest["feature_set_fingerprint"] == DEFAULT_FEATURE_SET.fingerprint()
+
+
+def test_a_bundle_trained_with_another_label_maturity_is_refused(
+    tmp_path: Path, registry: Registry
+) -> None:
+    _publish_with_maturity(registry, 14.0)
+    manager = manager_for(tmp_path)  # SENTINEL_LABEL_MATURITY_DAYS defaults to 7
+    manager.reload()
+    assert manager.current.champion is None
+    assert manager.last_rejected is not None
+    assert "label maturity of 14 days; this service computes 7" in manager.last_rejected.reason
+    matching = manager_for(tmp_path, label_maturity_days=14.0)
+    matching.reload()
+    assert matching.current.champion is not None
+
+
+def test_a_bundle_without_a_feature_set_declaration_is_refused(
+    tmp_path: Path, registry: Registry
+) -> None:
+    bundle_dir = _publish_with_maturity(registry, 7.0)
+    make_writable(bundle_dir)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    del manifest["feature_set"]
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"no feature_set declaration .* retrain it"):
+        load_bundle(bundle_dir)
+    manifest["feature_set"] = {"name": "sentinel", "version": "x"}
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="malformed feature set declaration"):
+        load_bundle(bundle_dir)
