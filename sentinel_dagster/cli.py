@@ -144,6 +144,13 @@ def features(
         Path | None,
         typer.Option(help="Also save the engine's final state here, to warm-start serving."),
     ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="Policy YAML whose label_maturity_days lags the label windows "
+            "[default: mlops/promotion_policy.yaml]."
+        ),
+    ] = None,
 ) -> None:
     """Replay events and label arrivals through the serving feature engine into a table."""
     from sentinel_dagster.dataset import (
@@ -153,9 +160,15 @@ def features(
         write_parquet_frame,
     )
     from sentinel_dagster.feature_replay import replay
+    from sentinel_dagster.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy
+    from serving.feature_engine import EngineConfig
+    from serving.features import FeatureSet
 
     try:
+        maturity = load_policy(policy or DEFAULT_POLICY_PATH).label_maturity_days
         frame = load_transactions(in_path)
+    except PolicyError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
     except DatasetError as exc:
         raise fail(str(exc), EXIT_UNUSABLE) from None
     except SchemaError as exc:
@@ -164,7 +177,11 @@ def features(
     with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task("replay", total=len(frame))
         try:
-            result = replay(frame, progress=lambda done, _: bar.update(task, completed=done))
+            result = replay(
+                frame,
+                EngineConfig(features=FeatureSet(label_maturity_days=maturity)),
+                progress=lambda done, _: bar.update(task, completed=done),
+            )
         except ValueError as exc:
             raise fail(f"{in_path}: {exc}", EXIT_INVALID) from None
     try:
@@ -219,13 +236,29 @@ def check_promotion(
         metrics,
         rules,
         champion=data.get("champion_metrics"),
+        heuristic=data.get("heuristic_metrics") or _bundle_heuristic(source),
         predict_p99_us=data.get("predict_p99_us"),
     )
     for check in decision.checks:
         say(f"  {'ok ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
     if not decision.passed:
-        raise fail(f"promotion gate failed: {'; '.join(decision.reasons)}", EXIT_INVALID)
+        for line in decision.refusal():  # every failed check together, at the end
+            say(line, err)
+        raise typer.Exit(EXIT_INVALID)
     say("promotion gate passed")
+
+
+def _bundle_heuristic(source: Path) -> dict[str, float] | None:
+    """A bundle's manifest.json has no heuristic metrics; its lineage.json keeps the evaluation."""
+    import json
+
+    lineage = source.with_name("lineage.json")
+    if source.name != "manifest.json" or not lineage.is_file():
+        return None
+    try:
+        return json.loads(lineage.read_text())["evaluation"]["heuristic_metrics"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the uplift check then fails, naming the missing heuristic metrics
 
 
 @app.command()
@@ -238,13 +271,21 @@ def materialize(
         Path | None,
         typer.Option(help="Run config YAML, as in the Dagster launchpad (ops: ...: config:)."),
     ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Policy YAML for this run [default: mlops/promotion_policy.yaml]."),
+    ] = None,
 ) -> None:
     """Materialize the lineage in process, recorded in the Dagster instance (see the UI)."""
-    from sentinel_dagster.runner import MaterializeError, load_run_config
+    from sentinel_dagster.policy import PolicyError, load_policy
+    from sentinel_dagster.runner import MaterializeError, load_run_config, with_policy
 
     try:
         run_config = load_run_config(config) if config else None
-    except MaterializeError as exc:
+        if policy is not None:
+            load_policy(policy)  # refuse a bad file here, not halfway through the run
+            run_config = with_policy(run_config, policy)
+    except (MaterializeError, PolicyError) as exc:
         raise fail(str(exc), EXIT_UNUSABLE) from None
     _materialize_and_report(select, run_config)
 

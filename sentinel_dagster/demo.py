@@ -73,7 +73,8 @@ def run_demo(home: Path, api_url: str, say: Callable[[str], None]) -> str:
         raise DemoError(f"the training run {run.run_id} failed: {run.failure}")
     challenger = registry.pointer("challenger")
     if challenger is None or challenger == champion:
-        raise DemoError("the new candidate did not pass the promotion gate: see promotion_decision")
+        why = "; ".join(run.refused) or "see promotion_decision"
+        raise DemoError(f"the new candidate did not pass the promotion gate: {why}")
     say(f"    published {challenger} as challenger")
     if not _wait(api_url, "challenger", challenger, 60):
         raise DemoError("the service did not load the challenger within 60 s")

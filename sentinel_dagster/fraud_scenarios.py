@@ -115,7 +115,7 @@ def _labels(
 
 def with_fixed_label_delay(events: Events, delay_days: float) -> Events:
     """The same events with every reported fraud labelled `delay_days` after its payment."""
-    delay = int(round(delay_days * SECONDS_PER_DAY))
+    delay = round(delay_days * SECONDS_PER_DAY)
     reported = events.label_time != NO_LABEL
     label_time = np.where(reported, events.time + delay, NO_LABEL)
     return dataclasses.replace(events, label_time=label_time)

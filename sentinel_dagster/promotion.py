@@ -1,5 +1,9 @@
 """The promotion gate: a candidate's holdout metrics judged against the policy.
 
+The default checks are relative (against the heuristic fallback and the champion, scored on
+the same holdout), so the gate judges the model rather than how hard the data is; absolute
+floors apply only where a deployment configures them.
+
 A failed gate is a normal outcome, returned with every reason — never an exception.
 """
 
@@ -32,40 +36,28 @@ class Decision:
         ]
         return "\n".join(rows)
 
+    def refusal(self) -> list[str]:
+        """Every reason as one block of lines (empty when it passed), for terminals."""
+        if self.passed:
+            return []
+        head = f"promotion gate refused ({len(self.reasons)} of {len(self.checks)} checks failed):"
+        return [head, *(f"  - {reason}" for reason in self.reasons)]
+
 
 def decide(
     candidate: dict[str, float],
     policy: PromotionPolicy,
     champion: dict[str, float] | None = None,
+    heuristic: dict[str, float] | None = None,
     predict_p99_us: float | None = None,
 ) -> Decision:
-    """Floors, then no regression against `champion` (same holdout), then latency."""
-    checks = []
-    for metric, floor in policy.metric_floors.items():
-        value = candidate.get(metric)
-        if value is None:
-            checks.append(GateCheck(f"floor:{metric}", False, f"{metric} was not measured"))
-        else:
-            checks.append(
-                GateCheck(
-                    f"floor:{metric}", value >= floor, f"{metric} {value:.4f} vs floor {floor}"
-                )
-            )
-    if champion is None:
-        checks.append(GateCheck("champion", True, "no champion yet: nothing to regress against"))
-    else:
-        for metric, tolerance in policy.max_regression.items():
-            new, old = candidate.get(metric), champion.get(metric)
-            if new is None or old is None:
-                checks.append(GateCheck(f"regression:{metric}", False, f"{metric} missing"))
-                continue
-            checks.append(
-                GateCheck(
-                    f"regression:{metric}",
-                    new >= old - tolerance,
-                    f"{metric} {new:.4f} vs champion {old:.4f} (tolerance {tolerance})",
-                )
-            )
+    """Uplift over `heuristic` and no regression against `champion` (both scored on the
+    candidate's holdout), optional absolute floors, then latency."""
+    checks = [
+        *_uplift(candidate, heuristic, policy.min_uplift_over_heuristic),
+        *_regression(candidate, champion, policy.max_regression),
+        *_floors(candidate, policy.metric_floors),
+    ]
     if predict_p99_us is not None:
         budget = policy.max_predict_p99_us
         checks.append(
@@ -76,3 +68,64 @@ def decide(
             )
         )
     return Decision(passed=all(c.passed for c in checks), checks=checks)
+
+
+def _uplift(
+    candidate: dict[str, float], heuristic: dict[str, float] | None, margins: dict[str, float]
+) -> list[GateCheck]:
+    checks = []
+    for metric, margin in margins.items():
+        name, new = f"uplift:{metric}", candidate.get(metric)
+        old = heuristic.get(metric) if heuristic is not None else None
+        if new is None:
+            checks.append(GateCheck(name, False, f"{metric} was not measured"))
+        elif old is None:  # fail closed: without the baseline the uplift is unknown
+            checks.append(
+                GateCheck(name, False, f"heuristic {metric} missing: cannot judge the uplift")
+            )
+        else:
+            checks.append(
+                GateCheck(
+                    name,
+                    new - old >= margin,
+                    f"{metric} {new:.4f} vs heuristic {old:.4f}: uplift {new - old:+.4f}, "
+                    f"needs at least {margin:+g}",
+                )
+            )
+    return checks
+
+
+def _regression(
+    candidate: dict[str, float], champion: dict[str, float] | None, tolerances: dict[str, float]
+) -> list[GateCheck]:
+    if champion is None:
+        return [GateCheck("champion", True, "no champion yet: nothing to regress against")]
+    checks = []
+    for metric, tolerance in tolerances.items():
+        new, old = candidate.get(metric), champion.get(metric)
+        if new is None or old is None:
+            checks.append(GateCheck(f"regression:{metric}", False, f"{metric} missing"))
+            continue
+        checks.append(
+            GateCheck(
+                f"regression:{metric}",
+                new >= old - tolerance,
+                f"{metric} {new:.4f} vs champion {old:.4f} (tolerance {tolerance})",
+            )
+        )
+    return checks
+
+
+def _floors(candidate: dict[str, float], floors: dict[str, float]) -> list[GateCheck]:
+    checks = []
+    for metric, floor in floors.items():
+        value = candidate.get(metric)
+        if value is None:
+            checks.append(GateCheck(f"floor:{metric}", False, f"{metric} was not measured"))
+        else:
+            checks.append(
+                GateCheck(
+                    f"floor:{metric}", value >= floor, f"{metric} {value:.4f} vs floor {floor}"
+                )
+            )
+    return checks

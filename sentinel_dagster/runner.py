@@ -47,6 +47,7 @@ class RunReport:
     checks: list[tuple[str, bool]] = field(default_factory=list)  # (check, passed)
     data_docs: str | None = None
     published: str | None = None  # "version as role" when a bundle was published
+    refused: list[str] = field(default_factory=list)  # the promotion gate's failed checks
     failure: str | None = None
 
     def lines(self) -> list[str]:
@@ -57,6 +58,12 @@ class RunReport:
             lines.append(f"GX Data Docs: {self.data_docs}")
         if self.published:
             lines.append(f"published bundle {self.published}")
+        if self.refused:  # a refusal is an outcome of a successful run: say why, in one block
+            lines.append(
+                f"promotion gate refused ({len(self.refused)} failed checks): "
+                "nothing published, the champion stays"
+            )
+            lines += [f"  - {reason}" for reason in self.refused]
         lines.append(f"Dagster instance: {self.dagster_home} (UI: dagster dev -w workspace.yaml)")
         return lines
 
@@ -68,12 +75,15 @@ def _report(result: dg.ExecuteInProcessResult, home: Path) -> RunReport:
     for event in result.get_asset_materialization_events():
         materialization = event.materialization
         metadata = materialization.metadata
+        key = materialization.asset_key.to_user_string()
         where = metadata.get("path")
-        report.materialized.append(
-            (materialization.asset_key.to_user_string(), str(where.value) if where else None)
-        )
+        report.materialized.append((key, str(where.value) if where else None))
         if "role" in metadata and "version" in metadata:  # model_bundle published
             report.published = f"{metadata['version'].value} as {metadata['role'].value}"
+        if key == "promotion_decision" and not metadata["passed"].value:
+            # its reasons are a markdown list in the UI, one "- reason" per line
+            reasons = str(metadata["reasons"].value).splitlines()
+            report.refused = [r.removeprefix("- ") for r in reasons]
     for evaluation in result.get_asset_check_evaluations():
         name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
         report.checks.append((name, evaluation.passed))
@@ -83,7 +93,10 @@ def _report(result: dg.ExecuteInProcessResult, home: Path) -> RunReport:
     failures = [e for e in result.all_events if e.is_step_failure]
     if failures:
         error = failures[0].step_failure_data.error
-        report.failure = f"{failures[0].step_key}: {error.message.strip() if error else ''}"
+        message = error.message.strip() if error else ""
+        # A dg.Failure is the asset's own explanation: its class path adds nothing.
+        message = message.removeprefix(f"{dg.Failure.__module__}.Failure: ")
+        report.failure = f"{failures[0].step_key}: {message}"
     return report
 
 
@@ -95,6 +108,16 @@ def load_run_config(path: Path) -> dict[str, Any]:
         raise MaterializeError(str(exc)) from None
     if not isinstance(config, dict):
         raise MaterializeError(f"run config {path} must be a mapping, e.g. ops: ...")
+    return config
+
+
+def with_policy(run_config: dict[str, Any] | None, policy: Path) -> dict[str, Any]:
+    """`run_config` with the `policy` resource reading `policy` (over any path it named)."""
+    config = dict(run_config or {})
+    config["resources"] = {
+        **(config.get("resources") or {}),
+        "policy": {"config": {"path": str(policy.resolve())}},
+    }
     return config
 
 

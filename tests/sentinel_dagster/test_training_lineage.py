@@ -178,3 +178,23 @@ def test_check_promotion_cli_keeps_the_seed_exit_codes(lineage: Lineage, tmp_pat
     (tmp_path / "bad.json").write_text(json.dumps({"nothing": 1}))
     bad = runner.invoke(app, ["check-promotion", "--metadata", str(tmp_path / "bad.json")])
     assert bad.exit_code == 2
+
+
+def test_materialize_policy_option_refuses_and_prints_every_reason(
+    lineage: Lineage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--policy` reaches the `policy` resource; a refusal is a successful run, reasons shown."""
+    monkeypatch.setenv("SENTINEL_HOME", str(lineage.home))
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("promotion:\n  metric_floors:\n    pr_auc: 0.9999\n    roc_auc: 0.9999\n")
+    result = CliRunner().invoke(
+        app, ["materialize", "--select", "promotion_decision", "--policy", str(strict)]
+    )
+    assert result.exit_code == 0, result.output  # a refused gate is an outcome
+    lines = result.output.splitlines()
+    start = lines.index(
+        "promotion gate refused (2 failed checks): nothing published, the champion stays"
+    )
+    assert lines[start + 1].startswith("  - pr_auc ") and "vs floor 0.9999" in lines[start + 1]
+    assert lines[start + 2].startswith("  - roc_auc ") and "vs floor 0.9999" in lines[start + 2]
+    assert Registry(lineage.home / "registry").pointer("champion") == lineage.champion_after_first
