@@ -13,6 +13,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
 from sentinel_dagster.events_table import SCENARIOS
+from sentinel_dagster.training_data import TrainingSet, known_labels
 
 TOP_CARDS_PER_DAY = 100
 
@@ -43,12 +44,18 @@ def recall_at_fpr(labels: np.ndarray, scores: np.ndarray, max_fpr: float) -> flo
 
 
 def card_precision_at_k(
-    frame: pd.DataFrame, scores: np.ndarray, k: int = TOP_CARDS_PER_DAY
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    k: int = TOP_CARDS_PER_DAY,
+    known_compromised: frozenset[str] = frozenset(),
 ) -> float:
-    """Per day, the share of frauded cards among the k cards with the highest score; mean of days.
+    """Per UTC day, the share of frauded cards among the k highest-scored cards; mean of days.
 
-    Cards are ranked by their highest score that day; a card counts as frauded if any of its
-    payments that day was fraud (Fraud Detection Handbook, "card precision top-k").
+    The Fraud Detection Handbook's "card precision top-k": a card ranks by its highest score
+    that day and counts as frauded if any of its payments that day was fraud. A card found
+    (frauded and in a day's top k) leaves later days' rankings, since an investigator would
+    already have blocked it, and cards in `known_compromised` (known before the period) are
+    left out of every day.
     """
     per_card = (
         pd.DataFrame(
@@ -62,16 +69,44 @@ def card_precision_at_k(
         .groupby(["day", "card"], sort=False)
         .agg(score=("score", "max"), fraud=("fraud", "max"))
     )
+    per_card = per_card[~per_card.index.get_level_values("card").isin(known_compromised)]
+    detected: set[str] = set()
     daily = []
-    for _, cards in per_card.groupby(level="day"):
-        top = cards.nlargest(k, "score")
-        daily.append(float(top["fraud"].sum()) / k)
+    for _, cards in per_card.groupby(level="day"):  # in day order: detection carries forward
+        cards = cards.droplevel("day")
+        top = cards[~cards.index.isin(detected)].nlargest(k, "score")
+        found = top.index[top["fraud"] == 1]
+        daily.append(len(found) / k)
+        detected.update(found)
     return float(np.mean(daily)) if daily else float("nan")
 
 
+def known_compromised_cards(frame: pd.DataFrame, cutoff: pd.Timestamp) -> frozenset[str]:
+    """Cards of payments before `cutoff` with a fraud whose label had arrived by `cutoff`."""
+    before = frame[frame["event_time"] < cutoff]
+    return frozenset(before["card_id"][known_labels(before, cutoff) == 1])
+
+
+def compromised_before_holdout(data: TrainingSet) -> frozenset[str]:
+    """Cards known compromised when the holdout starts, from every row before it (those left
+    out of training as too recent for their labels included).
+
+    The cutoff is the holdout's first day: labels that arrived by then were known to anyone
+    scoring the holdout, so those cards are excluded from its card precision.
+    """
+    cutoff = data.holdout.frame["event_time"].min().floor("D")
+    before = (data.train, data.validation, data.immature)
+    return frozenset().union(*(known_compromised_cards(p.frame, cutoff) for p in before))
+
+
 def evaluate_scores(
-    frame: pd.DataFrame, labels: np.ndarray, scores: np.ndarray, threshold: float
+    frame: pd.DataFrame,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    known_compromised: frozenset[str] = frozenset(),
 ) -> Metrics:
+    """All metrics of `scores` on `frame`; `known_compromised` cards only leave card precision."""
     flagged = scores >= threshold
     positives = labels == 1
     scenario_recall = {}
@@ -86,7 +121,9 @@ def evaluate_scores(
         roc_auc=float(roc_auc_score(labels, scores)),
         recall_at_0_5pct_fpr=recall_at_fpr(labels, scores, 0.005),
         recall_at_1pct_fpr=recall_at_fpr(labels, scores, 0.01),
-        card_precision_at_100=card_precision_at_k(frame, scores),
+        card_precision_at_100=card_precision_at_k(
+            frame, scores, known_compromised=known_compromised
+        ),
         brier=float(brier_score_loss(labels, np.clip(scores, 0.0, 1.0))),
         recall_at_threshold=float(flagged[positives].mean()),
         fpr_at_threshold=float(flagged[~positives].mean()),

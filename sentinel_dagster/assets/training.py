@@ -15,12 +15,19 @@ import dagster as dg
 import mlflow
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 from pydantic import Field
 
 from sentinel_dagster import mlflow_tracking
 from sentinel_dagster.compile_model import check_parity, to_onnx
-from sentinel_dagster.evaluation import Metrics, evaluate_scores, single_row_latency_us
+from sentinel_dagster.evaluation import (
+    Metrics,
+    compromised_before_holdout,
+    evaluate_scores,
+    single_row_latency_us,
+)
 from sentinel_dagster.events_table import SCENARIOS
+from sentinel_dagster.feature_importance import ablation, gain_importance
 from sentinel_dagster.plots import pr_curve_png, score_distribution_png
 from sentinel_dagster.promotion import decide
 from sentinel_dagster.publishing import BundleContent, publish
@@ -35,7 +42,7 @@ from sentinel_dagster.training_data import (
     to_frame,
 )
 from serving.bundle import BundleError, load_bundle
-from serving.features import FEATURE_NAMES
+from serving.features import FEATURE_NAMES, FeatureSet, feature_groups, markdown_table
 from serving.heuristic import heuristic_score
 from serving.predictor import CompiledPredictor
 from serving.registry import Registry
@@ -72,20 +79,26 @@ class SplitConfig(dg.Config):
 
 @dg.asset(group_name="training", io_manager_key="parquet_io_manager", kinds={"pandas"})
 def training_set(
-    config: SplitConfig, transaction_features: pd.DataFrame
+    config: SplitConfig, transaction_features: pd.DataFrame, policy: GovernancePolicy
 ) -> dg.Output[pd.DataFrame]:
-    """Out-of-time split; positives only where the label was known by the period's cutoff."""
+    """Out-of-time split with a label-maturity gap; labels as known at the holdout start."""
+    maturity = policy.load().label_maturity_days
     try:
-        split = split_out_of_time(transaction_features, config.validation_days, config.holdout_days)
+        split = split_out_of_time(
+            transaction_features, config.validation_days, config.holdout_days, maturity
+        )
     except TrainingDataError as exc:
         raise dg.Failure(description=str(exc)) from None
-    summary = pd.DataFrame([{"period": p.name, **p.summary()} for p in split.periods()])
+    periods = (*split.periods(), split.immature)
+    summary = pd.DataFrame([{"period": p.name, **p.summary()} for p in periods])
     frame = to_frame(split)
     return dg.Output(
         frame,
         metadata={
             "periods": dg.MetadataValue.md(frame_markdown(summary)),
             "rows": len(frame),
+            "label_maturity_days": maturity,
+            "immature_rows_left_out": len(split.immature.frame),
             "data_fingerprint": fingerprint(frame),
         },
     )
@@ -167,25 +180,45 @@ def _metrics_table(columns: dict[str, Any]) -> str:
     return frame_markdown(table, max_rows=len(names))
 
 
+class EvaluationConfig(dg.Config):
+    ablation: bool = Field(
+        default=True,
+        description="Also retrain without each feature group, on a sample of the training "
+        "rows, and report the holdout metrics lost.",
+    )
+
+
 @dg.asset(group_name="training", kinds={"mlflow"})
 def candidate_evaluation(
-    candidate_model: dict[str, Any], training_set: pd.DataFrame
+    config: EvaluationConfig, candidate_model: dict[str, Any], training_set: pd.DataFrame
 ) -> dg.Output[dict[str, Any]]:
-    """Holdout metrics of the candidate beside the heuristic fallback's, with plots."""
-    holdout = from_frame(training_set).holdout
-    predictor = CompiledPredictor((Path(candidate_model["model_dir"]) / "model.onnx").read_bytes())
+    """Holdout metrics of the candidate beside the heuristic fallback's, with plots, gain
+    per feature and, if configured, a feature-group ablation."""
+    data = from_frame(training_set)
+    holdout = data.holdout
+    compromised = compromised_before_holdout(data)
+    model_dir = Path(candidate_model["model_dir"])
+    predictor = CompiledPredictor((model_dir / "model.onnx").read_bytes())
     scores = predictor.predict(holdout.features)
     threshold = candidate_model["threshold"]
-    model_metrics = evaluate_scores(holdout.frame, holdout.labels, scores, threshold)
+    model_metrics = evaluate_scores(holdout.frame, holdout.labels, scores, threshold, compromised)
     rows = holdout.features.tolist()
     heuristic = np.array([heuristic_score(r).probability for r in rows])
-    heuristic_metrics = evaluate_scores(holdout.frame, holdout.labels, heuristic, 0.5)
+    heuristic_metrics = evaluate_scores(holdout.frame, holdout.labels, heuristic, 0.5, compromised)
     p50, p99 = single_row_latency_us(predictor.predict_one, holdout.features)
     pr_png = pr_curve_png(holdout.labels, {"model": scores, "heuristic": heuristic})
     dist_png = score_distribution_png(holdout.labels, scores, threshold)
-    model_dir = Path(candidate_model["model_dir"])
     (model_dir / "pr_curve.png").write_bytes(pr_png)
     (model_dir / "score_distribution.png").write_bytes(dist_png)
+    importance = gain_importance(
+        xgb.Booster(model_file=str(model_dir / "model.json")), FEATURE_NAMES
+    )
+    importance.to_csv(model_dir / "feature_importance.csv", index=False)
+    ablated = None
+    if config.ablation:
+        params = TrainParams(**candidate_model["params"])
+        ablated = ablation(data, params, feature_groups(), compromised)
+        ablated.to_csv(model_dir / "ablation.csv", index=False)
     result = {
         "metrics": model_metrics.flat(),
         "heuristic_metrics": heuristic_metrics.flat(),
@@ -193,6 +226,9 @@ def candidate_evaluation(
         "predict_p99_us": p99,
         "holdout_rows": len(rows),
         "holdout_frauds": int(holdout.labels.sum()),
+        "known_compromised_cards": len(compromised),
+        "feature_importance": importance.to_dict("records"),
+        "ablation": None if ablated is None else ablated.to_dict("records"),
     }
     evaluation_json = json.dumps(result, indent=2, sort_keys=True)
     (model_dir / "evaluation.json").write_text(evaluation_json)
@@ -203,6 +239,9 @@ def candidate_evaluation(
         mlflow.log_metrics({"predict_p50_us": p50, "predict_p99_us": p99})
         mlflow.log_artifact(str(model_dir / "pr_curve.png"))
         mlflow.log_artifact(str(model_dir / "score_distribution.png"))
+        mlflow.log_artifact(str(model_dir / "feature_importance.csv"))
+        if ablated is not None:
+            mlflow.log_artifact(str(model_dir / "ablation.csv"))
     return dg.Output(
         result,
         metadata={
@@ -218,6 +257,13 @@ def candidate_evaluation(
             ),
             "pr_curve": dg.MetadataValue.md(_png_markdown("PR curve", pr_png)),
             "score_distribution": dg.MetadataValue.md(_png_markdown("scores", dist_png)),
+            "known_compromised_cards": len(compromised),
+            "feature_importance": dg.MetadataValue.md(frame_markdown(importance, max_rows=15)),
+            "ablation": dg.MetadataValue.md(
+                "not run: set `ablation: true` in this asset's config"
+                if ablated is None
+                else frame_markdown(ablated)
+            ),
         },
     )
 
@@ -233,9 +279,13 @@ def champion_metrics(
         bundle = load_bundle(registry.bundle_dir(version))
     except BundleError as exc:
         raise dg.Failure(description=f"the champion bundle cannot be loaded: {exc}") from None
-    holdout = from_frame(training_set).holdout
+    data = from_frame(training_set)
+    holdout = data.holdout
     scores = bundle.predictor.predict(holdout.features)
-    return version, evaluate_scores(holdout.frame, holdout.labels, scores, bundle.threshold)
+    compromised = compromised_before_holdout(data)
+    return version, evaluate_scores(
+        holdout.frame, holdout.labels, scores, bundle.threshold, compromised
+    )
 
 
 @dg.asset(group_name="training")
@@ -246,12 +296,15 @@ def promotion_decision(
     sentinel_home: SentinelHome,
     policy: GovernancePolicy,
 ) -> dg.Output[dict[str, Any]]:
-    """The offline gate of mlops/promotion_policy.yaml; failing is an outcome, not an error."""
+    """The offline gate of the `policy` resource's file (mlops/promotion_policy.yaml unless
+    configured): relative to the heuristic and the champion on this holdout, plus any floors.
+    Failing is an outcome, not an error."""
     champion_version, champion = champion_metrics(registry_of(sentinel_home), training_set)
     decision = decide(
         candidate_evaluation["metrics"],
         policy.load().promotion,
         champion=champion.flat() if champion else None,
+        heuristic=candidate_evaluation.get("heuristic_metrics"),
         predict_p99_us=candidate_evaluation["predict_p99_us"],
     )
     result = {
@@ -266,13 +319,16 @@ def promotion_decision(
             "passed": decision.passed,
             "candidate_run_id": candidate_model["run_id"],
             "champion_version": champion_version or "none",
+            "policy": dg.MetadataValue.path(policy.path),
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or "-"),
             "checks": dg.MetadataValue.md(decision.markdown()),
         },
     )
 
 
-def _card_fields(model: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, str]:
+def _card_fields(
+    model: dict[str, Any], evaluation: dict[str, Any], features: FeatureSet
+) -> dict[str, str]:
     metrics, heuristic = evaluation["metrics"], evaluation["heuristic_metrics"]
     scenario = {
         name: metrics[f"recall_{name}"] for name in SCENARIOS if f"recall_{name}" in metrics
@@ -282,15 +338,19 @@ def _card_fields(model: dict[str, Any], evaluation: dict[str, Any]) -> dict[str,
         "data_fingerprint": model["data_fingerprint"],
         "code_version": _code_version(),
         "mlflow_run_id": model["run_id"],
-        "features": ", ".join(f"`{n}`" for n in FEATURE_NAMES),
+        "feature_set": f"{features.name} v{features.version} ({features.fingerprint()})",
+        "label_maturity_days": f"{features.label_maturity_days:g}",
+        "features": markdown_table(features),
         "threshold": f"{model['threshold']:.4f}",
         "target_fpr": str(model["params"]["target_fpr"]),
         "metrics_table": _metrics_table({"model": metrics, "heuristic": heuristic}),
         "scenario_table": "\n".join(f"- {k}: {v:.3f}" for k, v in scenario.items()) or "-",
         "data_notes": (
             f"Holdout: {evaluation['holdout_rows']:,} payments, {evaluation['holdout_frauds']:,} "
-            "frauds. Training positives are frauds whose chargeback had arrived by the end of "
-            "the training period; never-reported frauds look legitimate to the model."
+            "frauds. Training and validation labels are those known at the holdout start; the "
+            f"last {features.label_maturity_days:g} days before it were left out, too recent "
+            "for their chargebacks to have arrived. Never-reported frauds look legitimate to "
+            "the model."
         ),
     }
 
@@ -302,6 +362,7 @@ def model_bundle(
     candidate_model: dict[str, Any],
     candidate_evaluation: dict[str, Any],
     sentinel_home: SentinelHome,
+    policy: GovernancePolicy,
 ) -> dg.Output[dict[str, Any]]:
     """Publish the candidate as a bundle, only if its promotion decision passed."""
     registry = registry_of(sentinel_home)
@@ -317,6 +378,7 @@ def model_bundle(
             {"published": False, "version": published, "reasons": ["already published"]},
             metadata={"published": False, "already_published_as": published},
         )
+    features = policy.feature_set()
     model_dir = Path(candidate_model["model_dir"])
     content = BundleContent(
         model_json=(model_dir / "model.json").read_bytes(),
@@ -335,7 +397,8 @@ def model_bundle(
             "evaluation": candidate_evaluation,
             "decision": promotion_decision,
         },
-        card_fields=_card_fields(candidate_model, candidate_evaluation),
+        card_fields=_card_fields(candidate_model, candidate_evaluation, features),
+        feature_set=features,
     )
     version, role = publish(registry, content)
     mlflow_tracking.use_local_store(sentinel_home.root())
