@@ -150,7 +150,9 @@ class WindowPlan:
                 spans.append(span)
             ops.append((_KIND[f.aggregation, f.of], spans.index(span)))
         self.source = _window_source(spans, ops)
-        namespace: dict[str, Any] = {"bisect_right": bisect_right, "NAN": NAN}
+        namespace: dict[str, Any] = {
+            "bisect_left": bisect_left, "bisect_right": bisect_right, "NAN": NAN,
+        }  # fmt: skip
         exec(compile(self.source, "<feature windows>", "exec"), namespace)
         self.values: Callable[[array, int, float, array | None, KnownFrauds], list[float]] = (
             namespace["values"]
@@ -159,18 +161,14 @@ class WindowPlan:
 
 def _window_source(spans: list[tuple[float, float | None]], ops: list[tuple[int, int]]) -> str:
     """The source of `values(ts, p, t, cum, frauds)` for these windows and features: one
-    bisection per distinct offset, one fraud count per window that needs it, then the list."""
+    bisection per distinct offset, the known frauds of the windows that need them, the list."""
     offsets = sorted({o for span in spans for o in span if o is not None})
     at = {o: f"i{n}" for n, o in enumerate(offsets)}  # offset -> index of its bound in ts
-    fraud_spans = sorted({i for kind, i in ops if kind in (_FRAUDS, _RATE)})
     lines = ["def values(ts, p, t, cum, frauds):"]
-    lines += [f"    i{n} = bisect_right(ts, t - {o!r}, 0, p)" for n, o in enumerate(offsets)]
+    lines += [f"    {at[o]} = bisect_right(ts, t - {o!r}, 0, p)" for o in offsets]
+    fraud_spans = sorted({i for kind, i in ops if kind in (_FRAUDS, _RATE)})
     if fraud_spans:
-        lines.append("    count = frauds.count if frauds.ts else None")
-    for i in fraud_spans:  # a window not lagged counts frauds strictly before t
-        start, end = spans[i]
-        until, strict = ("t", True) if end is None else (f"t - {end!r}", False)
-        lines.append(f"    k{i} = count(t - {start!r}, {until}, {strict}, t) if count else 0")
+        lines += _fraud_count_lines(spans, fraud_spans)
     expressions = {
         _COUNT: "{b} - {a}",
         _SUM: "cum[{b}] - cum[{a}]",
@@ -185,6 +183,35 @@ def _window_source(spans: list[tuple[float, float | None]], ops: list[tuple[int,
         values.append(f"({expressions[kind].format(**bounds)})")
     lines.append(f"    return [{', '.join(values)}]")
     return "\n".join(lines) + "\n"
+
+
+def _fraud_count_lines(
+    spans: list[tuple[float, float | None]], fraud_spans: list[int]
+) -> list[str]:
+    """`k{i}` = known frauds in window i: two bisections of the fraud times, except when a
+    label later than the event exists (a late event, or a label stamped ahead of the clock):
+    then `KnownFrauds.count` also checks each label time. A window not lagged counts frauds
+    strictly before t."""
+    offsets = sorted({o for i in fraud_spans for o in spans[i] if o is not None})
+    at = {o: f"j{n}" for n, o in enumerate(offsets)}  # offset -> index of its bound in ft
+    fast = [f"{at[o]} = bisect_right(ft, t - {o!r})" for o in offsets]
+    if any(spans[i][1] is None for i in fraud_spans):
+        fast.append("now = bisect_left(ft, t)")
+    slow, none = [], []
+    for i in fraud_spans:
+        start, end = spans[i]
+        if end is None:
+            fast.append(f"k{i} = now - {at[start]}")
+            slow.append(f"k{i} = frauds.count(t - {start!r}, t, True, t)")
+        else:
+            fast.append(f"k{i} = {at[end]} - {at[start]}")
+            slow.append(f"k{i} = frauds.count(t - {start!r}, t - {end!r}, False, t)")
+        none.append(f"k{i} = 0")
+    branches = (("if not ft:", none), ("elif frauds.latest_label <= t:", fast), ("else:", slow))
+    lines = ["    ft = frauds.ts"]
+    for condition, body in branches:
+        lines += [f"    {condition}", *(f"        {line}" for line in body)]
+    return lines
 
 
 def _check_computable(features: FeatureSet) -> None:
