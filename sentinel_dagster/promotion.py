@@ -50,12 +50,28 @@ def decide(
     champion: dict[str, float] | None = None,
     heuristic: dict[str, float] | None = None,
     predict_p99_us: float | None = None,
+    champion_incomparable: str | None = None,
 ) -> Decision:
     """Uplift over `heuristic` and no regression against `champion` (both scored on the
-    candidate's holdout), optional absolute floors, then latency."""
+    candidate's holdout), optional absolute floors, then latency.
+
+    `champion_incomparable` says why a champion exists but cannot be scored on this holdout
+    (another feature set): the candidate is then judged against the heuristic only.
+    """
+    if champion_incomparable is not None:
+        regression = [
+            GateCheck(
+                "champion",
+                True,
+                f"the champion cannot be scored on this holdout ({champion_incomparable}): "
+                "judged against the heuristic only",
+            )
+        ]
+    else:
+        regression = _regression(candidate, champion, policy.max_regression)
     checks = [
         *_uplift(candidate, heuristic, policy.min_uplift_over_heuristic),
-        *_regression(candidate, champion, policy.max_regression),
+        *regression,
         *_floors(candidate, policy.metric_floors),
     ]
     if predict_p99_us is not None:

@@ -1,7 +1,9 @@
 """Publishing a bundle: write it complete under a temporary name, then rename it into place.
 
-The first published bundle becomes champion, later ones challenger. A published bundle is
-never modified again (files are made read-only); only the pointers move.
+The first published bundle becomes champion, later ones challenger, except that a bundle
+replaces a champion of another feature set (after an upgrade or a change of label maturity)
+at once. A published bundle is never modified again (files are made read-only); only the
+pointers move.
 """
 
 import datetime as dt
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.bundle import MANIFEST, sha256_file
+from serving.bundle import MANIFEST, serves_feature_set, sha256_file
 from serving.features import DEFAULT_FEATURE_SET, FeatureSet
 from serving.registry import Registry
 
@@ -84,6 +86,16 @@ def publish(
     for path in tmp.iterdir():
         path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
     os.replace(tmp, registry.bundle_dir(version))
-    role = "challenger" if registry.pointer("champion") else "champion"
+    champion = registry.pointer("champion")
+    if champion is None:
+        role = "champion"
+    elif serves_feature_set(registry.bundle_dir(champion), content.feature_set) is not None:
+        # A service computing the new feature set refuses the old champion anyway: the new
+        # bundle replaces it at once, and rollback can still restore it.
+        registry.set_pointer("previous_champion", champion)
+        registry.set_pointer("challenger", None)
+        role = "champion"
+    else:
+        role = "challenger"
     registry.set_pointer(role, version)
     return version, role

@@ -105,6 +105,15 @@ def check_feature_set(path: Path, manifest: dict[str, Any], engine: FeatureSet) 
     raise BundleError(f"{path}: its feature declarations differ from this service's engine")
 
 
+def serves_feature_set(path: Path, features: FeatureSet) -> str | None:
+    """None if the bundle at `path` declares exactly `features`, else why it does not."""
+    try:
+        check_feature_set(path, read_manifest(path), features)
+    except BundleError as exc:
+        return str(exc)
+    return None
+
+
 def load_bundle(path: Path, features: FeatureSet = DEFAULT_FEATURE_SET) -> Bundle:
     """Verify and load a bundle whose feature set is `features`; BundleError says why not."""
     path = Path(path)

@@ -8,6 +8,7 @@ metadata; `model_bundle` then publishes nothing and the champion stays as it was
 import base64
 import json
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from sentinel_dagster.training_data import (
     split_out_of_time,
     to_frame,
 )
-from serving.bundle import BundleError, load_bundle
+from serving.bundle import BundleError, load_bundle, serves_feature_set
 from serving.features import FEATURE_NAMES, FeatureSet, feature_groups, markdown_table
 from serving.heuristic import heuristic_score
 from serving.predictor import CompiledPredictor
@@ -268,24 +269,34 @@ def candidate_evaluation(
     )
 
 
+@dataclass(frozen=True)
+class ChampionScore:
+    version: str | None  # None: no champion yet
+    metrics: Metrics | None = None
+    incomparable: str | None = None  # why it cannot be scored on this holdout
+
+
 def champion_metrics(
-    registry: Registry, training_set: pd.DataFrame
-) -> tuple[str | None, Metrics | None]:
-    """The current champion scored on the candidate's holdout (None if there is none)."""
+    registry: Registry, training_set: pd.DataFrame, features: FeatureSet
+) -> ChampionScore:
+    """The current champion scored on the candidate's holdout, if its feature set is the
+    candidate's; a champion of another feature set cannot read this holdout's features."""
     version = registry.pointer("champion")
     if version is None:
-        return None, None
+        return ChampionScore(None)
+    incomparable = serves_feature_set(registry.bundle_dir(version), features)
+    if incomparable is not None:
+        return ChampionScore(version, incomparable=incomparable)
     try:
-        bundle = load_bundle(registry.bundle_dir(version))
+        bundle = load_bundle(registry.bundle_dir(version), features)
     except BundleError as exc:
         raise dg.Failure(description=f"the champion bundle cannot be loaded: {exc}") from None
     data = from_frame(training_set)
     holdout = data.holdout
     scores = bundle.predictor.predict(holdout.features)
     compromised = compromised_before_holdout(data)
-    return version, evaluate_scores(
-        holdout.frame, holdout.labels, scores, bundle.threshold, compromised
-    )
+    metrics = evaluate_scores(holdout.frame, holdout.labels, scores, bundle.threshold, compromised)
+    return ChampionScore(version, metrics)
 
 
 @dg.asset(group_name="training")
@@ -299,11 +310,13 @@ def promotion_decision(
     """The offline gate of the `policy` resource's file (mlops/promotion_policy.yaml unless
     configured): relative to the heuristic and the champion on this holdout, plus any floors.
     Failing is an outcome, not an error."""
-    champion_version, champion = champion_metrics(registry_of(sentinel_home), training_set)
+    champion = champion_metrics(registry_of(sentinel_home), training_set, policy.feature_set())
+    champion_version = champion.version
     decision = decide(
         candidate_evaluation["metrics"],
         policy.load().promotion,
-        champion=champion.flat() if champion else None,
+        champion=champion.metrics.flat() if champion.metrics else None,
+        champion_incomparable=champion.incomparable,
         heuristic=candidate_evaluation.get("heuristic_metrics"),
         predict_p99_us=candidate_evaluation["predict_p99_us"],
     )

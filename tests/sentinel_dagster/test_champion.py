@@ -1,5 +1,6 @@
 """Promotion and rollback move the registry pointers and the MLflow aliases together."""
 
+import datetime as dt
 from pathlib import Path
 
 import mlflow
@@ -8,8 +9,9 @@ from mlflow import MlflowClient
 
 from sentinel_dagster import mlflow_tracking
 from sentinel_dagster.champion import ChampionError, promote_challenger, rollback
+from serving.features import FeatureSet
 from serving.registry import Registry
-from tests.serving.bundles import publish_small
+from tests.serving.bundles import publish_booster, publish_small, small_booster
 
 
 def _with_mlflow_versions(home: Path, registry: Registry, count: int) -> list[str]:
@@ -83,3 +85,37 @@ def test_an_alias_follows_to_a_bundle_outside_mlflow_by_going_away(tmp_path: Pat
     move = promote_challenger(registry, imported, first, tmp_path)
     assert move.alias_error is None
     assert _aliases(tmp_path) == {"previous_champion": 1}  # no stale "champion" alias
+
+
+def test_a_bundle_replaces_a_champion_of_another_feature_set_at_once(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    booster = small_booster(seed=4)
+    when = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+    old, _ = publish_booster(registry, booster, 0.5, "run-old-1", when,
+                             FeatureSet(label_maturity_days=14))  # fmt: skip
+    same, role = publish_booster(
+        registry, booster, 0.5, "run-same-2", when + dt.timedelta(minutes=1),
+        FeatureSet(label_maturity_days=14),
+    )  # fmt: skip
+    assert role == "challenger"  # same feature set: shadowed first, as usual
+    new, role = publish_booster(registry, booster, 0.5, "run-new-3",
+                                when + dt.timedelta(minutes=2))  # fmt: skip
+    assert role == "champion"  # a service computing the new set could not serve the old one
+    assert registry.pointers() == {
+        "champion": new, "challenger": None, "previous_champion": old,
+    }  # fmt: skip
+    assert same != new
+
+
+def test_the_gate_judges_a_candidate_against_the_heuristic_when_the_champion_is_incomparable(
+) -> None:  # fmt: skip
+    from sentinel_dagster.policy import PromotionPolicy
+    from sentinel_dagster.promotion import decide
+
+    metrics = {"pr_auc": 0.8, "recall_at_1pct_fpr": 0.7}
+    heuristic = {"pr_auc": 0.2, "recall_at_1pct_fpr": 0.3}
+    decision = decide(metrics, PromotionPolicy(), heuristic=heuristic,
+                      champion_incomparable="feature set sentinel v1")  # fmt: skip
+    assert decision.passed
+    champion = next(c for c in decision.checks if c.name == "champion")
+    assert "cannot be scored on this holdout (feature set sentinel v1)" in champion.detail
