@@ -65,10 +65,10 @@ def transactions_expectations(
     additional_ins={"transactions": dg.AssetIn("transactions")},
 )
 def transaction_features_valid(
-    transaction_features: pd.DataFrame, transactions: pd.DataFrame
+    transaction_features: pd.DataFrame, transactions: pd.DataFrame, policy: GovernancePolicy
 ) -> dg.AssetCheckResult:
     outcomes = [*sanity_outcomes(transaction_features)]
-    outcomes.append(leakage_probe(transactions, transaction_features))
+    outcomes.append(leakage_probe(transactions, transaction_features, policy.feature_set()))
     failed = [o for o in outcomes if not o.passed]
     rows = ["| check | result | detail |", "|---|---|---|"]
     rows += [f"| {o.name} | {'pass' if o.passed else '**FAIL**'} | {o.detail} |" for o in outcomes]

@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from serving.features import DAY, FEATURES
+from serving.features import (
+    DEFAULT_FEATURE_SET,
+    FEATURES,
+    Aggregation,
+    Entity,
+    FeatureSet,
+    Of,
+)
 
 COUNT_AGGREGATIONS = {"count", "distinct", "sum"}
 UNIT_INTERVAL_AGGREGATIONS = {"rate", "flag"}
@@ -59,15 +66,32 @@ def _known_frauds(log: pd.DataFrame) -> pd.DataFrame:
     return frauds[["card_id", "merchant_id", "event_time", "label_time"]]
 
 
+def _merchant_fraud_windows(features: FeatureSet) -> list[tuple[str, float, float]]:
+    """(name, start offset, end offset) of every declared merchant known-fraud count."""
+    maturity = features.label_maturity_s
+    return [
+        (f.name, (f.window_s or 0.0) + (maturity if f.lagged else 0.0), maturity * f.lagged)
+        for f in features.features
+        if f.entity is Entity.MERCHANT and f.aggregation is Aggregation.COUNT and f.of is Of.FRAUDS
+    ]
+
+
 def leakage_probe(
-    log: pd.DataFrame, table: pd.DataFrame, sample: int = 2_000, seed: int = 0
+    log: pd.DataFrame,
+    table: pd.DataFrame,
+    features: FeatureSet = DEFAULT_FEATURE_SET,
+    sample: int = 2_000,
+    seed: int = 0,
 ) -> CheckOutcome:
     """Brute-force the label features of sampled rows and compare with the engine's.
 
     Rows are sampled where leakage could show: at cards and merchants that have frauds.
-    `merchant_fraud_count_7d` must match exactly; `card_has_reported_fraud` may be 1 only if
-    a fraud on the card was reported at or before the event (the engine forgets a card idle
-    for 30 days, so it may say 0 where the full history says 1 — never the reverse).
+    Every declared merchant known-fraud count (`merchant_fraud_count_7d`, the lagged ones)
+    must match exactly: frauds at the merchant in its window whose label_time <= t. A window
+    that is not lagged ends strictly before t. `card_has_reported_fraud` may be 1 only if a
+    fraud on the card was reported at or before the event (the engine forgets a card idle
+    for longer than its reach, so it may say 0 where the full history says 1, never the
+    reverse).
     """
     frauds = _known_frauds(log)
     if frauds.empty:
@@ -78,11 +102,11 @@ def leakage_probe(
     rows = at_risk.sample(min(sample, len(at_risk)), random_state=seed)
     by_card = {k: g for k, g in frauds.groupby("card_id")}
     by_merchant = {k: g for k, g in frauds.groupby("merchant_id")}
-    week = pd.Timedelta(seconds=7 * DAY)
+    windows = _merchant_fraud_windows(features)
     violations = []
     columns = ["transaction_id", "event_time", "card_id", "merchant_id"]
-    columns += ["card_has_reported_fraud", "merchant_fraud_count_7d"]
-    for txn, t, card_id, merchant_id, card_flag, merchant_count in rows[columns].itertuples(
+    columns += ["card_has_reported_fraud", *(name for name, _, _ in windows)]
+    for txn, t, card_id, merchant_id, card_flag, *counts in rows[columns].itertuples(
         index=False, name=None
     ):
         card = by_card.get(card_id)
@@ -90,14 +114,15 @@ def leakage_probe(
         if card_flag == 1.0 and not known_on_card:
             violations.append(f"{txn}: card flag set before any report")
         shop = by_merchant.get(merchant_id)
-        expected = 0
-        if shop is not None:
-            window = (shop["event_time"] > t - week) & (shop["event_time"] < t)
-            expected = int((window & (shop["label_time"] <= t)).sum())
-        if merchant_count != expected:
-            violations.append(
-                f"{txn}: merchant_fraud_count_7d {merchant_count:g} but {expected} were known"
-            )
+        for (name, start, end), count in zip(windows, counts, strict=True):
+            expected = 0
+            if shop is not None:
+                times = shop["event_time"]
+                after = times > t - pd.Timedelta(seconds=start)
+                until = times <= t - pd.Timedelta(seconds=end) if end else times < t
+                expected = int((after & until & (shop["label_time"] <= t)).sum())
+            if count != expected:
+                violations.append(f"{txn}: {name} {count:g} but {expected} were known")
     return CheckOutcome(
         "no_label_leakage",
         not violations,

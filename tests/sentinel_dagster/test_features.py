@@ -14,8 +14,8 @@ from sentinel_dagster.definitions import defs
 from sentinel_dagster.feature_checks import leakage_probe, sanity_outcomes
 from sentinel_dagster.feature_replay import epoch_seconds, replay
 from sentinel_dagster.runner import local_instance
-from serving.feature_engine import FeatureEngine
-from serving.features import FEATURE_NAMES
+from serving.feature_engine import EngineConfig, FeatureEngine
+from serving.features import FEATURE_NAMES, FeatureSet
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,24 @@ def test_leakage_probe_passes_on_the_engine_and_catches_a_future_label(
     caught = leakage_probe(small_frame, leaky, sample=len(leaky))
     assert not caught.passed
     assert any("card flag set before any report" in e for e in caught.examples)
+
+
+def test_leakage_probe_checks_the_lagged_windows_against_their_maturity(
+    small_frame: pd.DataFrame, replayed: pd.DataFrame
+) -> None:
+    # A lagged window that ended at the event instead of a week before would count frauds
+    # whose labels were not due: the probe recomputes every declared merchant fraud count.
+    assert replayed["merchant_fraud_count_7d_lagged"].sum() > 0
+    shifted = replayed.copy()
+    shifted["merchant_fraud_count_7d_lagged"] = replayed["merchant_fraud_count_7d"]
+    caught = leakage_probe(small_frame, shifted, sample=len(shifted))
+    assert not caught.passed
+    assert any("merchant_fraud_count_7d_lagged" in e for e in caught.examples)
+    # The same table replayed with a 2-day maturity passes only against a 2-day declaration.
+    two_days = FeatureSet(label_maturity_days=2)
+    other = replay(small_frame, EngineConfig(features=two_days)).table
+    assert leakage_probe(small_frame, other, two_days).passed
+    assert not leakage_probe(small_frame, other).passed
 
 
 def test_replay_rejects_bad_rows_naming_the_column(small_frame: pd.DataFrame) -> None:
