@@ -30,16 +30,20 @@ def _stream(seed: int, events: int = 1_500, days: int = 60) -> list[tuple]:
     ("label", label_time, id, card, merchant, event_time)."""
     rng = random.Random(seed)
     arrivals = []
+    grid = 600.0  # times on a 10-minute grid: many ties, with events and with labels
     for i in range(events):
-        t = T0 + rng.uniform(0, days * DAY)
+        t = T0 + rng.randrange(int(days * DAY / grid)) * grid
         txn, card, merchant = f"t{i:05d}", f"c{rng.randrange(8)}", f"m{rng.randrange(4)}"
         amount = round(rng.uniform(1, 300), 2)
-        arrivals.append((t + rng.uniform(0, 200), ("event", t, txn, card, merchant, amount)))
-        if rng.random() < 0.12:  # a fraud, reported after 1 hour to 20 days
-            label_time = t + rng.uniform(3_600, 20 * DAY)
+        arrived = t + rng.uniform(0, 200)  # late, within the allowed lateness
+        arrivals.append((arrived, ("event", t, txn, card, merchant, amount)))
+        if rng.random() < 0.12:  # a fraud
+            # Reported at once (a tie with the payment) or after up to 20 days.
+            label_time = t + rng.choice([0, rng.randrange(6, int(20 * DAY / grid))]) * grid
             # Most labels arrive at their label_time; some days late, some stamped ahead.
             arrive = label_time + rng.choice([0.0, 0.0, rng.uniform(0, 2 * DAY), -DAY / 2])
-            arrivals.append((max(arrive, t + 201), ("label", label_time, txn, card, merchant, t)))
+            label = ("label", label_time, txn, card, merchant, t)
+            arrivals.append((max(arrive, arrived + 1e-3), label))
     return [item for _, item in sorted(arrivals, key=lambda a: a[0])]
 
 
