@@ -144,15 +144,19 @@ class VectorPlan:
 
     def __init__(self, features: FeatureSet) -> None:
         builtin = {name: i for i, name in enumerate(BUILTIN)}
-        card = _EntityWindows("c", "ts", "p", "cum", "cf", features, Entity.CARD)
+        # `process` bisects the card's last 24 hours and 30 days for the built-ins already.
+        given = {_W24H: "s24h", _W30D: "s30d"}
+        card = _EntityWindows("c", "ts", "p", "cum", "cf", features, Entity.CARD, given)
         merchant = _EntityWindows("m", "mts", "mp", None, "mf", features, Entity.MERCHANT)
         expressions = []
         for f in features.features:
             if not f.windowed:
-                expressions.append(f"b[{builtin[f.name]}]")
+                expressions.append(f"b{builtin[f.name]}")
             else:
                 expressions.append((card if f.entity is Entity.CARD else merchant).expression(f))
-        lines = ["def vector(b, t, ts, p, cum, cf, mts, mp, mf):"]
+        # Built-ins come as arguments b0, b1, ... (BUILTIN order): cheaper than a tuple.
+        values = ", ".join(f"b{i}" for i in range(len(BUILTIN)))
+        lines = [f"def vector(t, ts, p, s24h, s30d, cum, cf, mts, mp, mf, {values}):"]
         lines += [f"    {line}" for line in (*card.statements(), *merchant.statements())]
         lines.append(f"    return [{', '.join(expressions)}]")
         self.source = "\n".join(lines) + "\n"
@@ -175,8 +179,10 @@ class _EntityWindows:
         frauds: str,
         features: FeatureSet,
         entity: Entity,
+        given: dict[float, str] | None = None,  # offset -> a variable already holding its bound
     ) -> None:
         self.prefix, self.ts, self.p, self.cum, self.frauds = prefix, ts, p, cum, frauds
+        self.given = given or {}
         maturity = features.label_maturity_s
         self.spans: dict[str, tuple[float, float | None]] = {}  # feature -> window
         self.kinds: dict[str, int] = {}
@@ -192,14 +198,20 @@ class _EntityWindows:
 
     def _bound(self, offset: float | None) -> str:
         """The index in ts where history up to `t - offset` ends (p: strictly before t)."""
-        return self.p if offset is None else f"{self.prefix}i{self.offsets.index(offset)}"
+        if offset is None:
+            return self.p
+        return self.given.get(offset, f"{self.prefix}i{self.offsets.index(offset)}")
 
     def _known(self, span: tuple[float, float | None]) -> str:
         return f"{self.prefix}k{self.fraud_windows.index(span)}"
 
     def statements(self) -> list[str]:
-        ts, p = self.ts, self.p
-        lines = [f"{self._bound(o)} = bisect_right({ts}, t - {o!r}, 0, {p})" for o in self.offsets]
+        lines, upper = [], self.p
+        for o in self.offsets:  # ascending offsets, so each bound is at most the previous one
+            bound = self._bound(o)
+            if o not in self.given:
+                lines.append(f"{bound} = bisect_right({self.ts}, t - {o!r}, 0, {upper})")
+            upper = bound
         if self.fraud_windows:
             lines += self._fraud_statements()
         return lines
@@ -244,7 +256,8 @@ class _EntityWindows:
             _SUM: "({cum}[{b}] - {cum}[{a}])",
             _MEAN: "(({cum}[{b}] - {cum}[{a}]) / ({b} - {a}) if {b} > {a} else NAN)",
             _FRAUDS: "{k}",
-            _RATE: "(min(1.0, {k} / ({b} - {a})) if {b} > {a} else NAN)",
+            # min(1.0, k / n), without a call: labels may name payments the state never held.
+            _RATE: "(NAN if {b} <= {a} else 1.0 if {k} >= {b} - {a} else {k} / ({b} - {a}))",
         }[self.kinds[feature.name]]
         known = self._known(span) if span in self.fraud_windows else ""
         return template.format(a=a, b=b, cum=self.cum, k=known)
@@ -541,9 +554,10 @@ class FeatureEngine:
             mp = _position(mts, merchant.ids, t, txn_id)
         _, cards1h = _merchant_hour(merchant, t, mp == len(mts), mp)
 
-        # Built-ins in BUILTIN order; the plan adds the declared windows and orders them all
-        # (counts stay ints: cheaper, and exact as floats downstream).
-        builtins = (
+        # Built-ins in BUILTIN order after the state; the plan adds the declared windows and
+        # orders them all (counts stay ints: cheaper, and exact as floats downstream).
+        vector = self._vector(
+            t, ts, p, s24h, s30d, cum, card.frauds, mts, mp, merchant.frauds,
             amount,
             (t // HOUR) % 24,
             (t // DAY + 3) % 7,  # 1970-01-01 was a Thursday
@@ -558,8 +572,7 @@ class FeatureEngine:
             devices24h,
             cards1h,
             1.0 if card.fraud_reported_at <= t else 0.0,
-        )
-        vector = self._vector(builtins, t, ts, p, cum, card.frauds, mts, mp, merchant.frauds)
+        )  # fmt: skip
 
         if duplicate:
             self.counters["duplicates"] += 1
