@@ -239,7 +239,7 @@ class _EntityWindows:
                 fast.append(f"{k} = {at[end]} - {at[start]}")
                 slow.append(f"{k} = {frauds}.count(t - {start!r}, t - {end!r}, False, t)")
             none.append(f"{k} = 0")
-        lines = [f"{ft} = {frauds}.ts"]
+        lines = [f"{ft} = None if {frauds} is None else {frauds}.ts"]
         for condition, body in (
             (f"if not {ft}:", none),
             (f"elif {frauds}.latest_label <= t:", fast),
@@ -297,7 +297,7 @@ class CardState:
         self.lat = array("d")  # radians, NaN when unknown
         self.lon = array("d")
         self.fraud_reported_at = math.inf  # earliest label_time of a fraud on this card
-        self.frauds = KnownFrauds()
+        self.frauds: KnownFrauds | None = None  # most cards never have one: no arrays
         self.last_seen = -math.inf
 
 
@@ -308,7 +308,7 @@ class MerchantState:
         self.ts = array("d")
         self.ids: list[str] = []
         self.cards: list[str] = []
-        self.frauds = KnownFrauds()
+        self.frauds: KnownFrauds | None = None
         self.last_seen = -math.inf
         # The last hour's cards as counts, slid forward with each in-order event, so a busy
         # merchant's distinct-card count costs O(1) per event instead of a set of the hour.
@@ -668,6 +668,8 @@ class FeatureEngine:
         if card is None or card.last_seen <= horizon:
             card = CardState()
         card.fraud_reported_at = min(card.fraud_reported_at, label_time)
+        if card.frauds is None:
+            card.frauds = KnownFrauds()
         card.frauds.add(event_time, label_time, horizon)
         card.last_seen = max(card.last_seen, label_time)
         store.add("card", card_id, card, card.last_seen)
@@ -675,6 +677,8 @@ class FeatureEngine:
         merchant = self._merchants.get(merchant_id)
         if merchant is None or merchant.last_seen <= horizon:
             merchant = MerchantState()
+        if merchant.frauds is None:
+            merchant.frauds = KnownFrauds()
         merchant.frauds.add(event_time, label_time, horizon)
         merchant.last_seen = max(merchant.last_seen, event_time)
         store.add("merchant", merchant_id, merchant, merchant.last_seen)
