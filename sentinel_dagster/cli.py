@@ -398,7 +398,7 @@ def up(
 
     home = paths.sentinel_home()
     if Registry(home / "registry").pointer("champion") is None:
-        say("no champion yet: materializing the lineage (about a minute on the default data)")
+        say("no champion yet: materializing the lineage (about 90 s on the default data)")
         _materialize_and_report(None, None)
     local_instance(home).dispose()  # the instance the UI shows: the one runs are recorded in
     stack.stop_on_signals()
