@@ -58,7 +58,8 @@ def sample_training(split: TrainingSet, max_rows: int, seed: int = 0) -> Trainin
         return split
     positives = np.flatnonzero(train.labels == 1)
     negatives = np.flatnonzero(train.labels == 0)
-    keep = max(max_rows - len(positives), 0)
+    # Half the sample at least stays negative, even where positives alone would fill it.
+    keep = min(len(negatives), max(max_rows - len(positives), max_rows // 2))
     chosen = np.random.default_rng(seed).choice(negatives, keep, replace=False)
     rows = np.sort(np.concatenate([positives, chosen]))
     sampled = Period(train.name, train.frame.iloc[rows], train.labels[rows], train.cutoff)

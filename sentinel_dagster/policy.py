@@ -54,7 +54,7 @@ class PromotionPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     min_uplift_over_heuristic: dict[str, float] = {"pr_auc": 0.05, "recall_at_1pct_fpr": 0.0}
-    max_regression: dict[str, float] = {"pr_auc": 0.02}
+    max_regression: dict[str, float] = {"pr_auc": 0.02, "recall_at_1pct_fpr": 0.03}
     metric_floors: dict[str, float] = {}
     max_predict_p99_us: float = Field(default=200.0, gt=0)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.bundle import MANIFEST, serves_feature_set, sha256_file
+from serving.bundle import MANIFEST, BundleError, serves_feature_set, sha256_file
 from serving.features import DEFAULT_FEATURE_SET, FeatureSet
 from serving.registry import Registry
 
@@ -48,6 +48,15 @@ def _write(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _other_feature_set(registry: Registry, version: str, features: FeatureSet) -> bool:
+    """True if the bundle is sound but declares another feature set; an unreadable one is
+    not replaced on that ground (it stays champion until someone looks at it)."""
+    try:
+        return serves_feature_set(registry.bundle_dir(version), features) is not None
+    except BundleError:
+        return False
 
 
 def publish(
@@ -89,7 +98,7 @@ def publish(
     champion = registry.pointer("champion")
     if champion is None:
         role = "champion"
-    elif serves_feature_set(registry.bundle_dir(champion), content.feature_set) is not None:
+    elif _other_feature_set(registry, champion, content.feature_set):
         # A service computing the new feature set refuses the old champion anyway: the new
         # bundle replaces it at once, and rollback can still restore it.
         registry.set_pointer("previous_champion", champion)

@@ -101,10 +101,10 @@ def split_out_of_time(
             continue
         if covered < needed:
             raise TrainingDataError(
-                f"the data covers {_days(covered)} days but this split needs more than "
-                f"{_days(needed - pd.Timedelta(days=1))}: holdout {holdout_days} + label "
-                f"maturity {label_maturity_days:g} + validation {validation_days} days, "
-                "then at least a day to train on"
+                f"the data covers {_days(covered)} days but this split needs at least "
+                f"{_days(needed)}: holdout {holdout_days} + label maturity "
+                f"{label_maturity_days:g} + validation {validation_days} days + 1 day to "
+                "train on"
             )
         raise TrainingDataError(
             f"the {period.name} period ({_period_dates(period.frame)}) has "

@@ -29,6 +29,10 @@ class BundleError(ValueError):
     """The bundle is missing, corrupt or incompatible; the message says which."""
 
 
+class FeatureSetMismatch(BundleError):
+    """A sound bundle that declares another feature set (or none: published before v2)."""
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as f:
@@ -81,7 +85,7 @@ def check_feature_set(path: Path, manifest: dict[str, Any], engine: FeatureSet) 
     """The bundle's declared feature set must be exactly the one the engine computes."""
     declared = manifest.get("feature_set")
     if declared is None:
-        raise BundleError(
+        raise FeatureSetMismatch(
             f"{path}: no feature_set declaration (published before feature set "
             f"{engine.name} v{engine.version}): retrain it"
         )
@@ -92,24 +96,29 @@ def check_feature_set(path: Path, manifest: dict[str, Any], engine: FeatureSet) 
     if bundle == engine:
         return
     if (bundle.name, bundle.version) != (engine.name, engine.version):
-        raise BundleError(
+        raise FeatureSetMismatch(
             f"{path}: feature set {bundle.name} v{bundle.version}; this service computes "
             f"{engine.name} v{engine.version}"
         )
     if bundle.label_maturity_days != engine.label_maturity_days:
-        raise BundleError(
+        raise FeatureSetMismatch(
             f"{path}: trained with a label maturity of {bundle.label_maturity_days:g} days; "
             f"this service computes {engine.label_maturity_days:g} "
             "(SENTINEL_LABEL_MATURITY_DAYS)"
         )
-    raise BundleError(f"{path}: its feature declarations differ from this service's engine")
+    raise FeatureSetMismatch(f"{path}: its feature declarations differ from this service's")
 
 
 def serves_feature_set(path: Path, features: FeatureSet) -> str | None:
-    """None if the bundle at `path` declares exactly `features`, else why it does not."""
+    """None if the bundle at `path` declares exactly `features`, else why it does not.
+
+    Only a readable manifest with another (or no) feature set is an answer; an unreadable
+    manifest or a malformed declaration raises BundleError: a corrupt bundle is not "another
+    feature set".
+    """
     try:
         check_feature_set(path, read_manifest(path), features)
-    except BundleError as exc:
+    except FeatureSetMismatch as exc:
         return str(exc)
     return None
 
@@ -119,9 +128,9 @@ def load_bundle(path: Path, features: FeatureSet = DEFAULT_FEATURE_SET) -> Bundl
     path = Path(path)
     manifest = read_manifest(path)
     verify_checksums(path, manifest)
-    if manifest.get("features") != list(FEATURE_NAMES):
-        raise BundleError(f"{path}: its features differ from this service's feature engine")
     check_feature_set(path, manifest, features)
+    if manifest.get("features") != list(features.names):
+        raise BundleError(f"{path}: its feature list differs from its feature_set declaration")
     try:
         threshold = float(manifest["threshold"])
         str(manifest["version"])

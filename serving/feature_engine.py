@@ -30,7 +30,7 @@ import math
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from math import asin, cos, radians, sin, sqrt
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -49,6 +49,7 @@ from serving.features import (
     Feature,
     FeatureSet,
     Of,
+    feature_set_from_declaration,
 )
 from serving.state_store import InMemoryStore, StateStore
 from serving.timeparse import parse_event_time
@@ -189,10 +190,16 @@ class _EntityWindows:
         for f in features.features:
             if f.windowed and f.entity is entity:
                 assert f.window_s is not None
-                lagged = (f.window_s + maturity, maturity)
-                self.spans[f.name] = lagged if f.lagged else (f.window_s, None)
+                # A lag of 0 is an ordinary window: strictly before the event, never its own
+                # label.
+                lagged = f.lagged and maturity > 0
+                self.spans[f.name] = (
+                    (f.window_s + maturity, maturity) if lagged else (f.window_s, None)
+                )
                 self.kinds[f.name] = _KIND[f.aggregation, f.of]
-        self.offsets = sorted({o for span in self.spans.values() for o in span if o is not None})
+        # Payment bounds only where a feature reads payments (a fraud count reads frauds only).
+        paid = [s for n, s in self.spans.items() if self.kinds[n] != _FRAUDS]
+        self.offsets = sorted({o for span in paid for o in span if o is not None})
         fraud_windows = [s for n, s in self.spans.items() if self.kinds[n] in (_FRAUDS, _RATE)]
         self.fraud_windows = sorted(set(fraud_windows), key=fraud_windows.index)
 
@@ -249,16 +256,17 @@ class _EntityWindows:
         return lines
 
     def expression(self, feature: Feature) -> str:
-        span = self.spans[feature.name]
+        span, kind = self.spans[feature.name], self.kinds[feature.name]
+        if kind == _FRAUDS:
+            return self._known(span)
         a, b = self._bound(span[0]), self._bound(span[1])
         template = {
             _COUNT: "({b} - {a})",
             _SUM: "({cum}[{b}] - {cum}[{a}])",
             _MEAN: "(({cum}[{b}] - {cum}[{a}]) / ({b} - {a}) if {b} > {a} else NAN)",
-            _FRAUDS: "{k}",
             # min(1.0, k / n), without a call: labels may name payments the state never held.
             _RATE: "(NAN if {b} <= {a} else 1.0 if {k} >= {b} - {a} else {k} / ({b} - {a}))",
-        }[self.kinds[feature.name]]
+        }[kind]
         known = self._known(span) if span in self.fraud_windows else ""
         return template.format(a=a, b=b, cum=self.cum, k=known)
 
@@ -266,7 +274,7 @@ class _EntityWindows:
 def _check_computable(features: FeatureSet) -> None:
     for f in features.features:
         if f.windowed:
-            if f.window_s is None or f.window_s <= 0:
+            if f.window_s is None or not (math.isfinite(f.window_s) and f.window_s > 0):
                 raise FeatureSetError(f"{f.name}: a window feature needs a window > 0")
             if f.entity is Entity.MERCHANT and f.aggregation in (Aggregation.SUM, Aggregation.MEAN):
                 raise FeatureSetError(f"{f.name}: merchant windows count, they do not sum")
@@ -440,7 +448,12 @@ class FeatureEngine:
         extra = {
             "format": SNAPSHOT_FORMAT,
             "clock": self.clock,
-            "config": self.config,
+            # Plain values: the feature set is the restoring service's own, not the snapshot's.
+            "config": {
+                "allowed_lateness_s": self.config.allowed_lateness_s,
+                "dedup_window_s": self.config.dedup_window_s,
+                "features": self.config.features.declaration(),
+            },
             "events": self._events,
             "counters": self.counters,
         }
@@ -456,9 +469,12 @@ class FeatureEngine:
         store, extra = InMemoryStore.restore(path)
         if extra.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"{path}: a snapshot of another engine version")
-        config: EngineConfig = extra["config"]
-        if features is not None:
-            config = replace(config, features=features)
+        saved = extra["config"]
+        config = EngineConfig(
+            allowed_lateness_s=saved["allowed_lateness_s"],
+            dedup_window_s=saved["dedup_window_s"],
+            features=features or feature_set_from_declaration(saved["features"]),
+        )
         engine = cls(store=store, config=config)
         engine.clock = extra["clock"]
         engine._events = extra["events"]

@@ -39,7 +39,7 @@ class Service:
             return FeatureEngine(config=EngineConfig(features=features))
         try:
             engine = FeatureEngine.restore(self.snapshot_path, features)
-        except (ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # any unreadable snapshot (other code, other shape): start cold
             log_event(log, logging.WARNING, "feature_state_not_restored", error=type(exc).__name__)
             return FeatureEngine(config=EngineConfig(features=features))
         log_event(log, logging.INFO, "feature_state_restored", events=engine.stats()["events"])

@@ -284,10 +284,10 @@ def champion_metrics(
     version = registry.pointer("champion")
     if version is None:
         return ChampionScore(None)
-    incomparable = serves_feature_set(registry.bundle_dir(version), features)
-    if incomparable is not None:
-        return ChampionScore(version, incomparable=incomparable)
     try:
+        incomparable = serves_feature_set(registry.bundle_dir(version), features)
+        if incomparable is not None:
+            return ChampionScore(version, incomparable=incomparable)
         bundle = load_bundle(registry.bundle_dir(version), features)
     except BundleError as exc:
         raise dg.Failure(description=f"the champion bundle cannot be loaded: {exc}") from None

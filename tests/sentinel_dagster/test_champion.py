@@ -119,3 +119,23 @@ def test_the_gate_judges_a_candidate_against_the_heuristic_when_the_champion_is_
     assert decision.passed
     champion = next(c for c in decision.checks if c.name == "champion")
     assert "cannot be scored on this holdout (feature set sentinel v1)" in champion.detail
+
+
+def test_a_champion_with_an_unreadable_manifest_is_not_replaced_as_another_feature_set(
+    tmp_path: Path,
+) -> None:
+    from serving.bundle import BundleError, serves_feature_set
+    from tests.serving.bundles import make_writable
+
+    registry = Registry(tmp_path / "registry")
+    booster = small_booster(seed=4)
+    when = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+    old, _ = publish_booster(registry, booster, 0.5, "run-old-1", when)
+    make_writable(registry.bundle_dir(old))
+    (registry.bundle_dir(old) / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match=r"unreadable manifest\.json"):
+        serves_feature_set(registry.bundle_dir(old), FeatureSet())
+    _, role = publish_booster(registry, booster, 0.5, "run-new-2",
+                                when + dt.timedelta(minutes=1))  # fmt: skip
+    assert role == "challenger"  # corrupt is not "another feature set": no silent takeover
+    assert registry.pointer("champion") == old

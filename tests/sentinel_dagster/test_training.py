@@ -102,7 +102,7 @@ def test_with_a_fixed_delay_no_fraud_is_taught_as_genuine() -> None:
 
 def test_too_little_data_names_the_days_it_has_and_needs() -> None:
     frame = _daily_frauds(days=20, delay_days=7)
-    message = "the data covers 20 days but this split needs more than 21: holdout 7 \\+ label"
+    message = "the data covers 20 days but this split needs at least 22: holdout 7 \\+ label"
     with pytest.raises(TrainingDataError, match=message):
         split_out_of_time(frame, validation_days=7, holdout_days=7, label_maturity_days=7)
 

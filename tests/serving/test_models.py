@@ -92,7 +92,7 @@ def _threshold_above_one(bundle: Path) -> None:
         (_threshold_above_one, "threshold 7.5 is not in [0, 1]"),
         (_tamper_model, "model.onnx does not match its sha256"),
         (_drop_manifest, "no manifest.json"),
-        (_rename_a_feature, "features differ"),
+        (_rename_a_feature, "feature list differs from its feature_set declaration"),
         (_wrong_checksum, "model_card.md does not match its sha256"),
     ],
 )
