@@ -66,11 +66,10 @@ def _known_frauds(log: pd.DataFrame) -> pd.DataFrame:
     return frauds[["card_id", "merchant_id", "event_time", "label_time"]]
 
 
-def _merchant_fraud_windows(features: FeatureSet) -> list[tuple[str, float, float]]:
+def _merchant_fraud_windows(features: FeatureSet) -> list[tuple[str, float, float | None]]:
     """(name, start offset, end offset) of every declared merchant known-fraud count."""
-    maturity = features.label_maturity_s
     return [
-        (f.name, (f.window_s or 0.0) + (maturity if f.lagged else 0.0), maturity * f.lagged)
+        (f.name, *features.window(f))
         for f in features.features
         if f.entity is Entity.MERCHANT and f.aggregation is Aggregation.COUNT and f.of is Of.FRAUDS
     ]
@@ -119,7 +118,7 @@ def leakage_probe(
             if shop is not None:
                 times = shop["event_time"]
                 after = times > t - pd.Timedelta(seconds=start)
-                until = times <= t - pd.Timedelta(seconds=end) if end else times < t
+                until = times < t if end is None else times <= t - pd.Timedelta(seconds=end)
                 expected = int((after & until & (shop["label_time"] <= t)).sum())
             if count != expected:
                 violations.append(f"{txn}: {name} {count:g} but {expected} were known")

@@ -15,7 +15,6 @@ from typing import Any
 
 from serving.features import (
     DEFAULT_FEATURE_SET,
-    FEATURE_NAMES,
     FeatureSet,
     feature_set_from_declaration,
 )
@@ -140,7 +139,7 @@ def load_bundle(path: Path, features: FeatureSet = DEFAULT_FEATURE_SET) -> Bundl
         raise BundleError(f"{path}: threshold {threshold!r} is not in [0, 1]")
     try:  # onnxruntime raises its own exception types, on load or on the first run
         predictor = CompiledPredictor((path / "model.onnx").read_bytes())
-        smoke = predictor.predict_one([0.0] * len(FEATURE_NAMES))
+        smoke = predictor.predict_one([0.0] * len(features.names))
     except Exception as exc:
         raise BundleError(f"{path}: model.onnx does not load or run: {exc}") from None
     if not (math.isfinite(smoke) and 0.0 <= smoke <= 1.0):

@@ -184,18 +184,11 @@ class _EntityWindows:
     ) -> None:
         self.prefix, self.ts, self.p, self.cum, self.frauds = prefix, ts, p, cum, frauds
         self.given = given or {}
-        maturity = features.label_maturity_s
         self.spans: dict[str, tuple[float, float | None]] = {}  # feature -> window
         self.kinds: dict[str, int] = {}
         for f in features.features:
             if f.windowed and f.entity is entity:
-                assert f.window_s is not None
-                # A lag of 0 is an ordinary window: strictly before the event, never its own
-                # label.
-                lagged = f.lagged and maturity > 0
-                self.spans[f.name] = (
-                    (f.window_s + maturity, maturity) if lagged else (f.window_s, None)
-                )
+                self.spans[f.name] = features.window(f)
                 self.kinds[f.name] = _KIND[f.aggregation, f.of]
         # Payment bounds only where a feature reads payments (a fraud count reads frauds only).
         paid = [s for n, s in self.spans.items() if self.kinds[n] != _FRAUDS]

@@ -290,12 +290,17 @@ class FeatureSet:
     def label_maturity_s(self) -> float:
         return self.label_maturity_days * DAY
 
+    def window(self, feature: Feature) -> tuple[float, float | None]:
+        """(start, end) offsets of a feature's window: it covers history with
+        `t - start < event_time <= t - end`, or strictly before the event when end is None
+        (not lagged, or a lag of 0: an event never counts its own label)."""
+        width = feature.window_s or 0.0
+        lag = self.label_maturity_s if feature.lagged else 0.0
+        return (width + lag, lag) if lag > 0 else (width, None)
+
     def longest_reach_s(self) -> float:
         """How far back any feature looks: state older than this is never read."""
-        return max(
-            (f.window_s or 0.0) + (self.label_maturity_s if f.lagged else 0.0)
-            for f in self.features
-        )
+        return max(self.window(f)[0] for f in self.features)
 
     def declaration(self) -> dict[str, Any]:
         """The JSON form carried in every bundle's manifest."""

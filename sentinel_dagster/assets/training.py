@@ -194,7 +194,7 @@ def candidate_evaluation(
     config: EvaluationConfig, candidate_model: dict[str, Any], training_set: pd.DataFrame
 ) -> dg.Output[dict[str, Any]]:
     """Holdout metrics of the candidate beside the heuristic fallback's, with plots, gain
-    per feature and, if configured, a feature-group ablation."""
+    per feature and (unless turned off in the config) a feature-group ablation."""
     data = from_frame(training_set)
     holdout = data.holdout
     compromised = compromised_before_holdout(data)
