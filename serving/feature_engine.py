@@ -419,6 +419,8 @@ class FeatureEngine:
         self.clock = -math.inf  # latest event_time processed
         self.counters = dict.fromkeys(COUNTERS, 0)
         self._events = 0  # the hot path counts here; `counters` reads it
+        # What happened to the last processed event's state: added, duplicate or too_late.
+        self.last_state = "added"
         self._lateness = self.config.allowed_lateness_s
         self._dedup_window = self.config.dedup_window_s
         self._cards: MutableMapping[str, CardState] = self.store.table("card")
@@ -585,11 +587,14 @@ class FeatureEngine:
 
         if duplicate:
             self.counters["duplicates"] += 1
+            self.last_state = "duplicate"
             return vector
         self._remember_txn(txn_id, (card_id, merchant_id, t), t)
         if t < watermark:
             self.counters["too_late"] += 1
+            self.last_state = "too_late"
             return vector
+        self.last_state = "added"
         if p == len(ts):  # in order: append (inlined, this is the hot path)
             ts.append(t)
             card.ids.append(txn_id)
