@@ -26,6 +26,7 @@ from serving.resolve import stateful_ids
 from serving.schemas import ScoreBatchRequest, ScoreRequest
 from serving.scoring import EventError, NoModelError, ScoreOutcome
 from serving.service import Service
+from serving.state_store import StateStoreError
 
 log = logging.getLogger("sentinel.serving")
 Answer = tuple[int, bytes]
@@ -50,7 +51,9 @@ def validation_error(exc: ValidationError) -> Answer:
 
 
 def _answer(service: Service, outcome: ScoreOutcome, explain: bool) -> dict[str, Any]:
-    service.metrics.hot.count_outcome(outcome.decision, outcome.scored_by, outcome.shadow_disagrees)
+    service.metrics.hot.count_outcome(
+        outcome.decision, outcome.scored_by, outcome.shadow_disagrees, outcome.state
+    )
     body: dict[str, Any] = {
         "fraud_probability": outcome.probability,
         "decision": outcome.decision,
@@ -59,6 +62,7 @@ def _answer(service: Service, outcome: ScoreOutcome, explain: bool) -> dict[str,
         "model_version": outcome.champion.version,
         "scored_by": outcome.scored_by,
         "reasons": outcome.reasons,
+        "state": outcome.state,  # added, duplicate, too_late; stateless without a card
     }
     if outcome.shadow_probability is not None:
         body["shadow_fraud_probability"] = outcome.shadow_probability
@@ -74,7 +78,7 @@ async def score_one(service: Service, raw: bytes, explain: bool) -> Answer:
         return validation_error(exc)
     try:
         (outcome,) = await service.scorer.score_many([request])
-    except NoModelError as exc:
+    except (NoModelError, StateStoreError) as exc:
         return error(503, str(exc))
     except EventError as exc:
         return field_error(exc.message)
@@ -98,9 +102,9 @@ async def score_batch(service: Service, raw: bytes, explain: bool) -> Answer:
             return field_error(f"events.{i}.{exc}")
     try:
         outcomes = await service.scorer.score_many(events)
-    except NoModelError as exc:
+    except (NoModelError, StateStoreError) as exc:
         return error(503, str(exc))
-    except EventError as exc:  # the schema is as strict as the engine: not expected
+    except EventError as exc:  # e.g. an event_time ahead of the clock: the whole batch
         return field_error(f"events.{exc.index}.{exc.message}")
     results = [_answer(service, outcome, explain) for outcome in outcomes]
     return 200, orjson.dumps({"results": results})

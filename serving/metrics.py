@@ -5,15 +5,26 @@ by a custom collector at scrape time: prometheus_client's `Counter.inc` and
 `Histogram.observe` take a lock and cost ~1 µs each, which on the scoring route is several
 percent of a request. Everything that updates them runs on the event-loop thread, and so
 does `/metrics`, so no lock is needed.
+
+The online state's size and evictions are read from the engine when `/metrics` is scraped
+(`StateCollector.update`), not counted per event.
 """
 
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from serving.feature_engine import STATE_TABLES
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.06, 0.1, 0.25, 0.5, 1.0)
 
@@ -37,18 +48,23 @@ class _LatencyHistogram:
 
 
 class HotPathCounters(Collector):
-    """Decisions, who answered, shadow disagreements and failures, and request latency."""
+    """Decisions, who answered, what happened to the state, shadow disagreements and
+    failures, and request latency."""
 
     def __init__(self) -> None:
         self.decisions: Tally[str] = Tally()
         self.scored_by: Tally[str] = Tally()
+        self.state_updates: Tally[str] = Tally()  # added, duplicate, too_late, stateless
         self.shadow_disagreements = 0
         self.shadow_failures = 0
         self.latency: dict[str, _LatencyHistogram] = {}
 
-    def count_outcome(self, decision: str, scored_by: str, shadow_disagrees: bool) -> None:
+    def count_outcome(
+        self, decision: str, scored_by: str, shadow_disagrees: bool, state: str
+    ) -> None:
         self.decisions[decision] += 1
         self.scored_by[scored_by] += 1
+        self.state_updates[state] += 1
         if shadow_disagrees:
             self.shadow_disagreements += 1
 
@@ -65,6 +81,12 @@ class HotPathCounters(Collector):
         scored_by = CounterMetricFamily("sentinel_scored_by", "Who answered", labels=["scored_by"])
         for who, n in sorted(self.scored_by.items()):
             scored_by.add_metric([who], n)
+        states = CounterMetricFamily(
+            "sentinel_state_updates", "What each scored event did to the online state",
+            labels=["state"],
+        )  # fmt: skip
+        for state, n in sorted(self.state_updates.items()):
+            states.add_metric([state], n)
         latency = HistogramMetricFamily(
             "sentinel_request_seconds", "Request latency", labels=["route"]
         )
@@ -72,6 +94,7 @@ class HotPathCounters(Collector):
             latency.add_metric([route], histogram.buckets(), histogram.total)
         yield decisions
         yield scored_by
+        yield states
         yield latency
         yield CounterMetricFamily(
             "sentinel_shadow_disagreements", "Champion and challenger decided differently",
@@ -83,12 +106,44 @@ class HotPathCounters(Collector):
         )  # fmt: skip
 
 
+class StateCollector(Collector):
+    """The online state's entries per table and evictions per table and reason, as of the
+    last `update` (the `/metrics` route passes `FeatureEngine.state_stats()` before each
+    scrape)."""
+
+    def __init__(self) -> None:
+        self.stats: Mapping[str, Any] = {}
+
+    def update(self, stats: Mapping[str, Any]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        entries = GaugeMetricFamily(
+            "sentinel_state_entries", "Keys held per online-state table", labels=["table"]
+        )
+        for key, table in STATE_TABLES.items():
+            if key in self.stats:
+                entries.add_metric([table], self.stats[key])
+        evicted = CounterMetricFamily(
+            "sentinel_state_evicted", "Keys evicted per table and reason (cap: over the "
+            "table's limit, least recently used; idle: beyond every window)",
+            labels=["table", "reason"],
+        )  # fmt: skip
+        for table, reasons in sorted(self.stats.get("evicted", {}).items()):
+            for reason, n in sorted(reasons.items()):
+                evicted.add_metric([table, reason], n)
+        yield entries
+        yield evicted
+
+
 class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.hot = HotPathCounters()
         r.register(self.hot)
+        self.state = StateCollector()
+        r.register(self.state)
         self.breaker_state = Gauge(
             "sentinel_breaker_state", "1 for the current state", ["state"], registry=r
         )

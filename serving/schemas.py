@@ -47,6 +47,9 @@ class ScoreResponse(BaseModel):
     model_version: str
     scored_by: Literal["model", "heuristic"]
     reasons: list[str]
+    # What the event did to the online state: added; duplicate (a retried transaction_id);
+    # too_late (older than the allowed lateness: scored, not stored); stateless (no card_id).
+    state: Literal["added", "duplicate", "too_late", "stateless"]
     features: dict[str, float | None] | None = None  # with ?explain=true
 
 

@@ -22,3 +22,11 @@ def parse_event_time(value: object, field: str) -> float:
             value = value.replace(tzinfo=dt.UTC)
         return value.timestamp()
     raise ValueError(f"{field}: expected a timestamp, got {type(value).__name__}")
+
+
+def iso(t: float) -> str:
+    """Epoch seconds as an ISO 8601 UTC timestamp, for messages (the number if out of range)."""
+    try:
+        return dt.datetime.fromtimestamp(t, dt.UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return f"{t!r} (epoch seconds)"

@@ -50,8 +50,9 @@ def test_the_seed_request_gets_the_seed_response(client: TestClient) -> None:
     body = response.json()
     assert set(body) == {
         "fraud_probability", "decision", "threshold", "circuit_breaker_state",
-        "model_version", "scored_by", "reasons",
+        "model_version", "scored_by", "reasons", "state",
     }  # fmt: skip
+    assert body["state"] == "stateless"  # no card: no online state read or written
     assert "shadow_fraud_probability" not in body  # no challenger loaded
     assert 0.0 <= body["fraud_probability"] <= 1.0
     assert body["decision"] in {"approve", "decline"}
