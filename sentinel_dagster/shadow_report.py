@@ -49,20 +49,25 @@ class ShadowReport:
         return asdict(self)
 
 
-def _log_files(folder: Path, prefix: str) -> list[tuple[str, int, Path]]:
-    """(day, rotation index, path) of each `prefix-YYYYMMDD[-N].jsonl`: sorted, oldest first."""
+def _log_files(folder: Path, prefix: str) -> list[tuple[str, str, int, Path]]:
+    """(day, writer, rotation index, path) of each `prefix-YYYYMMDD-<host>-<pid>[-N].jsonl`
+    (every service process writes its own files; older ones are `prefix-YYYYMMDD[-N].jsonl`,
+    writer ""), sorted: by day, then each writer's files in the order it wrote them."""
     files = []
     for path in folder.glob(f"{prefix}-*.jsonl"):
-        day, _, index = path.stem.removeprefix(f"{prefix}-").partition("-")
-        files.append((day, int(index) if index.isdigit() else 0, path))
-    return files
+        day, _, rest = path.stem.removeprefix(f"{prefix}-").partition("-")
+        parts = rest.split("-") if rest else []
+        index = parts.pop() if len(parts) in (1, 3) else "0"
+        files.append((day, "-".join(parts), int(index) if index.isdigit() else 0, path))
+    return sorted(files)
 
 
 def read_log(folder: Path, prefix: str, since: dt.date | None = None) -> pd.DataFrame:
-    """The lines of the `prefix-YYYYMMDD[-N].jsonl` files in `folder`, from the files of day
-    `since` on (files are rotated by UTC day, so older ones cannot hold newer lines)."""
+    """The lines of every process's `prefix-YYYYMMDD-*.jsonl` files in `folder`, from the
+    files of day `since` on (files are rotated by UTC day, so older ones cannot hold newer
+    lines). Lines are in file order within a file; across files, by day only."""
     rows: list[dict[str, object]] = []
-    for day, _, path in sorted(_log_files(Path(folder), prefix)):
+    for day, _, _, path in _log_files(Path(folder), prefix):
         if since is not None and day < f"{since:%Y%m%d}":
             continue
         with path.open() as f:
@@ -101,6 +106,8 @@ def compared_events(scored: pd.DataFrame, champion: str, challenger: str) -> pd.
         & scored["challenger_score"].notna()
         & scored["transaction_id"].notna()
     ]
+    if "scored_at" in pair.columns:  # several processes' files: the latest scoring wins
+        pair = pair.sort_values("scored_at", kind="stable")
     return pair.drop_duplicates("transaction_id", keep="last").reset_index(drop=True)
 
 

@@ -95,8 +95,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         assert summary.errors == 0 and summary.label_errors == 0
         assert summary.events == len(traffic) and summary.labels > 10
         assert set(summary.versions) == {champion}
-        _wait_for(lambda: any((home / "scored").glob("scored-*.jsonl")))
-        time.sleep(1.5)  # the service flushes its logs every second
+        # Every answered event is logged before its answer: nothing to wait for.
+        assert any((home / "scored").glob("scored-*.jsonl"))
         yield {"home": home, "url": url, "champion": champion, "challenger": challenger}
     finally:
         server.terminate()
