@@ -15,6 +15,7 @@ setup: $(STAMP)
 
 # Re-installs only when the dependency files change, so a second `make setup` is instant.
 $(STAMP): pyproject.toml requirements.lock
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock -e .
@@ -46,6 +47,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.quality
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m benchmarks.http.run
+	$(BIN)/python -m benchmarks.state_stores
 
 # Regenerate exact pins after changing the ranges in pyproject.toml.
 lock: setup

@@ -310,7 +310,20 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
 ) -> None:
-    """Run the scoring service (same as `uvicorn serving.app:app`); settings from SENTINEL_*."""
+    """Run the scoring service (same as `uvicorn serving.app:app`); settings from SENTINEL_*.
+
+    More than one worker needs SENTINEL_REDIS_URL: in-memory state would be split between
+    the workers, each answering from the payments it happened to receive."""
+    from serving.settings import ServiceSettings
+
+    if workers < 1:
+        raise fail("--workers must be at least 1", EXIT_UNUSABLE)
+    if workers > 1 and not ServiceSettings().redis_url:
+        raise fail(
+            f"--workers {workers} needs SENTINEL_REDIS_URL: without a shared store each worker "
+            "would keep its own card and merchant state and answer from part of the traffic",
+            EXIT_UNUSABLE,
+        )
     import uvicorn
 
     uvicorn.run("serving.app:app", host=host, port=port, workers=workers, log_level="info")

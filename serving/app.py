@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,8 +23,10 @@ from serving import hot_routes
 from serving.hot_routes import HotRoutes
 from serving.logs import configure, log_event
 from serving.schemas import FeedbackRequest, ScoreBatchResponse, ScoreRequest, ScoreResponse
+from serving.scoring import ahead_of_clock
 from serving.service import Service, run_background
 from serving.settings import ServiceSettings
+from serving.state_store import StateStoreError
 
 log = logging.getLogger("sentinel.serving")
 
@@ -45,6 +47,12 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 def _batch_schema(max_events: int) -> dict[str, Any]:
     events = {"type": "array", "items": ScoreRequest.model_json_schema(), "maxItems": max_events}
     return {"type": "object", "required": ["events"], "properties": {"events": events}}
+
+
+def invalid_field(message: str) -> RequestValidationError:
+    """A 422 like pydantic's, naming the field `message` starts with ('label_time: ...')."""
+    field = message.split(":", 1)[0]
+    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
 
 
 def service_of(request: Request) -> Service:
@@ -141,24 +149,36 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.post("/v1/feedback")
     async def feedback(request: Request, label: FeedbackRequest) -> dict[str, str]:
         service = service_of(request)
-        outcome = service.engine.apply_label(
-            label.transaction_id,
-            label.is_fraud,
-            label.label_time.timestamp(),
-            label.card_id,
-            label.merchant_id,
-            label.event_time.timestamp() if label.event_time else None,
-        )
+        label_time = label.label_time.timestamp()
+        # The events' guard: a label from the future must not make a card look fresh.
+        now, skew = service.scorer.clock(), service.settings.max_clock_skew_s
+        refused = ahead_of_clock("label_time", label_time, now, skew)
+        if refused is not None:
+            raise invalid_field(refused)
+        try:  # refuses a label before its event's time (given, or remembered for the id)
+            outcome = service.apply_label(  # journaled: survives a kill once answered
+                label.transaction_id,
+                label.is_fraud,
+                label_time,
+                label.card_id,
+                label.merchant_id,
+                label.event_time.timestamp() if label.event_time else None,
+            )
+        except ValueError as exc:
+            raise invalid_field(str(exc)) from None
+        except StateStoreError as exc:
+            raise HTTPException(503, str(exc)) from None
         service.metrics.feedback.labels(outcome).inc()
         service.feedback_log.append(
             {
                 "transaction_id": label.transaction_id,
                 "is_fraud": label.is_fraud,
-                "label_time": label.label_time.timestamp(),
+                "label_time": label_time,
                 "received_at": time.time(),
                 "outcome": outcome,
             }
         )
+        service.feedback_log.write()  # before the answer
         return {"status": "accepted", "outcome": outcome}
 
     @app.get("/v1/models")
@@ -184,6 +204,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 "short_circuited": breaker.short_circuited,
             },
             "features": service.engine.stats(),
+            "state": service.engine.state_stats(),  # entries, limits, evictions per table
             "batching": {  # model calls shared by the requests of one event-loop turn
                 "model_calls": service.scorer.batcher.calls,
                 "rows": service.scorer.batcher.rows,
@@ -212,6 +233,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             m.breaker_state.labels(state).set(1.0 if str(service.breaker.state) == state else 0.0)
         for transition, count in service.breaker.transitions.items():
             m.breaker_transitions.labels(transition).set(count)
+        m.state.update(service.engine.state_stats())
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

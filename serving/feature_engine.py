@@ -26,10 +26,11 @@ added to any state: events already scored must not change retroactively. Counted
 `counters["too_late"]`.
 """
 
+import logging
 import math
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from math import asin, cos, radians, sin, sqrt
 from operator import attrgetter, itemgetter
@@ -51,8 +52,9 @@ from serving.features import (
     Of,
     feature_set_from_declaration,
 )
+from serving.logs import log_event
 from serving.state_store import InMemoryStore, StateStore
-from serving.timeparse import parse_event_time
+from serving.timeparse import iso, parse_event_time
 
 NAN = math.nan
 EARTH_RADIUS_KM = 6371.0088
@@ -70,6 +72,13 @@ EVICT_EVERY = 1_024
 TRIM_SLACK_S = DAY  # events between sweeps of idle entities (memory only, not semantics)
 _W1H, _W24H, _W30D = HOUR, DAY, 30 * DAY
 SNAPSHOT_FORMAT = 2  # bump when the state's classes change shape: older snapshots start cold
+STATE_TABLES = {"cards": "card", "merchants": "merchant", "txns": "txn", "labels": "label"}
+log = logging.getLogger("sentinel.serving")
+
+
+# `FeatureEngine.process`'s arguments: txn_id, t, card_id, merchant_id, amount, channel,
+# device_id, lat, lon, merchant_category.
+EventArgs = tuple[str, float, str, str, float, str | None, str | None, float, float, str | None]
 
 
 @dataclass(frozen=True)
@@ -143,12 +152,16 @@ class VectorPlan:
     `source` shows the code.
     """
 
-    def __init__(self, features: FeatureSet) -> None:
+    def __init__(self, features: FeatureSet, merchant_counted: bool = False) -> None:
         builtin = {name: i for i, name in enumerate(BUILTIN)}
         # `process` bisects the card's last 24 hours and 30 days for the built-ins already.
         given = {_W24H: "s24h", _W30D: "s30d"}
         card = _EntityWindows("c", "ts", "p", "cum", "cf", features, Entity.CARD, given)
-        merchant = _EntityWindows("m", "mts", "mp", None, "mf", features, Entity.MERCHANT)
+        merchant = _EntityWindows(
+            "m", "mts", "mp", None, "mf", features, Entity.MERCHANT, counted=merchant_counted
+        )
+        self.merchant = merchant
+        self.card_reach_s = max([_W30D, *card.offsets])  # the card payments any feature reads
         expressions = []
         for f in features.features:
             if not f.windowed:
@@ -181,9 +194,11 @@ class _EntityWindows:
         features: FeatureSet,
         entity: Entity,
         given: dict[float, str] | None = None,  # offset -> a variable already holding its bound
+        counted: bool = False,  # bounds and known frauds arrive counted, in `frauds` (below)
     ) -> None:
         self.prefix, self.ts, self.p, self.cum, self.frauds = prefix, ts, p, cum, frauds
         self.given = given or {}
+        self.counted = counted
         self.spans: dict[str, tuple[float, float | None]] = {}  # feature -> window
         self.kinds: dict[str, int] = {}
         for f in features.features:
@@ -200,12 +215,19 @@ class _EntityWindows:
         """The index in ts where history up to `t - offset` ends (p: strictly before t)."""
         if offset is None:
             return self.p
+        if self.counted:
+            return f"{self.frauds}[{self.offsets.index(offset)}]"
         return self.given.get(offset, f"{self.prefix}i{self.offsets.index(offset)}")
 
     def _known(self, span: tuple[float, float | None]) -> str:
+        if self.counted:
+            return f"{self.frauds}[{len(self.offsets) + self.fraud_windows.index(span)}]"
         return f"{self.prefix}k{self.fraud_windows.index(span)}"
 
     def statements(self) -> list[str]:
+        """Counted: the state store has counted everything (`counts` says in which order)."""
+        if self.counted:
+            return []
         lines, upper = [], self.p
         for o in self.offsets:  # ascending offsets, so each bound is at most the previous one
             bound = self._bound(o)
@@ -247,6 +269,17 @@ class _EntityWindows:
         ):
             lines += [condition, *(f"    {line}" for line in body)]
         return lines
+
+    def counts(self, t: float) -> tuple[list[float], list[tuple[float, float, bool]]]:
+        """What a store that counts for the plan (`counted`) counts, in the order the vector
+        reads them: the payments at or before each bound `t - offset`, then each fraud
+        window as (after, until, strict) for `KnownFrauds.count`."""
+        bounds = [t - o for o in self.offsets]
+        windows = [
+            (t - start, t, True) if end is None else (t - start, t - end, False)
+            for start, end in self.fraud_windows
+        ]
+        return bounds, windows
 
     def expression(self, feature: Feature) -> str:
         span, kind = self.spans[feature.name], self.kinds[feature.name]
@@ -346,6 +379,84 @@ def _merchant_hour(m: MerchantState, t: float, in_order: bool, mp: int) -> tuple
     return start, len(counts)
 
 
+def feature_vector(
+    vector: Callable[..., list[float]],
+    card: CardState,
+    p: int,
+    t: float,
+    amount: float,
+    channel: str | None,
+    device_id: str | None,
+    lat: float,  # radians, NaN when unknown
+    lon: float,
+    category: str | None,
+    mts: array,
+    mp: int,
+    mf: Any,  # the merchant's KnownFrauds, or what a counting store counted (VectorPlan)
+    cards1h: int,
+) -> list[float]:
+    """The event's vector from its card's history before index `p` and its merchant's.
+
+    Both stores compute through here: the in-memory engine from its own state, the Redis
+    one from the state its script returned, so the two cannot compute differently.
+    """
+    ts, cum = card.ts, card.cum
+    s24h = bisect_right(ts, t - _W24H, 0, p)
+    s30d = bisect_right(ts, t - _W30D, 0, p)
+    n30d = p - s30d
+    avg30d = (cum[p] - cum[s30d]) / n30d if n30d else NAN
+    ratio30d = amount / avg30d if n30d and avg30d > 0 else NAN
+    since = (t - ts[p - 1]) / DAY if n30d else NAN
+
+    km = speed = NAN
+    if lat == lat and lon == lon:  # not NaN
+        lats = card.lat
+        i = p - 1
+        while i >= s30d and lats[i] != lats[i]:
+            i -= 1
+        if i >= s30d:  # haversine, inlined: this is the hot path
+            dlat = sin((lat - lats[i]) / 2)
+            dlon = sin((lon - card.lon[i]) / 2)
+            h = dlat * dlat + cos(lats[i]) * cos(lat) * dlon * dlon
+            km = 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(h)))
+            speed = km / max((t - ts[i]) / HOUR, MIN_TRAVEL_HOURS)
+
+    devices = card.devices
+    if device_id is None:
+        device_seen = NAN
+    elif p == len(ts):  # in order: the device's latest use is before this event
+        device_seen = 1.0 if card.device_times.get(device_id, -math.inf) > t - _W30D else 0.0
+    else:
+        device_seen = 1.0 if device_id in devices[s30d:p] else 0.0
+    n24h = p - s24h
+    if n24h:
+        recent = set(devices[s24h:p])
+        recent.discard(None)
+        devices24h = len(recent)
+    else:
+        devices24h = 0
+
+    # Built-ins in BUILTIN order after the state; the plan adds the declared windows and
+    # orders them all (counts stay ints: cheaper, and exact as floats downstream).
+    return vector(
+        t, ts, p, s24h, s30d, cum, card.frauds, mts, mp, mf,
+        amount,
+        (t // HOUR) % 24,
+        (t // DAY + 3) % 7,  # 1970-01-01 was a Thursday
+        NAN if channel is None else (1.0 if channel == "online" else 0.0),
+        NAN if category is None else _CATEGORY_CODE.get(category, OTHER_CATEGORY),
+        len(set(card.merchants[s24h:p])) if n24h > 1 else n24h,
+        since,
+        ratio30d,
+        km,
+        speed,
+        device_seen,
+        devices24h,
+        cards1h,
+        1.0 if card.fraud_reported_at <= t else 0.0,
+    )  # fmt: skip
+
+
 def _position(ts: array, ids: list[str], t: float, txn_id: str) -> int:
     """Where a late (t, txn_id) belongs: everything before this index is strictly earlier."""
     n = len(ts)
@@ -436,6 +547,10 @@ class FeatureEngine:
         self.plan = VectorPlan(features)
         self._vector = self.plan.vector
 
+    # The first state-journal segment this state does not include, saved and restored with
+    # the snapshot (None: not journaled; see serving/journal.py).
+    journal_next: int | None = None
+
     def snapshot(self, path: Path) -> None:
         """Save state and clock to `path` (atomic), for a restart to resume from."""
         if not isinstance(self.store, InMemoryStore):
@@ -451,15 +566,21 @@ class FeatureEngine:
             },
             "events": self._events,
             "counters": self.counters,
+            "journal_next": self.journal_next,
         }
         self.store.snapshot(path, extra)
 
     @classmethod
-    def restore(cls, path: Path, features: FeatureSet | None = None) -> "FeatureEngine":
+    def restore(
+        cls, path: Path, features: FeatureSet | None = None, max_clock: float | None = None
+    ) -> "FeatureEngine":
         """An engine that continues exactly where the snapshotted one stopped.
 
         The state holds payments and labels, not feature values, so it can serve another
         feature set (`features`): windows longer than the old one's reach start partly cold.
+        A clock beyond `max_clock` (the wall clock plus the allowed skew: a bad timestamp
+        absorbed by an older version) is clamped to it, with a warning, so it cannot make
+        every later event too late.
         """
         store, extra = InMemoryStore.restore(path)
         if extra.get("format") != SNAPSHOT_FORMAT:
@@ -474,13 +595,47 @@ class FeatureEngine:
         engine.clock = extra["clock"]
         engine._events = extra["events"]
         engine.counters = dict(extra["counters"])
+        engine.journal_next = extra.get("journal_next")
+        if max_clock is not None and engine.clock > max_clock:
+            log_event(
+                log, logging.WARNING, "feature_state_clock_clamped",
+                snapshot_clock=engine.clock, max_clock=max_clock,
+            )  # fmt: skip
+            engine.clock = max_clock
         return engine
 
     def stats(self) -> dict[str, int]:
         """Counters of what the engine did, and how much state it holds."""
         return {"events": self._events, **self.counters}
 
+    def limit_state(self, max_cards: int | None, max_merchants: int | None) -> None:
+        """Hold at most this many cards and merchants, evicting the least recently used
+        (by `last_seen`). An evicted one starts cold, like one idle beyond every window.
+        Only a store with `cap` (the in-memory one) is limited; a shared store bounds its
+        memory its own way."""
+        cap = getattr(self.store, "cap", None)
+        if cap is not None:
+            cap("card", max_cards, _LAST_SEEN)
+            cap("merchant", max_merchants, _LAST_SEEN)
+
+    def state_stats(self) -> dict[str, Any]:
+        """How much state is held per table, the caps, and the keys evicted (per table and
+        reason: cap or idle) by this process."""
+        store: Any = self.store
+        sizes = {name: len(store.table(table)) for name, table in STATE_TABLES.items()}
+        limits = store.limits() if hasattr(store, "limits") else {}
+        evicted = store.evictions() if hasattr(store, "evictions") else {}
+        return {**sizes, "limits": limits, "evicted": evicted}
+
     # -- events -------------------------------------------------------------------------
+
+    def process_many(self, events: Sequence[EventArgs]) -> list[tuple[list[float], str]]:
+        """Events in order, each seeing the ones before: (vector, what happened to the
+        state) per event. A shared store answers the whole call in one round trip."""
+        out = []
+        for e in events:
+            out.append((self.process(*e), self.last_state))
+        return out
 
     def process_event(self, event: Mapping[str, Any]) -> list[float]:
         """Validate a raw event (DESIGN.md §3 field names) and process it."""
@@ -517,43 +672,7 @@ class FeatureEngine:
         p = len(ts)
         if p and (ts[-1] > t or (ts[-1] == t and card.ids[-1] >= txn_id)):
             p = _position(ts, card.ids, t, txn_id)
-        s24h = bisect_right(ts, t - _W24H, 0, p)
-        s30d = bisect_right(ts, t - _W30D, 0, p)
-        cum = card.cum
-        total = cum[p]
-        n30d = p - s30d
-        avg30d = (total - cum[s30d]) / n30d if n30d else NAN
-        ratio30d = amount / avg30d if n30d and avg30d > 0 else NAN
-        since = (t - ts[p - 1]) / DAY if n30d else NAN
-
-        km = speed = NAN
-        if lat == lat and lon == lon:  # not NaN
-            lat, lon = radians(lat), radians(lon)
-            lats = card.lat
-            i = p - 1
-            while i >= s30d and lats[i] != lats[i]:
-                i -= 1
-            if i >= s30d:  # haversine, inlined: this is the hot path
-                dlat = sin((lat - lats[i]) / 2)
-                dlon = sin((lon - card.lon[i]) / 2)
-                h = dlat * dlat + cos(lats[i]) * cos(lat) * dlon * dlon
-                km = 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(h)))
-                speed = km / max((t - ts[i]) / HOUR, MIN_TRAVEL_HOURS)
-
-        devices = card.devices
-        if device_id is None:
-            device_seen = NAN
-        elif p == len(ts):  # in order: the device's latest use is before this event
-            device_seen = 1.0 if card.device_times.get(device_id, -math.inf) > t - _W30D else 0.0
-        else:
-            device_seen = 1.0 if device_id in devices[s30d:p] else 0.0
-        n24h = p - s24h
-        if n24h:
-            recent = set(devices[s24h:p])
-            recent.discard(None)
-            devices24h = len(recent)
-        else:
-            devices24h = 0
+        lat, lon = radians(lat), radians(lon)  # NaN stays NaN
 
         merchant = self._merchants.get(merchant_id)
         new_merchant = merchant is None or merchant.last_seen <= horizon
@@ -563,26 +682,13 @@ class FeatureEngine:
         mp = len(mts)
         if mp and (mts[-1] > t or (mts[-1] == t and merchant.ids[-1] >= txn_id)):
             mp = _position(mts, merchant.ids, t, txn_id)
-        _, cards1h = _merchant_hour(merchant, t, mp == len(mts), mp)
+        # A too-late event never slides the hour: it is not added, and a later event of this
+        # merchant may be earlier than it.
+        _, cards1h = _merchant_hour(merchant, t, mp == len(mts) and t >= watermark, mp)
 
-        # Built-ins in BUILTIN order after the state; the plan adds the declared windows and
-        # orders them all (counts stay ints: cheaper, and exact as floats downstream).
-        vector = self._vector(
-            t, ts, p, s24h, s30d, cum, card.frauds, mts, mp, merchant.frauds,
-            amount,
-            (t // HOUR) % 24,
-            (t // DAY + 3) % 7,  # 1970-01-01 was a Thursday
-            NAN if channel is None else (1.0 if channel == "online" else 0.0),
-            NAN if category is None else _CATEGORY_CODE.get(category, OTHER_CATEGORY),
-            len(set(card.merchants[s24h:p])) if n24h > 1 else n24h,
-            since,
-            ratio30d,
-            km,
-            speed,
-            device_seen,
-            devices24h,
-            cards1h,
-            1.0 if card.fraud_reported_at <= t else 0.0,
+        vector = feature_vector(
+            self._vector, card, p, t, amount, channel, device_id, lat, lon, category,
+            mts, mp, merchant.frauds, cards1h,
         )  # fmt: skip
 
         if duplicate:
@@ -595,12 +701,13 @@ class FeatureEngine:
             self.last_state = "too_late"
             return vector
         self.last_state = "added"
+        cum = card.cum
         if p == len(ts):  # in order: append (inlined, this is the hot path)
             ts.append(t)
             card.ids.append(txn_id)
-            cum.append(total + amount)
+            cum.append(cum[p] + amount)
             card.merchants.append(merchant_id)
-            devices.append(device_id)
+            card.devices.append(device_id)
             if device_id is not None:
                 card.device_times[device_id] = t
             card.lat.append(lat)
@@ -647,6 +754,14 @@ class FeatureEngine:
 
     # -- labels -------------------------------------------------------------------------
 
+    def _remembered(self, txn_id: str) -> tuple[str, str, float] | None:
+        """(card, merchant, event_time) of a transaction id still remembered: time-checked
+        here, so an answer never depends on when eviction last ran."""
+        seen = self._txns.get(txn_id)
+        if seen is None or seen[2] <= self.clock - self._lateness - self._dedup_window:
+            return None
+        return seen
+
     def apply_label(
         self,
         txn_id: str,
@@ -660,22 +775,31 @@ class FeatureEngine:
 
         Without card, merchant and event time the label is attributed through the
         transaction ids remembered for `dedup_window_s`; older unknown ids are counted only.
+        A label stamped before its event's time (given, or remembered for the id) raises
+        ValueError naming `label_time`, before anything is changed or counted.
         """
+        known = event_time
+        if known is None:
+            seen = self._remembered(txn_id)
+            known = None if seen is None else seen[2]
+        if known is not None and label_time < known:
+            raise ValueError(label_before_event(label_time, known))
         store = self.store
         self.counters["labels"] += 1
         if not is_fraud:
             self.counters["labels_not_fraud"] += 1
             return "not_fraud"
-        if txn_id in self._labels:
+        horizon = self.clock - self.config.allowed_lateness_s - self._reach
+        applied = self._labels.get(txn_id)
+        if applied is not None and applied[1] > horizon:  # time-checked, as `_remembered`
             self.counters["labels_duplicate"] += 1
             return "duplicate"
         if card_id is None or merchant_id is None or event_time is None:
-            seen = self._txns.get(txn_id)
+            seen = self._remembered(txn_id)
             if seen is None:
                 self.counters["labels_unknown"] += 1
                 return "unknown"
             card_id, merchant_id, event_time = seen
-        horizon = self.clock - self.config.allowed_lateness_s - self._reach
         store.add("label", txn_id, (label_time, event_time), event_time)
 
         card = self._cards.get(card_id)
@@ -698,6 +822,10 @@ class FeatureEngine:
         store.add("merchant", merchant_id, merchant, merchant.last_seen)
         self.counters["labels_applied"] += 1
         return "applied"
+
+
+def label_before_event(label_time: float, event_time: float) -> str:
+    return f"label_time: {iso(label_time)} is before the event's event_time {iso(event_time)}"
 
 
 def _required_str(event: Mapping[str, Any], name: str) -> str:

@@ -12,8 +12,9 @@ engine's own `parse_event`, so its fields go to `FeatureEngine.process` as they 
 
 import math
 
-from serving.feature_engine import FeatureEngine
+from serving.feature_engine import EventArgs, FeatureEngine
 from serving.features import FEATURE_INDEX, SEED_FEATURES
+from serving.journal import Journal
 from serving.schemas import ScoreRequest
 
 # The raw-event fields a stateful request must carry besides card_id.
@@ -43,27 +44,48 @@ def event_timestamp(request: ScoreRequest, received_at: float) -> float:
     return received_at if event_time is None else event_time.timestamp()
 
 
-def resolve_features(engine: FeatureEngine, request: ScoreRequest, t: float) -> list[float]:
-    """The vector in FEATURE_NAMES order for the event at epoch seconds `t` (see
-    `event_timestamp`); a request with a card updates the online state."""
+def event_args(request: ScoreRequest, t: float) -> EventArgs | None:
+    """`FeatureEngine.process`'s arguments for a request with a card (None without one)."""
+    ids = stateful_ids(request)
+    if ids is None:
+        return None
     r = request
     lat = math.nan if r.lat is None else r.lat
     lon = math.nan if r.lon is None else r.lon
-    ids = stateful_ids(r)
-    if ids is not None:
-        txn, card, merchant = ids
-        vector = engine.process(
-            txn, t, card, merchant, r.amount, r.channel, r.device_id, lat, lon,
-            r.merchant_category,
-        )  # fmt: skip
-    else:
-        # No card: nothing to look up or update. Score the event as a first-ever payment.
-        vector = FeatureEngine().process(
-            "cold-start", t, "cold-start-card", "cold-start-merchant", r.amount, r.channel,
-            r.device_id, lat, lon, r.merchant_category,
-        )  # fmt: skip
+    txn, card, merchant = ids
+    return (txn, t, card, merchant, r.amount, r.channel, r.device_id, lat, lon,
+            r.merchant_category)  # fmt: skip
+
+
+def cold_start_vector(request: ScoreRequest, t: float) -> list[float]:
+    """No card: nothing to look up or update. The event scored as a first-ever payment."""
+    r = request
+    lat = math.nan if r.lat is None else r.lat
+    lon = math.nan if r.lon is None else r.lon
+    return FeatureEngine().process(
+        "cold-start", t, "cold-start-card", "cold-start-merchant", r.amount, r.channel,
+        r.device_id, lat, lon, r.merchant_category,
+    )  # fmt: skip
+
+
+def with_given_features(vector: list[float], request: ScoreRequest) -> list[float]:
+    """The seed's features given in the request take precedence over computed ones."""
     for name, index in _SEED_INDEX:
-        value = getattr(r, name)
+        value = getattr(request, name)
         if value is not None:
             vector[index] = float(value)
     return vector
+
+
+def resolve_features(
+    engine: FeatureEngine, request: ScoreRequest, t: float, journal: Journal | None = None
+) -> list[float]:
+    """The vector in FEATURE_NAMES order for the event at epoch seconds `t` (see
+    `event_timestamp`); a request with a card updates the online state, and the call is
+    recorded in `journal` first (the caller writes the journal out)."""
+    args = event_args(request, t)
+    if args is None:
+        return with_given_features(cold_start_vector(request, t), request)
+    if journal is not None:
+        journal.event(args)
+    return with_given_features(engine.process(*args), request)

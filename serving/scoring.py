@@ -8,27 +8,34 @@ enforced where a call can wait: with injected latency (the seed's
 SENTINEL_INJECT_LATENCY_MS) the call is raced against the deadline and the heuristic
 answers at the deadline; an inline call that overruns is counted as slow and opens the
 breaker, so later requests go straight to the heuristic.
+
+Event-time guard: an event stamped more than `max_clock_skew_s` after the service's wall
+clock (`Scorer.clock`, injectable) is refused before any event of the call reaches the
+engine, so a bad timestamp can never move the engine's clock (DESIGN.md §3). Far-past events
+are scored; the engine, too late to add them, says so (`ScoreOutcome.state`).
 """
 
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from serving.batching import TurnBatcher
 from serving.breaker import CircuitBreaker
 from serving.bundle import Bundle
-from serving.feature_engine import FeatureEngine
+from serving.feature_engine import EventArgs, FeatureEngine
 from serving.heuristic import heuristic_score
+from serving.journal import Journal
 from serving.metrics import HotPathCounters
 from serving.models import LoadedModels, ModelManager
 from serving.predictor import Rows, as_rows
-from serving.resolve import event_timestamp, resolve_features
+from serving.resolve import cold_start_vector, event_args, event_timestamp, with_given_features
 from serving.schemas import ScoreRequest
 from serving.scored_log import ScoredLog
 from serving.settings import ServiceSettings
+from serving.timeparse import iso
 
 
 class NoModelError(Exception):
@@ -55,6 +62,7 @@ class ScoreOutcome:
     vector: list[float]
     shadow_probability: float | None
     shadow_disagrees: bool  # the challenger, at its own threshold, would have decided otherwise
+    state: str  # added, duplicate or too_late (the engine's `last_state`); stateless: no card
 
     @property
     def threshold(self) -> float:
@@ -72,6 +80,16 @@ def _valid(p: float) -> bool:
     return math.isfinite(p) and 0.0 <= p <= 1.0
 
 
+def ahead_of_clock(field: str, t: float, now: float, skew_s: float) -> str | None:
+    """Why a timestamp `t` is refused, naming `field`: more than `skew_s` after `now`."""
+    if t <= now + skew_s:
+        return None
+    return (
+        f"{field}: {iso(t)} is more than {skew_s:g} s ahead of the service clock ({iso(now)}); "
+        "check the sender's clock"
+    )
+
+
 class Scorer:
     def __init__(
         self,
@@ -81,14 +99,17 @@ class Scorer:
         breaker: CircuitBreaker,
         log: ScoredLog,
         counters: HotPathCounters,
+        journal: Journal | None = None,
     ) -> None:
         self.settings = settings
+        self.journal = journal  # the engine's inputs, written out before any answer
         self.manager = manager
         self.engine = engine
         self.breaker = breaker
         self.log = log
         self.counters = counters
         self._deadline_s = settings.circuit_threshold_ms / 1000.0
+        self.clock: Callable[[], float] = time.time  # the wall clock; tests inject their own
         self.batcher: TurnBatcher[LoadedModels, list[float], ModelScores]
         self.batcher = TurnBatcher(self._predict)
 
@@ -153,17 +174,40 @@ class Scorer:
             raise NoModelError("no champion model is loaded yet")
         if not requests:
             return []  # no model call: an empty call must not count for the breaker
-        received = time.time()
+        received = self.clock()
         times = [event_timestamp(request, received) for request in requests]
-        vectors = []
+        skew = self.settings.max_clock_skew_s
+        if max(times) > received + skew:  # refuse before any event touches the state
+            for index, t in enumerate(times):
+                refused = ahead_of_clock("event_time", t, received, skew)
+                if refused is not None:
+                    raise EventError(index, refused)
+        stateful: list[EventArgs | None] = []
         for index, (request, t) in enumerate(zip(requests, times, strict=True)):
             try:
-                vectors.append(resolve_features(self.engine, request, t))
+                stateful.append(event_args(request, t))
             except ValueError as exc:
                 raise EventError(index, str(exc)) from None
+        events = [e for e in stateful if e is not None]
+        if self.journal is not None:
+            for e in events:
+                self.journal.event(e)
+        processed = iter(self.engine.process_many(events))  # one round trip on Redis
+        vectors, states = [], []
+        for request, t, args in zip(requests, times, stateful, strict=True):
+            if args is None:
+                vector, state = cold_start_vector(request, t), "stateless"
+            else:
+                vector, state = next(processed)
+            vectors.append(with_given_features(vector, request))
+            states.append(state)
+        if self.journal is not None:
+            self.journal.write()  # one OS write per call, before its answer (kill -9 safe)
         scores = await self.batcher.submit(models, vectors)
         outcomes = []
-        for request, t, vector, scored in zip(requests, times, vectors, scores, strict=True):
+        for request, t, vector, scored, state in zip(
+            requests, times, vectors, scores, states, strict=True
+        ):
             p, shadow = scored.champion, scored.challenger
             rules = heuristic_score(vector)
             probability = p if p is not None else rules.probability
@@ -180,9 +224,11 @@ class Scorer:
                 shadow_disagrees=challenger is not None
                 and shadow is not None
                 and (shadow >= challenger.threshold) != (decision == "decline"),
+                state=state,
             )
             self._log(request, t, received, outcome, scored, rules.probability)
             outcomes.append(outcome)
+        self.log.write()  # one OS write per call, before its answer
         return outcomes
 
     def _log(

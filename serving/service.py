@@ -1,5 +1,6 @@
 """What one scoring-service instance holds (built in the app's lifespan), and its
-background loop: registry polling and log flushing, off the request path."""
+background loop: registry polling, log flushing and the in-memory state's durability
+(journal fsync, snapshots: serving/journal.py), off the request path."""
 
 import asyncio
 import logging
@@ -7,43 +8,127 @@ import time
 
 from serving.breaker import CircuitBreaker
 from serving.feature_engine import EngineConfig, FeatureEngine
+from serving.journal import (
+    REPLAY_NONE,
+    Journal,
+    Persistence,
+    Replayed,
+    fsync_and_close,
+    replay,
+)
 from serving.logs import log_event
 from serving.metrics import ServiceMetrics
 from serving.models import ModelManager
+from serving.redis_state import RedisFeatureEngine
 from serving.scored_log import ScoredLog
 from serving.scoring import Scorer
 from serving.settings import ServiceSettings
+from serving.state_store import InMemoryStore
 
 log = logging.getLogger("sentinel.serving")
 STATE_SNAPSHOT = "feature_state.pkl"
+JOURNAL_DIR = "journal"
 
 
 class Service:
-    def __init__(self, settings: ServiceSettings) -> None:
+    def __init__(self, settings: ServiceSettings, journal: bool = True) -> None:
+        """`journal`: keep the in-memory state durable (journal + snapshots); the shared
+        Redis store (`redis_url`) persists itself and never journals."""
+        journal = journal and settings.redis_url is None
         self.settings = settings
         self.metrics = ServiceMetrics()
         self.manager = ModelManager(settings)
         self.snapshot_path = settings.home / "serving" / STATE_SNAPSHOT
+        self.journal_dir = settings.home / "serving" / JOURNAL_DIR
+        # The lock first: no other process may move the snapshot or the journal while we
+        # read them. Without it (another worker owns them) nothing is persisted.
+        self.journal: Journal | None = None
+        self.journal_refused = False
+        if journal:
+            self.journal = Journal(self.journal_dir, settings.journal_fsync_ms)
+            if not self.journal.lock():
+                self.journal, self.journal_refused = None, True
+        self._from_snapshot: int | None = None  # events in the loaded snapshot
         self.engine = self._restore_engine()
+        self.engine.limit_state(settings.max_cards, settings.max_merchants)
+        # After the caps: the journal replays as it ran, under them.
+        self.persistence = self._replay_journal(journal)
         self.breaker = CircuitBreaker(settings.breaker_config())
         self.log = ScoredLog(settings.home / "scored")
         self.feedback_log = ScoredLog(settings.home / "scored", prefix="feedback")
         self.scorer = Scorer(
-            settings, self.manager, self.engine, self.breaker, self.log, self.metrics.hot
-        )
+            settings, self.manager, self.engine, self.breaker, self.log, self.metrics.hot,
+            journal=self.journal,
+        )  # fmt: skip
 
     def _restore_engine(self) -> FeatureEngine:
-        """The state saved at the last shutdown; a missing or unreadable one starts cold."""
+        """The shared Redis state when configured; else the state saved at the last
+        shutdown (a missing or unreadable one starts cold)."""
         features = self.settings.feature_set()
+        if self.settings.redis_url:
+            log_event(log, logging.INFO, "feature_state_shared", store="redis")  # no URL: secrets
+            return RedisFeatureEngine.from_url(
+                self.settings.redis_url, EngineConfig(features=features), self.settings.redis_prefix
+            )
         if not self.snapshot_path.exists():
             return FeatureEngine(config=EngineConfig(features=features))
         try:
-            engine = FeatureEngine.restore(self.snapshot_path, features)
+            max_clock = time.time() + self.settings.max_clock_skew_s  # clamps a bad clock
+            engine = FeatureEngine.restore(self.snapshot_path, features, max_clock)
         except Exception as exc:  # any unreadable snapshot (other code, other shape): start cold
             log_event(log, logging.WARNING, "feature_state_not_restored", error=type(exc).__name__)
             return FeatureEngine(config=EngineConfig(features=features))
-        log_event(log, logging.INFO, "feature_state_restored", events=engine.stats()["events"])
+        self._from_snapshot = engine.stats()["events"]
         return engine
+
+    def _replay_journal(self, enabled: bool) -> Persistence | None:
+        """Replay the journal written after the loaded snapshot (all of it after a cold
+        start) through the engine; then, as the journal's owner, continue it."""
+        engine, loaded, mark = self.engine, self._from_snapshot, self.engine.journal_next
+        replayed = Replayed()
+        if not enabled or not isinstance(engine.store, InMemoryStore):
+            if self.journal is not None:
+                self.journal.unlock()
+                self.journal = None
+            engine.journal_next = None  # a later snapshot is not the journal's
+        else:
+            first = 0 if loaded is None else (REPLAY_NONE if mark is None else mark)
+            replayed = replay(engine, self.journal_dir, first)
+        if loaded is not None or replayed.lines:
+            log_event(
+                log, logging.INFO, "feature_state_restored",
+                snapshot_events=loaded or 0, journal_lines=replayed.lines,
+                journal_segments=replayed.segments, torn_lines=replayed.torn,
+                skipped_lines=replayed.skipped, events=engine.stats()["events"],
+            )  # fmt: skip
+        if self.journal is None:
+            if self.journal_refused:
+                log_event(log, logging.WARNING, "feature_state_not_persisted", reason="locked")
+            return None
+        self.journal.start(mark or 0)
+        s = self.settings
+        return Persistence(
+            engine, self.journal, self.snapshot_path, s.snapshot_every_events,
+            s.snapshot_interval_s, backlog=replayed.lines,
+        )  # fmt: skip
+
+    def apply_label(
+        self,
+        txn_id: str,
+        is_fraud: bool,
+        label_time: float,
+        card_id: str | None = None,
+        merchant_id: str | None = None,
+        event_time: float | None = None,
+    ) -> str:
+        """`FeatureEngine.apply_label`, journaled once accepted and written out before the
+        caller answers."""
+        args = (txn_id, is_fraud, label_time, card_id, merchant_id, event_time)
+        outcome = self.engine.apply_label(*args)
+        if self.journal is not None:
+            self.journal.label(args)
+            self.journal.write()
+        return outcome
 
     def reload(self, retry_rejected: bool = False) -> bool:
         before = self.manager.counters.loaded, self.manager.counters.rejected
@@ -61,26 +146,61 @@ class Service:
         return changed
 
     def flush(self) -> None:
+        """Lines a failed write left behind (the request path writes its own)."""
+        if self.journal is not None:
+            self.journal.write()
         self.log.flush()
         self.feedback_log.flush()
 
+    async def persist(self) -> None:
+        """The background loop's turn for the state: fsync the journal (in a worker thread),
+        reap a finished snapshot, start a due one."""
+        if self.persistence is None:
+            return
+        fds = self.persistence.journal.sync_fds()
+        if fds:
+            await asyncio.to_thread(fsync_and_close, fds)
+        self.persistence.tick()
+
     def shutdown(self) -> None:
-        self.flush()
-        self.engine.snapshot(self.snapshot_path)
-        log_event(log, logging.INFO, "feature_state_saved", events=self.engine.stats()["events"])
+        """Write the logs, then the final snapshot (inline); the journal is then dropped."""
+        try:
+            self.flush()
+        except OSError as exc:
+            log_event(log, logging.ERROR, "log_flush_failed", error=type(exc).__name__)
+        self.log.close()
+        self.feedback_log.close()
+        dropped = 0
+        if self.persistence is not None:
+            dropped = self.persistence.close()
+        elif self.journal_refused or self.settings.redis_url is not None:
+            return  # another process owns the snapshot; Redis persists itself
+        else:
+            self.engine.snapshot(self.snapshot_path)
+        log_event(
+            log, logging.INFO, "feature_state_saved", mode="shutdown",
+            events=self.engine.stats()["events"], journal_segments_dropped=dropped,
+        )  # fmt: skip
 
 
 async def run_background(service: Service) -> None:
-    """Poll the registry and flush the logs until cancelled. A failing step (a full disk, an
-    unreadable registry) is logged and retried on the next turn: it never ends the loop."""
+    """Poll the registry, retry failed log writes, fsync the journal and take snapshots until
+    cancelled. A failing step (a full disk, an unreadable registry) is logged and retried on
+    the next turn: it never ends the loop."""
     interval = service.settings.reload_interval_s
+    fsync_s = service.settings.journal_fsync_ms / 1000.0
+    period = min(1.0, interval, fsync_s) if fsync_s > 0 else min(1.0, interval)
     last_reload = time.monotonic()
     while True:
-        await asyncio.sleep(min(1.0, interval))
+        await asyncio.sleep(period)
         try:
             service.flush()
         except OSError as exc:
             log_event(log, logging.ERROR, "log_flush_failed", error=type(exc).__name__)
+        try:
+            await service.persist()
+        except Exception as exc:
+            log_event(log, logging.ERROR, "state_persist_failed", error=type(exc).__name__)
         if time.monotonic() - last_reload >= interval:
             last_reload = time.monotonic()
             try:

@@ -41,12 +41,51 @@ class ServiceSettings(BaseSettings):
     )
     breaker_open_wait_s: float = Field(default=5.0, gt=0, description="Open before half-open.")
     breaker_half_open_probes: int = Field(default=5, gt=0, description="Probes to close again.")
+    max_clock_skew_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Events and labels stamped more than this ahead of the wall clock are "
+        "refused (422): a bad timestamp must never move the engine's clock.",
+    )
+    max_cards: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="Cards held in memory; beyond it the least "
+        "recently used card is evicted (and starts cold).",
+    )
+    max_merchants: int = Field(
+        default=200_000,
+        gt=0,
+        description="Merchants held in memory (least recently used evicted beyond it).",
+    )
     label_maturity_days: float = Field(
         default=DEFAULT_LABEL_MATURITY_DAYS,
         ge=0,
         le=365,
         description="The lagged label windows' lag; must match the policy the bundles were "
         "trained with (bundles declaring another are refused).",
+    )
+    # The shared online state (serving/redis_state.py); without it the state is in memory.
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db: every worker and host shares the online state "
+        "there (required for more than one worker).",
+    )
+    redis_prefix: str = Field(
+        default="sentinel:", description="Prefix of every key the service writes in Redis."
+    )
+    # The in-memory state's durability (serving/journal.py).
+    journal_fsync_ms: float = Field(
+        default=1000.0,
+        ge=0,
+        description="fsync the state journal at most this often (a machine crash loses at "
+        "most this much; kill -9 loses nothing answered); 0: on every write (slower).",
+    )
+    snapshot_every_events: int = Field(
+        default=1_000_000, gt=0, description="Snapshot the state after this many journal lines."
+    )
+    snapshot_interval_s: float = Field(
+        default=300.0, gt=0, description="...or this long after the last snapshot."
     )
 
     def feature_set(self) -> FeatureSet:

@@ -1,0 +1,250 @@
+"""The online state on Redis, shared by every worker and host (`SENTINEL_REDIS_URL`).
+
+Design: each event is one Lua script (`redis_event.lua`), which Redis runs atomically. The
+script returns the state as it was before the event — the card's recent payments and known
+frauds, and for the merchant only counts (payments at each window bound, known frauds per
+window, distinct cards in the last hour) — and then adds the event. The worker computes
+the vector from that state with the in-process engine's own code (`feature_vector`).
+Redis orders the scripts, so any number of workers compute exactly what one in-process
+engine fed the events in that order computes, and no update is lost: there is nothing to
+lock, retry or merge.
+
+Bytes moved per event: a card's payments of the last 30 days (a few KB for a busy card);
+for a merchant a dozen integers whatever its volume — its counts come from sorted-set
+ranks (`ZCOUNT`, O(log n)) and its last hour's distinct cards from a per-merchant tally
+slid forward by each in-order payment, so a merchant with thousands of payments an hour
+costs the same per event as a quiet one. A batch is one pipelined round trip.
+
+Durability is Redis's own (run it with `appendonly yes` to survive a restart); keys expire
+a day after the longest window could read them, measured on Redis's wall clock. A single
+Redis primary: each script touches a card's and a merchant's keys, which Redis Cluster
+would place on different shards.
+"""
+
+import contextlib
+import math
+from array import array
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from typing import Any
+
+import redis
+
+from serving.feature_engine import (
+    COUNTERS,
+    DAY,
+    NAN,
+    TRIM_SLACK_S,
+    CardState,
+    EngineConfig,
+    EventArgs,
+    FeatureEngine,
+    KnownFrauds,
+    VectorPlan,
+    feature_vector,
+    label_before_event,
+)
+from serving.state_store import StateStoreError
+
+_HOUR = 3600.0
+KEY_SLACK_S = DAY  # keys outlive the longest window by this much (Redis's wall clock)
+
+
+@contextlib.contextmanager
+def unavailable_as_store_error() -> Iterator[None]:
+    """Redis down, slow or refusing: the service answers 503 naming the store."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StateStoreError(f"the Redis state store failed: {type(exc).__name__}") from None
+
+
+def _script(name: str) -> str:
+    return resources.files("serving").joinpath(name).read_text()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisFeatureEngine(FeatureEngine):
+    """`FeatureEngine`'s interface over state kept in Redis (see the module docstring)."""
+
+    def __init__(
+        self, client: redis.Redis, config: EngineConfig | None = None, prefix: str = ""
+    ) -> None:
+        super().__init__(config=config)
+        self.client = client
+        self.prefix = prefix
+        self.counted = VectorPlan(self.config.features, merchant_counted=True)
+        self._counted_vector = self.counted.vector
+        self._event_script = client.register_script(_script("redis_event.lua"))
+        self._label_script = client.register_script(_script("redis_label.lua"))
+        reach = self._reach + self._lateness + TRIM_SLACK_S + KEY_SLACK_S
+        self._ttl_ms = str(int(reach * 1000))
+        self._txn_ttl_ms = str(int((self._dedup_window + self._lateness + KEY_SLACK_S) * 1000))
+        self._card_reach = self.counted.card_reach_s
+        self.last_seq = 0
+        self._caps = ("0", "0")  # no cap until `limit_state`
+
+    @classmethod
+    def from_url(
+        cls, url: str, config: EngineConfig | None = None, prefix: str = ""
+    ) -> "RedisFeatureEngine":
+        return cls(redis.Redis.from_url(url), config, prefix)
+
+    def snapshot(self, path: Any) -> None:  # Redis persists itself (AOF / RDB)
+        raise TypeError("the Redis store is persisted by Redis, not snapshotted")
+
+    def _shared_counters(self) -> dict[str, int]:
+        with unavailable_as_store_error():
+            raw = self.client.hgetall(self.prefix + "g")
+        return {_text(k): int(v) for k, v in raw.items() if _text(k) != "clock"}
+
+    def stats(self) -> dict[str, int]:
+        """The counters of every worker sharing this state."""
+        counters = self._shared_counters()
+        return {name: counters.get(name, 0) for name in ("events", *COUNTERS)}
+
+    def limit_state(self, max_cards: int | None, max_merchants: int | None) -> None:
+        """Caps shared by every worker: beyond them the least recently used card or merchant
+        (by last event or label time, exactly) is deleted with its keys."""
+        self._caps = (str(max_cards or 0), str(max_merchants or 0))
+
+    def state_stats(self) -> dict[str, Any]:
+        """Live cards and merchants (used within every window's reach), the caps, evictions
+        by every worker, and Redis's own memory figures."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(self.prefix + "cards")
+        pipe.zcard(self.prefix + "merchants")
+        pipe.info("memory")
+        with unavailable_as_store_error():
+            cards, merchants, memory = pipe.execute()
+        evicted: dict[str, dict[str, int]] = {"card": {}, "merchant": {}}
+        for key, n in self._shared_counters().items():
+            if key.startswith("evicted:"):
+                _, table, reason = key.split(":")
+                evicted[table][reason] = n
+        limits = {
+            table: int(cap) for table, cap in zip(("card", "merchant"), self._caps, strict=True)
+        }
+        return {
+            "store": "redis",
+            "cards": cards,
+            "merchants": merchants,
+            "limits": {table: cap for table, cap in limits.items() if cap},
+            "evicted": evicted,
+            "redis_used_memory_bytes": memory.get("used_memory"),
+            "redis_maxmemory_bytes": memory.get("maxmemory"),
+        }
+
+    # -- events -------------------------------------------------------------------------
+
+    def _event_args(self, e: EventArgs) -> list[str]:
+        txn_id, t, card_id, merchant_id, amount, _, device_id, lat, lon, _ = e
+        bounds, windows = self.counted.merchant.counts(t)
+        payload = "\0".join(
+            (merchant_id, device_id or "", repr(amount), repr(math.radians(lat)),
+             repr(math.radians(lon)))
+        )  # fmt: skip
+        args = [
+            self.prefix, txn_id, repr(t), card_id, merchant_id, payload, repr(amount),
+            repr(self._lateness), repr(self._reach), repr(self._dedup_window),
+            repr(t - self._card_reach - 1.0), repr(TRIM_SLACK_S), self._ttl_ms,
+            self._txn_ttl_ms, repr(t - _HOUR), str(len(bounds)), *map(repr, bounds),
+            str(len(windows)),
+        ]  # fmt: skip
+        for after, until, strict in windows:
+            args += [repr(after), repr(until), "1" if strict else "0"]
+        return [*args, *self._caps]
+
+    def _vector_from(self, e: EventArgs, reply: list[Any]) -> list[float]:
+        _, t, _, _, amount, channel, device_id, lat, lon, category = e
+        state, clock, entries, cum_before, frauds, fraud_reported, mp, counts, cards1h, seq = reply
+        self.last_state = _text(state)
+        self.last_seq = seq  # this event's place in the order Redis applied all events
+        self.clock = max(self.clock, float(clock))
+        card = CardState()
+        card.cum = array("d", [float(cum_before)])
+        for i in range(0, len(entries), 2):
+            fields = _text(entries[i]).split("\0")
+            at = float(entries[i + 1])
+            card.ts.append(at)
+            card.ids.append(fields[0])
+            card.merchants.append(fields[1])
+            device = fields[2] or None
+            card.devices.append(device)
+            if device is not None:
+                card.device_times[device] = at
+            card.lat.append(float(fields[4]))
+            card.lon.append(float(fields[5]))
+            card.cum.append(float(fields[6]))
+        if frauds:
+            known = card.frauds = KnownFrauds()
+            for i in range(0, len(frauds), 2):
+                label_time = float(_text(frauds[i]).split("\0", 1)[0])
+                known.ts.append(float(frauds[i + 1]))
+                known.label_ts.append(label_time)
+                known.latest_label = max(known.latest_label, label_time)
+        if fraud_reported:
+            card.fraud_reported_at = float(fraud_reported)
+        return feature_vector(
+            self._counted_vector, card, len(card.ts), t, amount, channel, device_id,
+            math.radians(lat), math.radians(lon), category, array("d"), mp, counts, cards1h,
+        )  # fmt: skip
+
+    def process(
+        self,
+        txn_id: str,
+        t: float,
+        card_id: str,
+        merchant_id: str,
+        amount: float,
+        channel: str | None = None,
+        device_id: str | None = None,
+        lat: float = NAN,
+        lon: float = NAN,
+        category: str | None = None,
+    ) -> list[float]:
+        e: EventArgs = (txn_id, t, card_id, merchant_id, amount, channel, device_id, lat, lon,
+                        category)  # fmt: skip
+        with unavailable_as_store_error():
+            reply = self._event_script(args=self._event_args(e))
+        return self._vector_from(e, reply)
+
+    def process_many(self, events: Sequence[EventArgs]) -> list[tuple[list[float], str]]:
+        """Several events in one round trip, applied in order (each sees the ones before)."""
+        if len(events) == 1:
+            return [(self.process(*events[0]), self.last_state)]
+        pipe = self.client.pipeline(transaction=False)
+        for e in events:
+            self._event_script(args=self._event_args(e), client=pipe)
+        with unavailable_as_store_error():
+            replies = pipe.execute()
+        out = []
+        for e, reply in zip(events, replies, strict=True):
+            out.append((self._vector_from(e, reply), self.last_state))
+        return out
+
+    # -- labels -------------------------------------------------------------------------
+
+    def apply_label(
+        self,
+        txn_id: str,
+        is_fraud: bool,
+        label_time: float,
+        card_id: str | None = None,
+        merchant_id: str | None = None,
+        event_time: float | None = None,
+    ) -> str:
+        args = [
+            self.prefix, txn_id, "1" if is_fraud else "0", repr(label_time), card_id or "",
+            merchant_id or "", "" if event_time is None else repr(event_time),
+            repr(self._lateness), repr(self._reach), self._ttl_ms, self._ttl_ms,
+            repr(self._dedup_window),
+        ]  # fmt: skip
+        with unavailable_as_store_error():
+            outcome = self._label_script(args=args)
+        if isinstance(outcome, list):  # refused: label_before_event, with the event's time
+            raise ValueError(label_before_event(label_time, float(outcome[1])))
+        return _text(outcome)
