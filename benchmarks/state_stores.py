@@ -16,6 +16,7 @@ redis-server this script starts on a free loopback port, with `appendonly yes` a
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -240,6 +241,8 @@ def restart_times(tmp: Path) -> dict[str, object]:
 
 
 def main() -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
         results["redis_costs"] = redis_costs(Path(tmp))

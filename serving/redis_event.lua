@@ -13,7 +13,7 @@
 -- (zset by time; member txn\0merchant\0device\0amount\0lat\0lon\0cum_after), cf: frauds
 -- (zset by event time; member label_time\0txn); per merchant m:{ls, wc}, me: payments
 -- (member txn\0card), mf: frauds, mh: the cards of the payments after wc, with counts;
--- P.cards and P.merchants index the live ones by last use (for the caps and the sizes).
+-- P.cards and P.merchants index the live ones by last use, to the hour (caps and sizes).
 
 local P, txn, ts, card, merchant = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local t = tonumber(ts)
@@ -61,12 +61,25 @@ end
 
 local function cum_of(member) return string.match(member, '%z([^%z]*)$') end
 
--- The live entities of a kind, by last use: drop the ones idle beyond every window, and
--- beyond `cap` the least recently used (never `keep`, the one just used), with their keys.
-local function bound(index, kind, keep, h, cap, prefixes)
-  local idle = redis.call('ZREMRANGEBYSCORE', index, '-inf', h)
-  if idle > 0 then redis.call('HINCRBY', P .. 'g', 'evicted:' .. kind .. ':idle', idle) end
+-- The live entities of a kind, by last use: drop the ones idle beyond every window (every
+-- 64 events, and before judging the cap), and beyond `cap` the least recently used (never
+-- `keep`, the one just used), with their keys.
+
+-- Refresh an entity's key TTLs and its place in the index when it is new or its last use
+-- was in another hour of event time: the TTL (a day more than any window) is memory
+-- management, and the caps evict by last use to the hour.
+local function fresh(live, t, last, first)
+  return not live or not first or math.floor(t / 3600) ~= math.floor(last / 3600)
+end
+local function bound(index, kind, keep, h, cap, prefixes, seq)
+  local function prune()
+    local idle = redis.call('ZREMRANGEBYSCORE', index, '-inf', h)
+    if idle > 0 then redis.call('HINCRBY', P .. 'g', 'evicted:' .. kind .. ':idle', idle) end
+  end
+  if seq % 64 == 0 then prune() end -- the index only: idle keys expire by their TTL
   if cap <= 0 then return end
+  if redis.call('ZCARD', index) <= cap then return end
+  prune()
   local excess = redis.call('ZCARD', index) - cap
   if excess <= 0 then return end
   local out = redis.call('ZPOPMIN', index, excess + 1) -- one spare, in case `keep` is there
@@ -81,6 +94,18 @@ local function bound(index, kind, keep, h, cap, prefixes)
     end
   end
   redis.call('HINCRBY', P .. 'g', 'evicted:' .. kind .. ':cap', evicted)
+end
+
+-- Move a merchant's hourly tally's cutoff from wc up to `cut` (a time's exact repr): the
+-- payments in between leave it, each dropping its card's count.
+local function slide(M, ME, MH, wc, cut)
+  local low = wc == -INF and '-inf' or '(' .. fmt(wc)
+  for _, e in ipairs(redis.call('ZRANGEBYSCORE', ME, low, cut)) do
+    local who = string.match(e, '%z(.*)$')
+    if redis.call('HINCRBY', MH, who, -1) <= 0 then redis.call('HDEL', MH, who) end
+  end
+  redis.call('HSET', M, 'wc', cut)
+  return tonumber(cut)
 end
 
 local G = P .. 'g'
@@ -103,19 +128,20 @@ local kept = (not duplicate) and t >= watermark
 
 -- The card, as it was.
 local C, CE, CF = P .. 'c:' .. card, P .. 'ce:' .. card, P .. 'cf:' .. card
-local c = redis.call('HMGET', C, 'ls', 'fr', 'base')
+local c = redis.call('HMGET', C, 'ls', 'fr', 'base', 'first')
 local card_ls = num(c[1], -INF)
 local card_live = card_ls > horizon
-local entries, frauds, cum_before, fr, r = {}, {}, '0', '', 0
+local entries, frauds, cum_before, fr, ties = {}, {}, '0', '', 0
 if card_live then
-  r = position(CE)
-  local a = redis.call('ZCOUNT', CE, '-inf', card_from)
-  if r > a then entries = redis.call('ZRANGE', CE, a, r - 1, 'WITHSCORES') end
-  if a > 0 then
-    cum_before = cum_of(redis.call('ZRANGE', CE, a - 1, a - 1)[1])
-  else
-    cum_before = c[3] or '0'
+  -- Its payments after card_from up to t; those at t with a larger id come after the event.
+  entries = redis.call('ZRANGEBYSCORE', CE, '(' .. card_from, ts, 'WITHSCORES')
+  while #entries > 0 and tonumber(entries[#entries]) == t do
+    if before(string.match(entries[#entries - 1], '^([^%z]*)'), txn) then break end
+    entries[#entries], entries[#entries - 1] = nil, nil
+    ties = ties + 1 -- not before the event: it is late with respect to them
   end
+  local prev = redis.call('ZREVRANGEBYSCORE', CE, card_from, '-inf', 'LIMIT', 0, 1)
+  cum_before = prev[1] and cum_of(prev[1]) or (c[3] or '0')
   frauds = redis.call('ZRANGE', CF, 0, -1, 'WITHSCORES')
   fr = c[2] or ''
 end
@@ -123,15 +149,16 @@ end
 -- The merchant, as it was: counts at the bounds, known frauds per window, the hour's cards.
 local M, ME, MF, MH = P .. 'm:' .. merchant, P .. 'me:' .. merchant, P .. 'mf:' .. merchant,
   P .. 'mh:' .. merchant
-local m = redis.call('HMGET', M, 'ls', 'wc', 'll')
+local m = redis.call('HMGET', M, 'ls', 'wc', 'll', 'first')
 local merchant_live = num(m[1], -INF) > horizon
-local mp, counts, cards1h = 0, {}, 0
+local mp, counts, cards1h, slid = 0, {}, 0, false
 local wc = num(m[2], -INF)
 if merchant_live then
   mp = position(ME)
   for i = 1, nb do counts[i] = redis.call('ZCOUNT', ME, '-inf', bounds[i]) end
   local quick = num(m[3], -INF) <= t -- no label stamped after t: counting scores suffices
-  for i = 1, nw do
+  for i = 1, nw do counts[nb + i] = 0 end
+  for i = 1, m[3] and nw or 0 do -- (ll is set by the first fraud label)
     local after, untl, strict = '(' .. windows[i][1], windows[i][2], windows[i][3]
     if strict then untl = '(' .. untl end
     if quick then
@@ -147,15 +174,9 @@ if merchant_live then
   local in_order = mp == redis.call('ZCARD', ME)
   local cut = tonumber(hour_cut)
   if kept and in_order and cut >= wc then
-    -- Slide the hour: the payments leaving it drop their card's count.
-    local low = wc == -INF and '-inf' or '(' .. fmt(wc)
-    for _, e in ipairs(redis.call('ZRANGEBYSCORE', ME, low, hour_cut)) do
-      local who = string.match(e, '%z(.*)$')
-      if redis.call('HINCRBY', MH, who, -1) <= 0 then redis.call('HDEL', MH, who) end
-    end
-    redis.call('HSET', M, 'wc', hour_cut)
-    wc = cut
+    wc = slide(M, ME, MH, wc, hour_cut)
     cards1h = redis.call('HLEN', MH)
+    slid = cards1h > 0 -- a tally that still exists keeps its TTL
   else
     -- Out of order, duplicate or too late: count this event's own hour, change nothing.
     local a = redis.call('ZCOUNT', ME, '-inf', hour_cut)
@@ -188,34 +209,48 @@ end
 
 if kept then
   -- The card: insert at its place; the prefix sums after it shift by the amount.
-  if not card_live then
-    redis.call('DEL', C, CE, CF)
-    r = 0
+  if not card_live then redis.call('DEL', C, CE, CF) end
+  local prev = '0' -- the prefix sum before the event
+  if #entries > 0 then
+    prev = cum_of(entries[#entries - 1])
+  elseif card_live then
+    prev = cum_before
   end
-  local base = redis.call('HGET', C, 'base') or '0'
-  local prev = base
-  if r > 0 then prev = cum_of(redis.call('ZRANGE', CE, r - 1, r - 1)[1]) end
-  local later = redis.call('ZRANGE', CE, r, -1, 'WITHSCORES')
+  -- Payments after it exist only if ties were after it or it is not past the card's last
+  -- use (ls: its latest payment or label time); usually neither, and nothing is asked.
+  local later = {}
+  if card_live and (ties > 0 or (t <= card_ls and redis.call('ZCOUNT', CE, '(' .. ts, '+inf') > 0)) then
+    later = redis.call('ZRANGEBYSCORE', CE, ts, '+inf', 'WITHSCORES')
+  end
   for i = 1, #later, 2 do
     local old = later[i]
-    local head = string.match(old, '^(.*)%z[^%z]*$')
-    redis.call('ZREM', CE, old)
-    redis.call('ZADD', CE, later[i + 1], head .. '\0' .. fmt(tonumber(cum_of(old)) + amount))
+    if tonumber(later[i + 1]) > t or not before(string.match(old, '^([^%z]*)'), txn) then
+      local head = string.match(old, '^(.*)%z[^%z]*$')
+      redis.call('ZREM', CE, old)
+      redis.call('ZADD', CE, later[i + 1], head .. '\0' .. fmt(tonumber(cum_of(old)) + amount))
+    end
   end
   redis.call('ZADD', CE, ts, txn .. '\0' .. payload .. '\0' .. fmt(tonumber(prev) + amount))
+  local first = card_live and num(c[4], INF) or INF
   if t > card_ls or not card_live then redis.call('HSET', C, 'ls', ts) end
-  local first = redis.call('ZRANGE', CE, 0, 0, 'WITHSCORES')
-  if tonumber(first[2]) <= horizon - slack then
+  if t < first then
+    first = t
+    redis.call('HSET', C, 'first', ts)
+  end
+  if first <= horizon - slack then
     local h = fmt(horizon)
     local last = redis.call('ZREVRANGEBYSCORE', CE, h, '-inf', 'LIMIT', 0, 1)
     redis.call('HSET', C, 'base', cum_of(last[1]))
     redis.call('ZREMRANGEBYSCORE', CE, '-inf', h)
+    redis.call('HSET', C, 'first', redis.call('ZRANGE', CE, 0, 0, 'WITHSCORES')[2])
   end
-  redis.call('PEXPIRE', C, ttl)
-  redis.call('PEXPIRE', CE, ttl)
-  redis.call('PEXPIRE', CF, ttl)
-  redis.call('ZADD', P .. 'cards', 'GT', ts, card)
-  bound(P .. 'cards', 'card', card, fmt(horizon), max_cards, {'c:', 'ce:', 'cf:'})
+  if fresh(card_live, t, card_ls, c[4]) then
+    redis.call('PEXPIRE', C, ttl)
+    redis.call('PEXPIRE', CE, ttl)
+    redis.call('PEXPIRE', CF, ttl)
+    redis.call('ZADD', P .. 'cards', 'GT', ts, card) -- last use, to the hour
+  end
+  bound(P .. 'cards', 'card', card, fmt(horizon), max_cards, {'c:', 'ce:', 'cf:'}, seq)
 
   -- The merchant: the hour's cards hold every payment after wc.
   if not merchant_live then
@@ -223,28 +258,28 @@ if kept then
     wc = -INF
   end
   redis.call('ZADD', ME, ts, txn .. '\0' .. card)
-  if t > wc then redis.call('HINCRBY', MH, card, 1) end
-  if not merchant_live or t > num(m[1], -INF) then redis.call('HSET', M, 'ls', ts) end
-  local mfirst = redis.call('ZRANGE', ME, 0, 0, 'WITHSCORES')
-  if tonumber(mfirst[2]) <= horizon - slack then
-    local h = fmt(horizon)
-    if wc < horizon then
-      local low = wc == -INF and '-inf' or '(' .. fmt(wc)
-      for _, e in ipairs(redis.call('ZRANGEBYSCORE', ME, low, h)) do
-        local who = string.match(e, '%z(.*)$')
-        if redis.call('HINCRBY', MH, who, -1) <= 0 then redis.call('HDEL', MH, who) end
-      end
-      redis.call('HSET', M, 'wc', h)
-    end
-    redis.call('ZREMRANGEBYSCORE', ME, '-inf', h)
+  if t > wc and redis.call('HINCRBY', MH, card, 1) == 1 and not slid then
+    redis.call('PEXPIRE', MH, ttl) -- the tally may have just been created (emptied before)
   end
-  redis.call('PEXPIRE', M, ttl)
-  redis.call('PEXPIRE', ME, ttl)
-  redis.call('PEXPIRE', MF, ttl)
-  redis.call('PEXPIRE', MH, ttl)
-  redis.call('ZADD', P .. 'merchants', 'GT', ts, merchant)
+  local merchant_ls = num(m[1], -INF)
+  if not merchant_live or t > merchant_ls then redis.call('HSET', M, 'ls', ts) end
+  local first = merchant_live and num(m[4], INF) or INF
+  if t < first then
+    first = t
+    redis.call('HSET', M, 'first', ts)
+  end
+  if first <= horizon - slack then
+    local h = fmt(horizon)
+    if wc < horizon then wc = slide(M, ME, MH, wc, h) end -- trimmed payments leave the tally
+    redis.call('ZREMRANGEBYSCORE', ME, '-inf', h)
+    redis.call('HSET', M, 'first', redis.call('ZRANGE', ME, 0, 0, 'WITHSCORES')[2])
+  end
+  if fresh(merchant_live, t, merchant_ls, m[4]) then
+    for _, key in ipairs({M, ME, MF, MH}) do redis.call('PEXPIRE', key, ttl) end
+    redis.call('ZADD', P .. 'merchants', 'GT', ts, merchant)
+  end
   bound(P .. 'merchants', 'merchant', merchant, fmt(horizon), max_merchants,
-    {'m:', 'me:', 'mf:', 'mh:'})
+    {'m:', 'me:', 'mf:', 'mh:'}, seq)
 end
 
 return {state, fmt(clock), entries, cum_before, frauds, fr, mp, counts, cards1h, seq}

@@ -194,17 +194,18 @@ def test_state_survives_a_redis_restart_with_appendonly(tmp_path: Path) -> None:
 def test_the_cap_evicts_the_least_recently_used_card_for_every_worker(redis_url: str) -> None:
     engine = RedisFeatureEngine.from_url(redis_url, prefix="cap:")
     engine.limit_state(max_cards=3, max_merchants=100)
+    hour = 3_600.0  # (the index keeps last use to the hour)
     for i, card in enumerate(["a", "b", "c"]):
-        engine.process(f"{card}1", T0 + i, card, "shop", 10.0)
-    engine.process("a2", T0 + 10, "a", "shop", 10.0)  # a is used again: b is now the oldest
-    engine.process("d1", T0 + 11, "d", "shop", 10.0)  # a 4th card: b goes
+        engine.process(f"{card}1", T0 + i * hour, card, "shop", 10.0)
+    engine.process("a2", T0 + 3 * hour, "a", "shop", 10.0)  # used again: b is now the oldest
+    engine.process("d1", T0 + 4 * hour, "d", "shop", 10.0)  # a 4th card: b goes
     stats = engine.state_stats()
     assert stats["cards"] == 3
     assert stats["evicted"]["card"] == {"cap": 1}
     assert stats["limits"] == {"card": 3, "merchant": 100}
-    count = FEATURE_INDEX["txn_count_10m"]
     other = RedisFeatureEngine.from_url(redis_url, prefix="cap:")  # another worker sees it
     other.limit_state(max_cards=3, max_merchants=100)  # (workers share their settings)
-    assert other.process("b2", T0 + 12, "b", "shop", 10.0)[count] == 0  # b starts cold
-    assert other.process("a3", T0 + 13, "a", "shop", 10.0)[count] == 2  # a kept its history
+    days = FEATURE_INDEX["txn_count_24h"]
+    assert other.process("b2", T0 + 5 * hour, "b", "shop", 10.0)[days] == 0  # b starts cold
+    assert other.process("a3", T0 + 6 * hour, "a", "shop", 10.0)[days] == 2  # a kept its history
     assert redis.Redis.from_url(redis_url).exists("cap:ce:c") == 0  # b's return evicted c
