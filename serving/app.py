@@ -55,6 +55,18 @@ def invalid_field(message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
 
 
+def _state_of(service: Service) -> dict[str, Any]:
+    """The engine's counters and state sizes; with a shared store down, why they are
+    missing (the rest of /v1/models still answers)."""
+    try:
+        return {
+            "features": service.engine.stats(),
+            "state": service.engine.state_stats(),  # entries, limits, evictions per table
+        }
+    except StateStoreError as exc:
+        return {"features": None, "state": {"unavailable": str(exc)}}
+
+
 def service_of(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
@@ -125,9 +137,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @app.get("/ready")
     async def ready(request: Request) -> JSONResponse:
-        models = service_of(request).manager.current
+        service = service_of(request)
+        models = service.manager.current
         if models.champion is None:
             return JSONResponse({"ready": False, "reason": "no champion model loaded"}, 503)
+        unavailable = await asyncio.to_thread(service.engine.unavailable)
+        if unavailable is not None:
+            return JSONResponse({"ready": False, "reason": unavailable}, 503)
         return JSONResponse({"ready": True, "champion": models.champion.version})
 
     # The two scoring routes are answered by HotRoutes before FastAPI sees them; these
@@ -203,8 +219,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 "transitions": breaker.transitions,
                 "short_circuited": breaker.short_circuited,
             },
-            "features": service.engine.stats(),
-            "state": service.engine.state_stats(),  # entries, limits, evictions per table
+            **_state_of(service),
             "batching": {  # model calls shared by the requests of one event-loop turn
                 "model_calls": service.scorer.batcher.calls,
                 "rows": service.scorer.batcher.rows,
@@ -233,7 +248,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             m.breaker_state.labels(state).set(1.0 if str(service.breaker.state) == state else 0.0)
         for transition, count in service.breaker.transitions.items():
             m.breaker_transitions.labels(transition).set(count)
-        m.state.update(service.engine.state_stats())
+        with contextlib.suppress(StateStoreError):  # a shared store down: sizes unknown
+            m.state.update(service.engine.state_stats())
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

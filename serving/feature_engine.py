@@ -604,6 +604,10 @@ class FeatureEngine:
             engine.clock = max_clock
         return engine
 
+    def unavailable(self) -> str | None:
+        """Why the state cannot be used now (a shared store down), or None."""
+        return None
+
     def stats(self) -> dict[str, int]:
         """Counters of what the engine did, and how much state it holds."""
         return {"events": self._events, **self.counters}

@@ -96,6 +96,13 @@ class RedisFeatureEngine(FeatureEngine):
     def snapshot(self, path: Any) -> None:  # Redis persists itself (AOF / RDB)
         raise TypeError("the Redis store is persisted by Redis, not snapshotted")
 
+    def unavailable(self) -> str | None:
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            return f"the Redis state store failed: {type(exc).__name__}"
+        return None
+
     def _shared_counters(self) -> dict[str, int]:
         with unavailable_as_store_error():
             raw = self.client.hgetall(self.prefix + "g")

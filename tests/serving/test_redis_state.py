@@ -209,3 +209,36 @@ def test_the_cap_evicts_the_least_recently_used_card_for_every_worker(redis_url:
     assert other.process("b2", T0 + 5 * hour, "b", "shop", 10.0)[days] == 0  # b starts cold
     assert other.process("a3", T0 + 6 * hour, "a", "shop", 10.0)[days] == 2  # a kept its history
     assert redis.Redis.from_url(redis_url).exists("cap:ce:c") == 0  # b's return evicted c
+
+
+def test_a_service_whose_redis_is_down_answers_503_naming_the_store(tmp_path: Path) -> None:
+    """Scoring and feedback that need the state are refused, never answered from part of
+    it; readiness says why; a request without a card is still scored."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.registry import Registry
+    from serving.settings import ServiceSettings
+    from tests.net import free_port
+    from tests.serving.bundles import SEED_REQUEST, publish_small
+
+    publish_small(Registry(tmp_path / "registry"), seed=1)
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    settings = ServiceSettings(home=tmp_path, redis_url=dead)
+    with TestClient(create_app(settings)) as client:
+        raw = {"transaction_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 5.0}
+        for path, body in (("/v1/score", raw), ("/v1/score/batch", {"events": [raw, raw]})):
+            response = client.post(path, json=body)
+            assert response.status_code == 503, path
+            assert "Redis state store" in response.json()["detail"]
+        label = {"transaction_id": "t1", "is_fraud": True, "label_time": "2026-01-02T00:00:00Z"}
+        response = client.post("/v1/feedback", json=label)
+        assert response.status_code == 503
+        assert "Redis state store" in response.json()["detail"]
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and "Redis" in ready.json()["reason"]
+        assert client.post("/v1/score", json=SEED_REQUEST).status_code == 200
+        models = client.get("/v1/models")
+        assert models.status_code == 200 and "Redis" in models.json()["state"]["unavailable"]
+        assert client.get("/metrics").status_code == 200
+        assert not (tmp_path / "serving" / "journal").exists()  # Redis mode keeps no journal
