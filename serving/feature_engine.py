@@ -90,6 +90,15 @@ class EngineConfig:
     features: FeatureSet = DEFAULT_FEATURE_SET
 
 
+class RefusedEvent(ValueError):
+    """Event `index` of a `process_many` call was refused (the message names the field)."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+        self.message = message
+
+
 class FeatureSetError(ValueError):
     """A declared feature this engine cannot compute; the message names it."""
 
@@ -686,9 +695,10 @@ class FeatureEngine:
         mp = len(mts)
         if mp and (mts[-1] > t or (mts[-1] == t and merchant.ids[-1] >= txn_id)):
             mp = _position(mts, merchant.ids, t, txn_id)
-        # A too-late event never slides the hour: it is not added, and a later event of this
-        # merchant may be earlier than it.
-        _, cards1h = _merchant_hour(merchant, t, mp == len(mts) and t >= watermark, mp)
+        # Only an event that will be added slides the hour: a later event of this merchant
+        # may be earlier than a too-late one or a retry.
+        slides = mp == len(mts) and t >= watermark and not duplicate
+        _, cards1h = _merchant_hour(merchant, t, slides, mp)
 
         vector = feature_vector(
             self._vector, card, p, t, amount, channel, device_id, lat, lon, category,
@@ -834,8 +844,8 @@ def label_before_event(label_time: float, event_time: float) -> str:
 
 def _required_str(event: Mapping[str, Any], name: str) -> str:
     value = event.get(name)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name}: required, a non-empty string (got {value!r})")
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ValueError(f"{name}: required, a non-empty string without NUL (got {value!r})")
     return value
 
 
@@ -843,8 +853,10 @@ def _optional_str(event: Mapping[str, Any], name: str) -> str | None:
     value = event.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name}: must be a non-empty string when given (got {value!r})")
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ValueError(
+            f"{name}: must be a non-empty string without NUL when given (got {value!r})"
+        )
     return value
 
 

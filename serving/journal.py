@@ -58,6 +58,7 @@ SEGMENT_PREFIX, SEGMENT_SUFFIX = "segment-", ".jsonl"
 LOCK_NAME = "LOCK"
 EVENT, LABEL = "e", "l"
 REPLAY_NONE = 2**62  # a snapshot that does not say where the journal continues: replay nothing
+CHILD_TIMEOUT_S = 600.0  # at least this long for a snapshot child before it counts as hung
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 NAN = math.nan
 
@@ -312,6 +313,7 @@ class _Child:
     mark: int  # the first segment the snapshot does not include
     events: int
     tmp: Path
+    started: float = 0.0  # time.monotonic() at the fork
 
 
 def _snapshot_child(
@@ -362,6 +364,8 @@ class Persistence:
         self.interval_s = interval_s
         self.backlog = backlog
         self.child: _Child | None = None
+        # A snapshot child still running after this is killed and counted as failed.
+        self.child_timeout_s = max(CHILD_TIMEOUT_S, 4 * interval_s)
         self.snapshots = self.failures = 0
         self._last = time.monotonic()
         self._clean_temporaries()
@@ -378,9 +382,13 @@ class Persistence:
             return False
         return waiting >= self.every_events or time.monotonic() - self._last >= self.interval_s
 
-    def tick(self) -> None:
-        """Reap a finished snapshot child; start a snapshot when one is due."""
+    def tick(self, now: Callable[[], float] = time.monotonic) -> None:
+        """Reap a finished snapshot child (or kill a hung one); start one when due."""
         self.reap()
+        child = self.child
+        if child is not None and now() - child.started > self.child_timeout_s:
+            self.cancel()  # a hung child would block every later snapshot
+            self._failed("child", f"no result after {self.child_timeout_s:g} s")
         if self.due():
             self.start_snapshot()
 
@@ -404,7 +412,7 @@ class Persistence:
             return False
         if pid == 0:
             _snapshot_child(self.engine, self.path, tmp, mark, parent)
-        self.child = _Child(pid, mark, events, tmp)
+        self.child = _Child(pid, mark, events, tmp, time.monotonic())
         log_event(
             log, logging.INFO, "feature_state_snapshot_started",
             pid=pid, events=events, journal_segment=mark,

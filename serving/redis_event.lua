@@ -21,7 +21,8 @@ local payload, amount = ARGV[6], tonumber(ARGV[7])
 local lateness, reach, dedup = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local card_from, slack = ARGV[11], tonumber(ARGV[12])
 local ttl, txn_ttl, hour_cut = ARGV[13], ARGV[14], ARGV[15]
-local max_cards, max_merchants = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+local max_cards, max_merchants = tonumber(ARGV[#ARGV - 2]), tonumber(ARGV[#ARGV - 1])
+local skew = tonumber(ARGV[#ARGV])
 local nb = tonumber(ARGV[16])
 local bounds = {}
 for i = 1, nb do bounds[i] = ARGV[16 + i] end
@@ -60,6 +61,8 @@ local function position(key)
 end
 
 local function cum_of(member) return string.match(member, '%z([^%z]*)$') end
+-- A merchant's payment is txn\0card\0time: unique even for an id reused after the dedup window.
+local function card_in(member) return string.match(member, '^[^%z]*%z([^%z]*)') end
 
 -- The live entities of a kind, by last use: drop the ones idle beyond every window (every
 -- 64 events, and before judging the cap), and beyond `cap` the least recently used (never
@@ -101,15 +104,25 @@ end
 local function slide(M, ME, MH, wc, cut)
   local low = wc == -INF and '-inf' or '(' .. fmt(wc)
   for _, e in ipairs(redis.call('ZRANGEBYSCORE', ME, low, cut)) do
-    local who = string.match(e, '%z(.*)$')
+    local who = card_in(e)
     if redis.call('HINCRBY', MH, who, -1) <= 0 then redis.call('HDEL', MH, who) end
   end
   redis.call('HSET', M, 'wc', cut)
   return tonumber(cut)
 end
 
+-- The shared clock is Redis's: an event further ahead of it than the skew is refused before
+-- anything is written (each host checked its own clock already; this catches a host whose
+-- clock is off), and a stored clock beyond it (written before this guard) is pulled back.
+local now = redis.call('TIME')
+local latest = tonumber(now[1]) + tonumber(now[2]) / 1e6 + skew
+if t > latest then return {'ahead', fmt(latest)} end
 local G = P .. 'g'
 local clock = num(redis.call('HGET', G, 'clock'), -INF)
+if clock > latest then
+  clock = latest
+  redis.call('HSET', G, 'clock', fmt(latest))
+end
 if t > clock then
   clock = t
   redis.call('HSET', G, 'clock', ts)
@@ -183,7 +196,7 @@ if merchant_live then
     local distinct = {}
     if mp > a then
       for _, e in ipairs(redis.call('ZRANGE', ME, a, mp - 1)) do
-        local who = string.match(e, '%z(.*)$')
+        local who = card_in(e)
         if not distinct[who] then
           distinct[who] = true
           cards1h = cards1h + 1
@@ -240,7 +253,7 @@ if kept then
   if first <= horizon - slack then
     local h = fmt(horizon)
     local last = redis.call('ZREVRANGEBYSCORE', CE, h, '-inf', 'LIMIT', 0, 1)
-    redis.call('HSET', C, 'base', cum_of(last[1]))
+    if last[1] then redis.call('HSET', C, 'base', cum_of(last[1])) end
     redis.call('ZREMRANGEBYSCORE', CE, '-inf', h)
     redis.call('HSET', C, 'first', redis.call('ZRANGE', CE, 0, 0, 'WITHSCORES')[2])
   end
@@ -257,7 +270,7 @@ if kept then
     redis.call('DEL', M, ME, MF, MH)
     wc = -INF
   end
-  redis.call('ZADD', ME, ts, txn .. '\0' .. card)
+  redis.call('ZADD', ME, ts, txn .. '\0' .. card .. '\0' .. ts)
   if t > wc and redis.call('HINCRBY', MH, card, 1) == 1 and not slid then
     redis.call('PEXPIRE', MH, ttl) -- the tally may have just been created (emptied before)
   end

@@ -29,6 +29,8 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from serving.feature_engine import (
     COUNTERS,
@@ -40,11 +42,13 @@ from serving.feature_engine import (
     EventArgs,
     FeatureEngine,
     KnownFrauds,
+    RefusedEvent,
     VectorPlan,
     feature_vector,
     label_before_event,
 )
 from serving.state_store import StateStoreError
+from serving.timeparse import iso
 
 _HOUR = 3600.0
 KEY_SLACK_S = DAY  # keys outlive the longest window by this much (Redis's wall clock)
@@ -71,7 +75,11 @@ class RedisFeatureEngine(FeatureEngine):
     """`FeatureEngine`'s interface over state kept in Redis (see the module docstring)."""
 
     def __init__(
-        self, client: redis.Redis, config: EngineConfig | None = None, prefix: str = ""
+        self,
+        client: redis.Redis,
+        config: EngineConfig | None = None,
+        prefix: str = "",
+        max_clock_skew_s: float = 300.0,
     ) -> None:
         super().__init__(config=config)
         self.client = client
@@ -86,12 +94,26 @@ class RedisFeatureEngine(FeatureEngine):
         self._card_reach = self.counted.card_reach_s
         self.last_seq = 0
         self._caps = ("0", "0")  # no cap until `limit_state`
+        self.max_clock_skew_s = max_clock_skew_s
 
     @classmethod
     def from_url(
-        cls, url: str, config: EngineConfig | None = None, prefix: str = ""
+        cls,
+        url: str,
+        config: EngineConfig | None = None,
+        prefix: str = "",
+        max_clock_skew_s: float = 300.0,
+        timeout_s: float = 0.5,
     ) -> "RedisFeatureEngine":
-        return cls(redis.Redis.from_url(url), config, prefix)
+        """A client that gives up after `timeout_s` without retrying: a hung or unreachable
+        Redis becomes a 503 within the timeout, not a stalled worker."""
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return cls(client, config, prefix, max_clock_skew_s)
 
     def snapshot(self, path: Any) -> None:  # Redis persists itself (AOF / RDB)
         raise TypeError("the Redis store is persisted by Redis, not snapshotted")
@@ -163,10 +185,15 @@ class RedisFeatureEngine(FeatureEngine):
         ]  # fmt: skip
         for after, until, strict in windows:
             args += [repr(after), repr(until), "1" if strict else "0"]
-        return [*args, *self._caps]
+        return [*args, *self._caps, repr(self.max_clock_skew_s)]
 
     def _vector_from(self, e: EventArgs, reply: list[Any]) -> list[float]:
         _, t, _, _, amount, channel, device_id, lat, lon, category = e
+        if _text(reply[0]) == "ahead":  # refused by Redis's clock; nothing was written
+            raise ValueError(
+                f"event_time: {iso(t)} is more than {self.max_clock_skew_s:g} s ahead of the "
+                f"shared state's clock (latest accepted {iso(float(reply[1]))})"
+            )
         state, clock, entries, cum_before, frauds, fraud_reported, mp, counts, cards1h, seq = reply
         self.last_state = _text(state)
         self.last_seq = seq  # this event's place in the order Redis applied all events
@@ -222,15 +249,21 @@ class RedisFeatureEngine(FeatureEngine):
     def process_many(self, events: Sequence[EventArgs]) -> list[tuple[list[float], str]]:
         """Several events in one round trip, applied in order (each sees the ones before)."""
         if len(events) == 1:
-            return [(self.process(*events[0]), self.last_state)]
+            try:
+                return [(self.process(*events[0]), self.last_state)]
+            except ValueError as exc:
+                raise RefusedEvent(0, str(exc)) from None
         pipe = self.client.pipeline(transaction=False)
         for e in events:
             self._event_script(args=self._event_args(e), client=pipe)
         with unavailable_as_store_error():
             replies = pipe.execute()
         out = []
-        for e, reply in zip(events, replies, strict=True):
-            out.append((self._vector_from(e, reply), self.last_state))
+        for index, (e, reply) in enumerate(zip(events, replies, strict=True)):
+            try:
+                out.append((self._vector_from(e, reply), self.last_state))
+            except ValueError as exc:  # the events before it were applied (documented)
+                raise RefusedEvent(index, str(exc)) from None
         return out
 
     # -- labels -------------------------------------------------------------------------

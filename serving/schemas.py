@@ -12,6 +12,8 @@ def _utc_if_naive(value: dt.datetime) -> dt.datetime:
 
 
 EventTime = Annotated[dt.datetime, AfterValidator(_utc_if_naive)]
+# Ids are opaque, but never hold NUL: the shared state store uses it as a field separator.
+ID = r"^[^\x00]+$"
 
 
 class ScoreRequest(BaseModel):
@@ -24,13 +26,13 @@ class ScoreRequest(BaseModel):
     distinct_merchants_24h: int | None = Field(default=None, ge=0)
     avg_amount_7d: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     channel_online: int | None = Field(default=None, ge=0, le=1)
-    transaction_id: str | None = Field(default=None, min_length=1, max_length=128)
-    card_id: str | None = Field(default=None, min_length=1, max_length=128)
-    merchant_id: str | None = Field(default=None, min_length=1, max_length=128)
+    transaction_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=ID)
+    card_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=ID)
+    merchant_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=ID)
     event_time: EventTime | None = None
     merchant_category: str | None = Field(default=None, min_length=1, max_length=64)
     channel: Literal["pos", "online", "atm"] | None = None
-    device_id: str | None = Field(default=None, min_length=1, max_length=128)
+    device_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=ID)
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
     currency: str | None = Field(default=None, max_length=8)
@@ -54,11 +56,11 @@ class ScoreResponse(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    transaction_id: str = Field(min_length=1, max_length=128)
+    transaction_id: str = Field(min_length=1, max_length=128, pattern=ID)
     is_fraud: bool
     label_time: EventTime
-    card_id: str | None = Field(default=None, min_length=1, max_length=128)
-    merchant_id: str | None = Field(default=None, min_length=1, max_length=128)
+    card_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=ID)
+    merchant_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=ID)
     event_time: EventTime | None = None
 
 

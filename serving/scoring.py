@@ -25,7 +25,7 @@ from typing import NamedTuple
 from serving.batching import TurnBatcher
 from serving.breaker import CircuitBreaker
 from serving.bundle import Bundle
-from serving.feature_engine import EventArgs, FeatureEngine
+from serving.feature_engine import EventArgs, FeatureEngine, RefusedEvent
 from serving.heuristic import heuristic_score
 from serving.journal import Journal
 from serving.metrics import HotPathCounters
@@ -192,7 +192,11 @@ class Scorer:
         if self.journal is not None:
             for e in events:
                 self.journal.event(e)
-        processed = iter(self.engine.process_many(events))  # one round trip on Redis
+        try:
+            processed = iter(self.engine.process_many(events))  # one round trip on Redis
+        except RefusedEvent as exc:  # refused by the shared state's own clock
+            stateful_at = [i for i, e in enumerate(stateful) if e is not None]
+            raise EventError(stateful_at[exc.index], exc.message) from None
         vectors, states = [], []
         for request, t, args in zip(requests, times, stateful, strict=True):
             if args is None:

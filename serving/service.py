@@ -50,7 +50,7 @@ class Service:
                 self.journal, self.journal_refused = None, True
         self._from_snapshot: int | None = None  # events in the loaded snapshot
         self.engine = self._restore_engine()
-        self.engine.limit_state(settings.max_cards, settings.max_merchants)
+        self.engine.limit_state(*self._state_caps())
         # After the caps: the journal replays as it ran, under them.
         self.persistence = self._replay_journal(journal)
         self.breaker = CircuitBreaker(settings.breaker_config())
@@ -61,15 +61,29 @@ class Service:
             journal=self.journal,
         )  # fmt: skip
 
+    def _state_caps(self) -> tuple[int | None, int | None]:
+        """In memory the caps always apply; on Redis they bound every worker's shared state
+        together, so only when set explicitly (Redis's own memory is sized separately)."""
+        s = self.settings
+        if s.redis_url is None:
+            return s.max_cards, s.max_merchants
+        given = s.model_fields_set
+        return (
+            s.max_cards if "max_cards" in given else None,
+            s.max_merchants if "max_merchants" in given else None,
+        )
+
     def _restore_engine(self) -> FeatureEngine:
         """The shared Redis state when configured; else the state saved at the last
         shutdown (a missing or unreadable one starts cold)."""
         features = self.settings.feature_set()
-        if self.settings.redis_url:
+        s = self.settings
+        if s.redis_url:
             log_event(log, logging.INFO, "feature_state_shared", store="redis")  # no URL: secrets
             return RedisFeatureEngine.from_url(
-                self.settings.redis_url, EngineConfig(features=features), self.settings.redis_prefix
-            )
+                s.redis_url, EngineConfig(features=features), s.redis_prefix,
+                s.max_clock_skew_s, s.redis_timeout_ms / 1000.0,
+            )  # fmt: skip
         if not self.snapshot_path.exists():
             return FeatureEngine(config=EngineConfig(features=features))
         try:

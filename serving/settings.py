@@ -74,6 +74,11 @@ class ServiceSettings(BaseSettings):
     redis_prefix: str = Field(
         default="sentinel:", description="Prefix of every key the service writes in Redis."
     )
+    redis_timeout_ms: float = Field(
+        default=500.0,
+        gt=0,
+        description="A Redis call that takes longer fails (503) instead of stalling the worker.",
+    )
     # The in-memory state's durability (serving/journal.py).
     journal_fsync_ms: float = Field(
         default=1000.0,

@@ -257,6 +257,31 @@ def test_a_failed_snapshot_deletes_nothing(tmp_path: Path, monkeypatch) -> None:
     assert replay(recovered, folder, 0).lines == len(calls)
 
 
+def test_a_hung_snapshot_child_is_killed_and_the_next_snapshot_can_start(
+    tmp_path: Path, monkeypatch
+) -> None:
+    folder, path = tmp_path / "journal", tmp_path / "feature_state.pkl"
+    engine = _engine()
+    durable = _persistence(engine, folder, path)
+    _feed(engine, _stream(seed=5, n=100), durable.journal)
+
+    def hangs(self: FeatureEngine, target: Path) -> None:
+        time.sleep(3_600)
+
+    monkeypatch.setattr(FeatureEngine, "snapshot", hangs)  # the forked child inherits it
+    assert durable.start_snapshot()
+    started = durable.child.started
+    durable.tick(now=lambda: started + durable.child_timeout_s / 2)
+    assert durable.child is not None  # still within its time
+    durable.tick(now=lambda: started + durable.child_timeout_s + 1)  # an injected clock
+    assert durable.child is None and durable.failures == 1
+    assert not list(tmp_path.glob("feature_state.pkl.bg-*"))
+    monkeypatch.undo()
+    _feed(engine, _stream(seed=6, n=10), durable.journal)
+    assert durable.start_snapshot()
+    assert _wait_reaped(durable) is True
+
+
 def test_a_second_process_does_not_get_the_journal(tmp_path: Path) -> None:
     first, second = Journal(tmp_path / "j"), Journal(tmp_path / "j")
     assert first.lock()

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydantic
 import pytest
 import redis
 
@@ -242,3 +243,104 @@ def test_a_service_whose_redis_is_down_answers_503_naming_the_store(tmp_path: Pa
         assert models.status_code == 200 and "Redis" in models.json()["state"]["unavailable"]
         assert client.get("/metrics").status_code == 200
         assert not (tmp_path / "serving" / "journal").exists()  # Redis mode keeps no journal
+
+
+def _both(redis_url: str, prefix: str, events: list[tuple]) -> list[tuple[list[float], str]]:
+    """Each event through the in-process engine and Redis; asserts they agree, returns the
+    in-process answers."""
+    reference, engine = FeatureEngine(), RedisFeatureEngine.from_url(redis_url, prefix=prefix)
+    answers = []
+    for e in events:
+        args = (*e, None, None, math.nan, math.nan, None)
+        expected, got = reference.process(*args), engine.process(*args)
+        assert identical(expected, got) and reference.last_state == engine.last_state, e
+        answers.append((expected, reference.last_state))
+    return answers
+
+
+def test_a_retry_does_not_slide_the_merchant_hour(redis_url: str) -> None:
+    """A retry of an event is not added, so it must not move the hour: a later, slightly
+    earlier event still sees the card whose payment the retry's hour had left behind."""
+    cards = FEATURE_INDEX["merchant_distinct_cards_1h"]
+    answers = _both(redis_url, "retry:", [
+        ("A", T0, "c1", "M", 1.0),
+        ("B", T0 + 1800, "c2", "M", 1.0),
+        ("X", T0 + 5400, "c3", "N", 1.0),
+        ("X", T0 + 5400, "c3", "M", 1.0),  # a retry of X (at another merchant): duplicate
+        ("C", T0 + 5200, "c4", "M", 1.0),  # in the allowed lateness: (T0 + 1600, T0 + 5200)
+    ])  # fmt: skip
+    assert answers[3][1] == "duplicate"
+    assert answers[4][0][cards] == 1  # c2's payment at T0 + 1800
+
+
+def test_an_id_reused_after_the_dedup_window_is_a_new_payment(redis_url: str) -> None:
+    day = 86_400.0
+    count = FEATURE_INDEX["merchant_txn_count_30d_lagged"]
+    answers = _both(redis_url, "reuse:", [
+        ("same-id", T0, "c1", "M", 1.0),
+        ("other", T0 + 3 * day, "c1", "M", 1.0),
+        ("same-id", T0 + 3 * day + 1, "c1", "M", 1.0),  # past the 2-day window: added again
+        ("probe", T0 + 11 * day, "c9", "M", 1.0),  # its lagged 30 days: (T0 - 26d, T0 + 4d]
+    ])  # fmt: skip
+    assert answers[2][1] == "added"
+    assert answers[3][0][count] == 3
+
+
+def test_ids_with_nul_are_refused_before_they_reach_the_state() -> None:
+    from serving.feature_engine import parse_event
+    from serving.schemas import FeedbackRequest, ScoreRequest
+
+    for field in ("transaction_id", "card_id", "merchant_id", "device_id"):
+        with pytest.raises(pydantic.ValidationError, match=field):
+            ScoreRequest.model_validate({"amount": 1.0, field: "a\x00b"})
+        event = {"transaction_id": "t", "event_time": T0, "card_id": "c", "merchant_id": "m",
+                 "amount": 1.0, field: "a\x00b"}  # fmt: skip
+        with pytest.raises(ValueError, match=f"^{field}:"):
+            parse_event(event)
+    with pytest.raises(pydantic.ValidationError, match="transaction_id"):
+        FeedbackRequest.model_validate(
+            {"transaction_id": "t\x00", "is_fraud": True, "label_time": "2026-01-01T00:00:00Z"}
+        )
+
+
+def test_a_card_whose_keys_were_partly_evicted_still_answers(redis_url: str) -> None:
+    """If Redis evicts one of a card's keys (a maxmemory policy other than the documented
+    noeviction), the script must not fail half-way: the card continues from what is left."""
+    engine = RedisFeatureEngine.from_url(redis_url, prefix="partial:")
+    for i in range(3):
+        engine.process(f"p{i}", T0 + i * 40 * 86_400.0, "card-p", "shop-p", 2.0)  # trims
+    redis.Redis.from_url(redis_url).delete("partial:ce:card-p")
+    vector = engine.process("p9", T0 + 121 * 86_400.0, "card-p", "shop-p", 2.0)
+    assert engine.last_state == "added"
+    assert vector[FEATURE_INDEX["txn_count_30d"]] == 0
+
+
+def test_an_event_ahead_of_the_shared_clock_is_refused_and_writes_nothing(
+    redis_url: str,
+) -> None:
+    """Each host checks its own clock; Redis's clock is the shared one, so a host whose clock
+    runs ahead cannot move every host's state clock."""
+    import time as wall
+
+    engine = RedisFeatureEngine.from_url(redis_url, prefix="ahead:", max_clock_skew_s=60)
+    with pytest.raises(ValueError, match=r"^event_time: .* ahead of the shared state's clock"):
+        engine.process("far", wall.time() + 3_600, "card-a", "shop-a", 1.0)
+    assert redis.Redis.from_url(redis_url).keys("ahead:*") == []
+    engine.process("now", wall.time(), "card-a", "shop-a", 1.0)
+    assert engine.last_state == "added"
+
+
+def test_a_hung_redis_is_a_503_within_the_timeout_not_a_stalled_worker() -> None:
+    """A server that accepts connections and never answers (a stopped Redis)."""
+    import socket
+
+    from serving.state_store import StateStoreError
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+        engine = RedisFeatureEngine.from_url(url, timeout_s=0.2)
+        with pytest.raises(StateStoreError, match="Redis state store failed: TimeoutError"):
+            engine.process("t", T0, "c", "m", 1.0)
+        assert engine.unavailable() is not None
