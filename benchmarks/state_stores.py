@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -75,39 +76,35 @@ def _wait(ready, timeout: float) -> None:
 
 
 @contextmanager
-def sentinel_serve(home: Path, workers: int = 1, **env: str) -> Iterator[str]:
-    """The shipped command: `sentinel serve`, as `make run` starts it."""
+def http_server(command: list[str], probe: str, env: dict[str, str]) -> Iterator[str]:
+    """A server on a free loopback port (`{port}` in `command`), up once `probe` answers."""
     port = free_port()
     process = subprocess.Popen(
-        [str(SENTINEL), "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers)],
-        env={**os.environ, "SENTINEL_HOME": str(home), **env},
+        [part.format(port=port) for part in command], cwd=ROOT, env={**os.environ, **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: answers(f"{url}/ready"), 120)
+        _wait(lambda: answers(f"{url}{probe}"), 120)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=60)
 
 
-@contextmanager
-def trivial_server() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "benchmarks.http.trivial_app:app", "--host",
-         "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(lambda: answers(f"{url}/trivial"), 60)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def sentinel_serve(
+    home: Path, workers: int = 1, **env: str
+) -> contextlib.AbstractContextManager[str]:
+    """The shipped command: `sentinel serve`, as `make run` starts it."""
+    command = [str(SENTINEL), "serve", "--host", "127.0.0.1", "--port", "{port}",
+               "--workers", str(workers)]  # fmt: skip
+    return http_server(command, "/ready", {"SENTINEL_HOME": str(home), **env})
+
+
+def trivial_server() -> ContextManager[str]:
+    command = [sys.executable, "-m", "uvicorn", "benchmarks.http.trivial_app:app", "--host",
+               "127.0.0.1", "--port", "{port}", "--log-level", "warning"]  # fmt: skip
+    return http_server(command, "/trivial", {})
 
 
 def http_rounds(tmp: Path) -> dict[str, object]:
