@@ -98,6 +98,30 @@ def bench_replay(repeats: int) -> dict:
     }
 
 
+def bench_heuristic(repeats: int) -> dict:
+    """The heuristic fallback's quality on the default dataset's replayed features (every
+    row): what the service answers with while the breaker is open, and the gate's baseline."""
+    from sklearn.metrics import average_precision_score
+
+    from sentinel_dagster.evaluation import recall_at_fpr
+    from serving.features import FEATURE_NAMES
+    from serving.heuristic import heuristic_score
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tx.parquet"
+        simulate_to_parquet(SimulationParams(), path)
+        table = replay(load_transactions(path)).table
+    labels = table["is_fraud"].to_numpy().astype(bool)
+    scores = np.array([heuristic_score(row).probability for row in
+                       table[list(FEATURE_NAMES)].to_numpy().tolist()])  # fmt: skip
+    return {
+        "rows": len(table),
+        "fraud_rate": round(float(labels.mean()), 5),
+        "pr_auc": round(float(average_precision_score(labels, scores)), 4),
+        "recall_at_1pct_fpr": round(recall_at_fpr(labels, scores, 0.01), 4),
+    }
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -238,6 +262,7 @@ BENCHMARKS: dict[str, Callable[[int], dict]] = {
     "validation": bench_validation,
     "replay": bench_replay,
     "online": bench_online,
+    "heuristic": bench_heuristic,
     "training": bench_training,
     "lineage": bench_lineage,
 }

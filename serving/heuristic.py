@@ -26,6 +26,12 @@ _TXN_10M, _TXN_1H, _AMOUNT, _RATIO_30D, _AVG_30D, _KM, _SPEED, _DEVICE_SEEN, _ON
         "channel_online",
     )
 )  # fmt: skip
+# What a caller of the earlier system sends (its seven precomputed features) can show too.
+_TXN_24H, _MERCHANTS_24H, _AVG_7D, _HOUR = (
+    FEATURE_INDEX[name]
+    for name in ("txn_count_24h", "distinct_merchants_24h", "avg_amount_7d", "hour_of_day")
+)
+NIGHT_HOURS = 4.0  # hour_of_day 0-4 (UTC for raw events; as given in a precomputed request)
 _M_FRAUD_7D, _M_FRAUD_RATE, _CARD_FRAUD, _CATEGORY = (
     FEATURE_INDEX[name]
     for name in (
@@ -49,12 +55,23 @@ def _rules(v: Sequence[float]) -> list[tuple[float, str]]:
         fired.append((2.5, "card_velocity_10m"))
     elif v[_TXN_1H] >= 6:
         fired.append((1.5, "card_velocity_1h"))
+    elif v[_TXN_24H] >= 10:
+        fired.append((1.5, "card_velocity_24h"))
+    if v[_MERCHANTS_24H] >= 6:
+        fired.append((1.0, "merchant_spread_24h"))
     if amount < 5.0 and v[_TXN_10M] >= 2:
         fired.append((2.0, "small_amount_burst"))  # card testing
     if v[_RATIO_30D] >= 4.0:
         fired.append((2.0, "amount_far_above_profile"))
+    elif amount >= 4.0 * v[_AVG_7D]:  # the 7-day average only (e.g. as a caller sends it)
+        fired.append((1.5, "amount_far_above_7d_average"))
     elif math.isnan(v[_AVG_30D]) and amount >= 500.0:
         fired.append((1.0, "large_amount_no_history"))
+    if v[_HOUR] <= NIGHT_HOURS:
+        if v[_ONLINE] == 1.0:
+            fired.append((1.5, "night_online"))
+        else:
+            fired.append((0.75, "night_time"))
     if v[_SPEED] > 900.0 and v[_KM] > 300.0:
         fired.append((2.5, "impossible_travel"))
     if v[_DEVICE_SEEN] == 0.0 and v[_ONLINE] == 1.0:
