@@ -220,6 +220,25 @@ else
   end
 end
 
+-- After adding a payment at t to an entity (hash H): record its last use and earliest
+-- payment; true when payments older than the horizon are due to be trimmed (a day's worth
+-- at a time, as the in-process engine does).
+local function added(H, live, ls, first)
+  if not live or t > ls then redis.call('HSET', H, 'ls', ts) end
+  first = live and num(first, INF) or INF
+  if t < first then
+    first = t
+    redis.call('HSET', H, 'first', ts)
+  end
+  return first <= horizon - slack
+end
+
+-- Drop an entity's payments (sorted set E) at or before `h`; the payment just added stays.
+local function trim(H, E, h)
+  redis.call('ZREMRANGEBYSCORE', E, '-inf', h)
+  redis.call('HSET', H, 'first', redis.call('ZRANGE', E, 0, 0, 'WITHSCORES')[2])
+end
+
 if kept then
   -- The card: insert at its place; the prefix sums after it shift by the amount.
   if not card_live then redis.call('DEL', C, CE, CF) end
@@ -244,18 +263,11 @@ if kept then
     end
   end
   redis.call('ZADD', CE, ts, txn .. '\0' .. payload .. '\0' .. fmt(tonumber(prev) + amount))
-  local first = card_live and num(c[4], INF) or INF
-  if t > card_ls or not card_live then redis.call('HSET', C, 'ls', ts) end
-  if t < first then
-    first = t
-    redis.call('HSET', C, 'first', ts)
-  end
-  if first <= horizon - slack then
+  if added(C, card_live, card_ls, c[4]) then
     local h = fmt(horizon)
     local last = redis.call('ZREVRANGEBYSCORE', CE, h, '-inf', 'LIMIT', 0, 1)
     if last[1] then redis.call('HSET', C, 'base', cum_of(last[1])) end
-    redis.call('ZREMRANGEBYSCORE', CE, '-inf', h)
-    redis.call('HSET', C, 'first', redis.call('ZRANGE', CE, 0, 0, 'WITHSCORES')[2])
+    trim(C, CE, h)
   end
   if fresh(card_live, t, card_ls, c[4]) then
     redis.call('PEXPIRE', C, ttl)
@@ -275,17 +287,10 @@ if kept then
     redis.call('PEXPIRE', MH, ttl) -- the tally may have just been created (emptied before)
   end
   local merchant_ls = num(m[1], -INF)
-  if not merchant_live or t > merchant_ls then redis.call('HSET', M, 'ls', ts) end
-  local first = merchant_live and num(m[4], INF) or INF
-  if t < first then
-    first = t
-    redis.call('HSET', M, 'first', ts)
-  end
-  if first <= horizon - slack then
+  if added(M, merchant_live, merchant_ls, m[4]) then
     local h = fmt(horizon)
     if wc < horizon then wc = slide(M, ME, MH, wc, h) end -- trimmed payments leave the tally
-    redis.call('ZREMRANGEBYSCORE', ME, '-inf', h)
-    redis.call('HSET', M, 'first', redis.call('ZRANGE', ME, 0, 0, 'WITHSCORES')[2])
+    trim(M, ME, h)
   end
   if fresh(merchant_live, t, merchant_ls, m[4]) then
     for _, key in ipairs({M, ME, MF, MH}) do redis.call('PEXPIRE', key, ttl) end

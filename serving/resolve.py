@@ -14,7 +14,6 @@ import math
 
 from serving.feature_engine import EventArgs, FeatureEngine
 from serving.features import FEATURE_INDEX, SEED_FEATURES
-from serving.journal import Journal
 from serving.schemas import ScoreRequest
 
 # The raw-event fields a stateful request must carry besides card_id.
@@ -44,28 +43,24 @@ def event_timestamp(request: ScoreRequest, received_at: float) -> float:
     return received_at if event_time is None else event_time.timestamp()
 
 
-def event_args(request: ScoreRequest, t: float) -> EventArgs | None:
-    """`FeatureEngine.process`'s arguments for a request with a card (None without one)."""
-    ids = stateful_ids(request)
-    if ids is None:
-        return None
-    r = request
+def _args(r: ScoreRequest, t: float, txn: str, card: str, merchant: str) -> EventArgs:
     lat = math.nan if r.lat is None else r.lat
     lon = math.nan if r.lon is None else r.lon
-    txn, card, merchant = ids
     return (txn, t, card, merchant, r.amount, r.channel, r.device_id, lat, lon,
             r.merchant_category)  # fmt: skip
 
 
+def event_args(request: ScoreRequest, t: float) -> EventArgs | None:
+    """`FeatureEngine.process`'s arguments for a request with a card (None without one)."""
+    ids = stateful_ids(request)
+    return None if ids is None else _args(request, t, *ids)
+
+
 def cold_start_vector(request: ScoreRequest, t: float) -> list[float]:
     """No card: nothing to look up or update. The event scored as a first-ever payment."""
-    r = request
-    lat = math.nan if r.lat is None else r.lat
-    lon = math.nan if r.lon is None else r.lon
     return FeatureEngine().process(
-        "cold-start", t, "cold-start-card", "cold-start-merchant", r.amount, r.channel,
-        r.device_id, lat, lon, r.merchant_category,
-    )  # fmt: skip
+        *_args(request, t, "cold-start", "cold-start-card", "cold-start-merchant")
+    )
 
 
 def with_given_features(vector: list[float], request: ScoreRequest) -> list[float]:
@@ -77,15 +72,10 @@ def with_given_features(vector: list[float], request: ScoreRequest) -> list[floa
     return vector
 
 
-def resolve_features(
-    engine: FeatureEngine, request: ScoreRequest, t: float, journal: Journal | None = None
-) -> list[float]:
-    """The vector in FEATURE_NAMES order for the event at epoch seconds `t` (see
-    `event_timestamp`); a request with a card updates the online state, and the call is
-    recorded in `journal` first (the caller writes the journal out)."""
+def resolve_features(engine: FeatureEngine, request: ScoreRequest, t: float) -> list[float]:
+    """The vector in FEATURE_NAMES order for one event at epoch seconds `t` (see
+    `event_timestamp`); a request with a card updates the online state. (`Scorer` composes
+    the same steps for a whole call, with one `process_many`.)"""
     args = event_args(request, t)
-    if args is None:
-        return with_given_features(cold_start_vector(request, t), request)
-    if journal is not None:
-        journal.event(args)
-    return with_given_features(engine.process(*args), request)
+    vector = cold_start_vector(request, t) if args is None else engine.process(*args)
+    return with_given_features(vector, request)

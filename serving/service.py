@@ -23,7 +23,6 @@ from serving.redis_state import RedisFeatureEngine
 from serving.scored_log import ScoredLog
 from serving.scoring import Scorer
 from serving.settings import ServiceSettings
-from serving.state_store import InMemoryStore
 
 log = logging.getLogger("sentinel.serving")
 STATE_SNAPSHOT = "feature_state.pkl"
@@ -100,7 +99,7 @@ class Service:
         start) through the engine; then, as the journal's owner, continue it."""
         engine, loaded, mark = self.engine, self._from_snapshot, self.engine.journal_next
         replayed = Replayed()
-        if not enabled or not isinstance(engine.store, InMemoryStore):
+        if not enabled:  # the shared store (or a caller) keeps no journal
             if self.journal is not None:
                 self.journal.unlock()
                 self.journal = None
