@@ -122,3 +122,30 @@ def test_compromised_before_holdout_reads_train_and_validation_up_to_the_holdout
     )
     # The cutoff is the holdout's first day (00:00): v's label came an hour too late.
     assert compromised_before_holdout(from_frame(frame)) == {"t", "w"}
+
+
+class _ScriptedModel:
+    """A predictor whose calls take scripted times on an injected clock (nanoseconds)."""
+
+    def __init__(self, durations_ns) -> None:
+        self.now, self.durations = 0, iter(durations_ns)
+
+    def clock(self) -> int:
+        return self.now
+
+    def predict_one(self, _: list[float]) -> float:
+        self.now += next(self.durations, 20_000)
+        return 0.0
+
+
+def test_one_stalled_moment_does_not_decide_the_latency_p99() -> None:
+    from sentinel_dagster.evaluation import single_row_latency_us
+
+    rows = np.zeros((100, 3))
+    # 50 warm-up calls, then a stall of 50 calls at 5 ms inside the first round (another
+    # process had the core); every other call takes 20 us.
+    stalled = _ScriptedModel([20_000] * 50 + [20_000] * 300 + [5_000_000] * 50)
+    p50, p99 = single_row_latency_us(stalled.predict_one, rows, clock=stalled.clock)
+    assert (p50, p99) == (20.0, 20.0)
+    slow = _ScriptedModel([300_000] * 10_000)  # a model slow in every round is reported so
+    assert single_row_latency_us(slow.predict_one, rows, clock=slow.clock) == (300.0, 300.0)
