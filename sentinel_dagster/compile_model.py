@@ -18,12 +18,15 @@ class ParityError(ValueError):
 
 
 def to_onnx(booster: xgb.Booster) -> bytes:
-    # onnxmltools expects feature names f0..fN; the order is the FEATURE_NAMES contract.
+    """The booster as ONNX, as wide as it was trained: every feature in FEATURE_NAMES order
+    for the full model, a request profile's features (in that order) for a profile model."""
+    # onnxmltools expects feature names f0..fN; the column order is the training order.
+    width = booster.num_features() or len(FEATURE_NAMES)
     plain = booster.copy()
     plain.feature_names = None
     model = convert_xgboost(
         plain,
-        initial_types=[("input", FloatTensorType([None, len(FEATURE_NAMES)]))],
+        initial_types=[("input", FloatTensorType([None, width]))],
         target_opset=ONNX_OPSET,
     )
     onnx.checker.check_model(model)

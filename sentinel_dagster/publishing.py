@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.bundle import MANIFEST, BundleError, serves_feature_set, sha256_file
+from serving.bundle import MANIFEST, BundleError, profile_files, serves_feature_set, sha256_file
 from serving.features import DEFAULT_FEATURE_SET, FeatureSet
 from serving.registry import Registry
 
@@ -22,11 +22,24 @@ TEMPLATE = Path(__file__).resolve().parent.parent / "mlops" / "model_card_templa
 
 
 @dataclass(frozen=True)
-class BundleContent:
-    model_json: bytes  # XGBoost's own format
+class ProfileContent:
+    """A request profile's model (serving/profiles.py), published beside the full model."""
+
+    name: str
+    features: tuple[str, ...]  # in feature-set order: the model's input columns
+    model_json: bytes
     model_onnx: bytes
     threshold: float
     metrics: dict[str, float]
+    onnx_parity_max_abs_diff: float
+
+
+@dataclass(frozen=True)
+class BundleContent:
+    model_json: bytes | None  # XGBoost's own format; None: no full model (profiles only)
+    model_onnx: bytes | None
+    threshold: float | None  # the full model's
+    metrics: dict[str, float] | None
     data_fingerprint: str
     code_version: str
     mlflow_run_id: str
@@ -34,6 +47,7 @@ class BundleContent:
     lineage: dict[str, Any]
     card_fields: dict[str, str]  # extra values for the model card template
     feature_set: FeatureSet = DEFAULT_FEATURE_SET  # as replayed for training, lags included
+    profiles: tuple[ProfileContent, ...] = ()
 
 
 def render_model_card(fields: dict[str, str], template: Path = TEMPLATE) -> str:
@@ -65,11 +79,18 @@ def publish(
     """Write the bundle atomically and point at it; returns (version, role)."""
     now = now or dt.datetime.now(dt.UTC)
     version = f"{now:%Y%m%dT%H%M%S}-{content.mlflow_run_id[:8]}"
+    full_model = content.model_json is not None and content.model_onnx is not None
+    if not full_model and not content.profiles:
+        raise ValueError("a bundle needs a full model or at least one profile model")
     tmp = registry.bundles / f".tmp-{version}"
     tmp.mkdir(parents=True)
-    files = {
-        "model.json": content.model_json,
-        "model.onnx": content.model_onnx,
+    files: dict[str, bytes] = {}
+    if content.model_json is not None and content.model_onnx is not None:
+        files |= {"model.json": content.model_json, "model.onnx": content.model_onnx}
+    for profile in content.profiles:
+        json_file, onnx_file = profile_files(profile.name)
+        files |= {json_file: profile.model_json, onnx_file: profile.model_onnx}
+    files |= {
         "lineage.json": json.dumps(content.lineage, indent=2, sort_keys=True).encode(),
         "model_card.md": render_model_card(
             {"version": version, "created_at": now.isoformat(), **content.card_fields}
@@ -83,8 +104,18 @@ def publish(
         "features": list(content.feature_set.names),
         "feature_set": content.feature_set.declaration(),
         "feature_set_fingerprint": content.feature_set.fingerprint(),
+        "full_model": full_model,
         "threshold": content.threshold,
         "metrics": content.metrics,
+        "profiles": {
+            p.name: {
+                "features": list(p.features),
+                "threshold": p.threshold,
+                "metrics": p.metrics,
+                "onnx_parity_max_abs_diff": p.onnx_parity_max_abs_diff,
+            }
+            for p in content.profiles
+        },
         "data_fingerprint": content.data_fingerprint,
         "code_version": content.code_version,
         "mlflow_run_id": content.mlflow_run_id,

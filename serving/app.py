@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp
 
 from serving import hot_routes
+from serving.bundle import Bundle
 from serving.hot_routes import HotRoutes
 from serving.logs import configure, log_event
 from serving.schemas import FeedbackRequest, ScoreBatchResponse, ScoreRequest, ScoreResponse
@@ -65,6 +66,16 @@ def _state_of(service: Service) -> dict[str, Any]:
         }
     except StateStoreError as exc:
         return {"features": None, "state": {"unavailable": str(exc)}}
+
+
+def profiles_of(bundle: Bundle | None) -> list[dict[str, Any]] | None:
+    """A bundle's models: the profile each answers, its features and threshold."""
+    if bundle is None:
+        return None
+    return [
+        {"profile": m.profile, "features": list(m.features), "threshold": m.threshold}
+        for m in bundle.models.values()
+    ]
 
 
 def service_of(request: Request) -> Service:
@@ -207,6 +218,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "champion": current.champion.version if current.champion else None,
             "challenger": current.challenger.version if current.challenger else None,
             "loaded_at": current.loaded_at.isoformat() if current.loaded_at else None,
+            "profiles": {  # which model answers which request shape (serving/profiles.py)
+                "champion": profiles_of(current.champion),
+                "challenger": profiles_of(current.challenger),
+            },
             "last_rejected": None
             if rejected is None
             else {"path": rejected.path, "reason": rejected.reason, "at": rejected.at.isoformat()},

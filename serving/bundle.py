@@ -3,6 +3,12 @@
 A bundle holds `manifest.json` (version, features, threshold, metrics, lineage ids and the
 sha256 of every other file), `model.json` (XGBoost), `model.onnx` (the compiled serving
 model), `model_card.md` and `lineage.json`. Nothing is trusted before its checksum matches.
+
+Besides the full model, a bundle may hold a model per request profile (serving/profiles.py):
+`profile-<name>.onnx` and `profile-<name>.json`, declared under the manifest's `profiles`
+with their features, threshold and metrics. A bundle trained from precomputed features only
+has no full model: its manifest says `"full_model": false` and lists no model.json or
+model.onnx.
 """
 
 import hashlib
@@ -18,10 +24,17 @@ from serving.features import (
     FeatureSet,
     feature_set_from_declaration,
 )
-from serving.predictor import CompiledPredictor
+from serving.predictor import CompiledPredictor, Rows, as_rows
+from serving.profiles import FULL, ProfileError, RequestProfile, declare_profile
 
 MANIFEST = "manifest.json"
-REQUIRED_FILES = ("model.json", "model.onnx", "model_card.md", "lineage.json")
+MODEL_FILES = ("model.json", "model.onnx")
+REQUIRED_FILES = (*MODEL_FILES, "model_card.md", "lineage.json")
+
+
+def profile_files(name: str) -> tuple[str, str]:
+    """(XGBoost, ONNX) file names of a profile's model in a bundle."""
+    return f"profile-{name}.json", f"profile-{name}.onnx"
 
 
 class BundleError(ValueError):
@@ -41,10 +54,25 @@ def sha256_file(path: Path) -> str:
 
 
 @dataclass(frozen=True)
+class ServedModel:
+    """One model of a bundle: the full model (`columns` None: every feature) or a request
+    profile's (`columns`: its features' positions in the full vector)."""
+
+    profile: str
+    features: tuple[str, ...]
+    threshold: float
+    predictor: CompiledPredictor
+    columns: tuple[int, ...] | None = None
+
+    def rows(self, vectors: list[list[float]]) -> Rows:
+        return as_rows(vectors, self.columns)
+
+
+@dataclass(frozen=True)
 class Bundle:
     path: Path
     manifest: dict[str, Any]
-    predictor: CompiledPredictor
+    models: dict[str, ServedModel]  # by profile; FULL unless the bundle has no full model
 
     # Cached: read for every scored event.
     @cached_property
@@ -52,8 +80,29 @@ class Bundle:
         return str(self.manifest["version"])
 
     @cached_property
+    def full(self) -> ServedModel | None:
+        return self.models.get(FULL)
+
+    @cached_property
+    def fallback(self) -> ServedModel:
+        """What answers a profile this bundle has no model for: the full model, else the
+        profile model with the most features."""
+        if self.full is not None:
+            return self.full
+        return max(self.models.values(), key=lambda m: (len(m.features), m.profile))
+
+    def model_for(self, profile: str) -> ServedModel:
+        model = self.models.get(profile)
+        return self.fallback if model is None else model
+
+    @property
+    def predictor(self) -> CompiledPredictor:
+        """The full model's (KeyError in a bundle without one: callers check `full`)."""
+        return self.models[FULL].predictor
+
+    @property
     def threshold(self) -> float:
-        return float(self.manifest["threshold"])
+        return self.fallback.threshold
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -68,10 +117,15 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def has_full_model(manifest: dict[str, Any]) -> bool:
+    return manifest.get("full_model", True) is not False  # older bundles: always
+
+
 def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
     files = manifest.get("files")
-    if not isinstance(files, dict) or set(REQUIRED_FILES) - set(files):
-        raise BundleError(f"{path}: manifest must list the sha256 of {', '.join(REQUIRED_FILES)}")
+    required = REQUIRED_FILES if has_full_model(manifest) else REQUIRED_FILES[len(MODEL_FILES) :]
+    if not isinstance(files, dict) or set(required) - set(files):
+        raise BundleError(f"{path}: manifest must list the sha256 of {', '.join(required)}")
     for name, expected in files.items():
         target = Path(path) / name
         if not target.is_file():
@@ -122,6 +176,57 @@ def serves_feature_set(path: Path, features: FeatureSet) -> str | None:
     return None
 
 
+def _threshold(path: Path, where: str, declared: dict[str, Any]) -> float:
+    try:
+        threshold = float(declared["threshold"])
+    except (KeyError, TypeError, ValueError):
+        raise BundleError(f"{path}: {where} needs a numeric threshold") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise BundleError(f"{path}: {where} threshold {threshold!r} is not in [0, 1]")
+    return threshold
+
+
+def _predictor(path: Path, onnx_file: str, width: int) -> CompiledPredictor:
+    """The compiled model, loaded and smoke-run on an all-zeros row of `width` features."""
+    try:  # onnxruntime raises its own exception types, on load or on the first run
+        predictor = CompiledPredictor((path / onnx_file).read_bytes())
+        if predictor.width != width:
+            raise BundleError(f"{path}: {onnx_file} reads {predictor.width} features, not {width}")
+        smoke = predictor.predict_one([0.0] * width)
+    except BundleError:
+        raise
+    except Exception as exc:
+        raise BundleError(f"{path}: {onnx_file} does not load or run: {exc}") from None
+    if not (math.isfinite(smoke) and 0.0 <= smoke <= 1.0):
+        raise BundleError(f"{path}: {onnx_file}'s smoke prediction {smoke!r} is not a probability")
+    return predictor
+
+
+def _profile_models(path: Path, manifest: dict[str, Any]) -> dict[str, ServedModel]:
+    declared = manifest.get("profiles") or {}
+    if not isinstance(declared, dict):
+        raise BundleError(f"{path}: the manifest's profiles must be an object")
+    models = {}
+    for name, entry in declared.items():
+        try:
+            profile: RequestProfile = declare_profile(str(name), list(entry["features"]))
+        except (KeyError, TypeError, ProfileError) as exc:
+            raise BundleError(f"{path}: profile {name!r}: {exc}") from None
+        if list(profile.features) != list(entry["features"]):
+            raise BundleError(f"{path}: profile {name}'s features are not in feature-set order")
+        _, onnx_file = profile_files(profile.name)
+        if onnx_file not in manifest["files"]:
+            raise BundleError(f"{path}: manifest must list the sha256 of {onnx_file}")
+        models[profile.name] = ServedModel(
+            profile.name,
+            profile.features,
+            _threshold(path, f"profile {name}", entry),
+            _predictor(path, onnx_file, len(profile.features)),
+            profile.columns,
+        )
+    return models
+
+
 def load_bundle(path: Path, features: FeatureSet = DEFAULT_FEATURE_SET) -> Bundle:
     """Verify and load a bundle whose feature set is `features`; BundleError says why not."""
     path = Path(path)
@@ -130,18 +235,16 @@ def load_bundle(path: Path, features: FeatureSet = DEFAULT_FEATURE_SET) -> Bundl
     check_feature_set(path, manifest, features)
     if manifest.get("features") != list(features.names):
         raise BundleError(f"{path}: its feature list differs from its feature_set declaration")
-    try:
-        threshold = float(manifest["threshold"])
-        str(manifest["version"])
-    except (KeyError, TypeError, ValueError):
-        raise BundleError(f"{path}: the manifest needs a version and a numeric threshold") from None
-    if not 0.0 <= threshold <= 1.0:
-        raise BundleError(f"{path}: threshold {threshold!r} is not in [0, 1]")
-    try:  # onnxruntime raises its own exception types, on load or on the first run
-        predictor = CompiledPredictor((path / "model.onnx").read_bytes())
-        smoke = predictor.predict_one([0.0] * len(features.names))
-    except Exception as exc:
-        raise BundleError(f"{path}: model.onnx does not load or run: {exc}") from None
-    if not (math.isfinite(smoke) and 0.0 <= smoke <= 1.0):
-        raise BundleError(f"{path}: smoke prediction {smoke!r} is not a probability")
-    return Bundle(path=path, manifest=manifest, predictor=predictor)
+    if not isinstance(manifest.get("version"), str | int):
+        raise BundleError(f"{path}: the manifest needs a version")
+    models = _profile_models(path, manifest)
+    if has_full_model(manifest):
+        models[FULL] = ServedModel(
+            FULL,
+            features.names,
+            _threshold(path, "the manifest", manifest),
+            _predictor(path, "model.onnx", len(features.names)),
+        )
+    elif not models:
+        raise BundleError(f"{path}: no full model and no profile model: nothing to score with")
+    return Bundle(path=path, manifest=manifest, models=models)

@@ -63,7 +63,10 @@ def _answer(service: Service, outcome: ScoreOutcome, explain: bool) -> dict[str,
         "scored_by": outcome.scored_by,
         "reasons": outcome.reasons,
         "state": outcome.state,  # added, duplicate, too_late; stateless without a card
+        "profile": outcome.model.profile,  # full, or the request profile whose model answered
     }
+    if outcome.model.profile != outcome.wanted:  # the champion has no model for it
+        body["profile_unavailable"] = outcome.wanted
     if outcome.shadow_probability is not None:
         body["shadow_fraud_probability"] = outcome.shadow_probability
     if explain:  # orjson writes the NaN of a missing feature as null

@@ -11,10 +11,12 @@ import datetime as dt
 import logging
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from serving.bundle import Bundle, BundleError, load_bundle
 from serving.logs import log_event
+from serving.profiles import DEFAULT_PROFILES, FULL, RequestProfile, largest_first
 from serving.registry import Registry
 from serving.settings import ServiceSettings
 
@@ -26,6 +28,20 @@ class LoadedModels:
     champion: Bundle | None = None
     challenger: Bundle | None = None
     loaded_at: dt.datetime | None = None
+
+    @cached_property
+    def profiles(self) -> tuple[RequestProfile, ...]:
+        """The profiles a request can ask for, largest first: the built-in ones and those of
+        either bundle. One the champion lacks is still recognised, so the answer can say the
+        full model stood in for it."""
+        declared = [
+            RequestProfile(m.profile, m.features)
+            for bundle in (self.champion, self.challenger)
+            if bundle is not None
+            for m in bundle.models.values()
+            if m.profile != FULL
+        ]
+        return largest_first([*declared, *DEFAULT_PROFILES])  # the champion's first
 
 
 @dataclass(frozen=True)

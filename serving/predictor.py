@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from serving.features import FEATURE_NAMES
 
-N_FEATURES = len(FEATURE_NAMES)
+N_FEATURES = len(FEATURE_NAMES)  # a full vector; a profile model reads some of its columns
 
 
 class CompiledPredictor:
@@ -25,13 +25,17 @@ class CompiledPredictor:
         self._session = ort.InferenceSession(
             onnx_bytes, options, providers=["CPUExecutionProvider"]
         )
-        self._input = self._session.get_inputs()[0].name
+        (model_input,) = self._session.get_inputs()
+        self._input = model_input.name
+        width = model_input.shape[-1]
+        # The width the model was compiled for (every feature, or a profile's few).
+        self.width = width if isinstance(width, int) else N_FEATURES
         self._outputs = ["probabilities"]
         self._local = threading.local()
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """Fraud probability per row of `features` (rows in FEATURE_NAMES order)."""
-        batch = np.ascontiguousarray(features, dtype=np.float32).reshape(-1, N_FEATURES)
+        """Fraud probability per row of `features` (the model's columns, in order)."""
+        batch = np.ascontiguousarray(features, dtype=np.float32).reshape(-1, self.width)
         (probabilities,) = self._session.run(self._outputs, {self._input: batch})
         return probabilities[:, 1].astype(np.float64)
 
@@ -40,7 +44,7 @@ class CompiledPredictor:
         local = self._local
         binding = getattr(local, "binding", None)
         if binding is None:  # first call on this thread: its own buffers and binding
-            local.row = np.zeros((1, N_FEATURES), dtype=np.float32)
+            local.row = np.zeros((1, self.width), dtype=np.float32)
             local.probabilities = np.zeros((1, 2), dtype=np.float32)
             local.label = np.zeros((1,), dtype=np.int64)
             binding = local.binding = self._session.io_binding()
@@ -65,9 +69,13 @@ class CompiledPredictor:
 Rows = list[list[float]] | np.ndarray
 
 
-def as_rows(vectors: list[list[float]]) -> Rows:
+def as_rows(vectors: list[list[float]], columns: tuple[int, ...] | None = None) -> Rows:
     """What `predict_rows` takes: one row as it is, several as one float32 matrix (built
-    once, then shared by champion and challenger)."""
+    once, then shared by champion and challenger). `columns`: only those of each full
+    vector, in that order (a profile model's input)."""
+    if columns is not None:
+        picked = [[vector[i] for i in columns] for vector in vectors]
+        return picked if len(picked) == 1 else np.array(picked, dtype=np.float32)
     if len(vectors) == 1:
         return vectors
     flat = np.fromiter(chain.from_iterable(vectors), np.float32, len(vectors) * N_FEATURES)

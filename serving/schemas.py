@@ -52,6 +52,11 @@ class ScoreResponse(BaseModel):
     # What the event did to the online state: added; duplicate (a retried transaction_id);
     # too_late (older than the allowed lateness: scored, not stored); stateless (no card_id).
     state: Literal["added", "duplicate", "too_late", "stateless"]
+    # Which model answered: "full" (every feature, online state) or a request profile's
+    # (e.g. "precomputed-7": the seven features, no card). `profile_unavailable`: the profile
+    # the request wanted, when the champion bundle has no model for it.
+    profile: str
+    profile_unavailable: str | None = None
     features: dict[str, float | None] | None = None  # with ?explain=true
 
 

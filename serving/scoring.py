@@ -24,13 +24,14 @@ from typing import NamedTuple
 
 from serving.batching import TurnBatcher
 from serving.breaker import CircuitBreaker
-from serving.bundle import Bundle
+from serving.bundle import Bundle, ServedModel
 from serving.feature_engine import EventArgs, FeatureEngine, RefusedEvent
 from serving.heuristic import heuristic_score
 from serving.journal import Journal
 from serving.metrics import HotPathCounters
 from serving.models import LoadedModels, ModelManager
-from serving.predictor import Rows, as_rows
+from serving.predictor import Rows
+from serving.profiles import FULL, wanted_profile
 from serving.resolve import cold_start_vector, event_args, event_timestamp, with_given_features
 from serving.schemas import ScoreRequest
 from serving.scored_log import ScoredLog
@@ -58,6 +59,8 @@ class ScoreOutcome:
     scored_by: str  # model | heuristic
     champion: Bundle
     challenger: Bundle | None
+    model: ServedModel  # the champion's model for this request (or that would have been)
+    wanted: str  # the profile the request asked for (serving/profiles.py)
     reasons: tuple[str, ...]
     vector: list[float]
     shadow_probability: float | None
@@ -66,7 +69,12 @@ class ScoreOutcome:
 
     @property
     def threshold(self) -> float:
-        return self.champion.threshold
+        return self.model.threshold
+
+    @property
+    def profile_unavailable(self) -> str | None:
+        """The profile the request wanted when the champion has no model for it."""
+        return None if self.model.profile == self.wanted else self.wanted
 
 
 class ModelScores(NamedTuple):
@@ -74,6 +82,8 @@ class ModelScores(NamedTuple):
     challenger: float | None
     champion_us: float  # the whole (batched) call this row was part of
     challenger_us: float | None
+    champion_model: ServedModel
+    challenger_model: ServedModel | None
 
 
 def _valid(p: float) -> bool:
@@ -110,14 +120,14 @@ class Scorer:
         self.counters = counters
         self._deadline_s = settings.circuit_threshold_ms / 1000.0
         self.clock: Callable[[], float] = time.time  # the wall clock; tests inject their own
-        self.batcher: TurnBatcher[LoadedModels, list[float], ModelScores]
+        self.batcher: TurnBatcher[LoadedModels, tuple[str, list[float]], ModelScores]
         self.batcher = TurnBatcher(self._predict)
 
-    async def _slow_predict(self, bundle: Bundle, rows: Rows) -> list[float]:
+    async def _slow_predict(self, model: ServedModel, rows: Rows) -> list[float]:
         await asyncio.sleep(self.settings.inject_latency_ms / 1000.0)
-        return bundle.predictor.predict_rows(rows)
+        return model.predictor.predict_rows(rows)
 
-    async def _champion(self, bundle: Bundle, rows: Rows) -> list[float | None]:
+    async def _champion(self, model: ServedModel, rows: Rows) -> list[float | None]:
         """The champion's probability per row; None where it was slow, failed, not asked or
         not a probability. A batch is one model call, judged by the breaker as one."""
         if self.settings.force_circuit_open or not self.breaker.allow():
@@ -125,9 +135,9 @@ class Scorer:
         started = time.perf_counter()
         try:
             if self.settings.inject_latency_ms > 0:
-                scores = await asyncio.wait_for(self._slow_predict(bundle, rows), self._deadline_s)
+                scores = await asyncio.wait_for(self._slow_predict(model, rows), self._deadline_s)
             else:
-                scores = bundle.predictor.predict_rows(rows)
+                scores = model.predictor.predict_rows(rows)
         except Exception:  # a timeout or a broken model: the heuristic answers
             self.breaker.record(True)
             return [None] * len(rows)
@@ -136,11 +146,11 @@ class Scorer:
         self.breaker.record(slow or None in valid)
         return valid
 
-    def _shadow(self, bundle: Bundle | None, rows: Rows) -> list[float | None]:
-        if bundle is None:
+    def _shadow(self, model: ServedModel | None, rows: Rows) -> list[float | None]:
+        if model is None:
             return [None] * len(rows)
         try:  # isolation: a failing challenger never touches the champion's answer
-            scores = bundle.predictor.predict_rows(rows)
+            scores = model.predictor.predict_rows(rows)
         except Exception:
             self.counters.shadow_failures += len(rows)
             return [None] * len(rows)
@@ -148,22 +158,44 @@ class Scorer:
         self.counters.shadow_failures += valid.count(None)
         return valid
 
-    async def _predict(self, models: LoadedModels, vectors: list[list[float]]) -> list[ModelScores]:
-        """Both models' probabilities per row, and how long each (batched) call took: the
-        batcher's model call."""
+    async def _predict(
+        self, models: LoadedModels, items: list[tuple[str, list[float]]]
+    ) -> list[ModelScores]:
+        """Both models' probabilities per (wanted profile, vector), and how long each
+        (batched) call took: the batcher's model call, one per profile present."""
         assert models.champion is not None  # score_many refuses to start without one
-        rows = as_rows(vectors)
+        first = items[0][0]
+        if all(wanted == first for wanted, _ in items):  # the usual case: one profile
+            return await self._predict_profile(models, first, [v for _, v in items])
+        by_profile: dict[str, list[int]] = {}
+        for i, (wanted, _) in enumerate(items):
+            by_profile.setdefault(wanted, []).append(i)
+        results: list[ModelScores] = [None] * len(items)  # type: ignore[list-item]
+        for wanted, positions in by_profile.items():
+            vectors = [items[i][1] for i in positions]
+            scored = await self._predict_profile(models, wanted, vectors)
+            for i, one in zip(positions, scored, strict=True):
+                results[i] = one
+        return results
+
+    async def _predict_profile(
+        self, models: LoadedModels, wanted: str, vectors: list[list[float]]
+    ) -> list[ModelScores]:
+        assert models.champion is not None
+        model = models.champion.model_for(wanted)
+        shadow = models.challenger.model_for(wanted) if models.challenger else None
+        rows = model.rows(vectors)
         started = time.perf_counter()
-        champion = await self._champion(models.champion, rows)
+        champion = await self._champion(model, rows)
         between = time.perf_counter()
-        challenger = self._shadow(models.challenger, rows)
+        if shadow is not None and shadow.columns != model.columns:
+            rows = shadow.rows(vectors)
+        challenger = self._shadow(shadow, rows)
         champion_us = round((between - started) * 1e6, 1)
-        challenger_us = (
-            round((time.perf_counter() - between) * 1e6, 1) if models.challenger else None
-        )
+        challenger_us = round((time.perf_counter() - between) * 1e6, 1) if shadow else None
         return [
-            ModelScores(p, shadow, champion_us, challenger_us)
-            for p, shadow in zip(champion, challenger, strict=True)
+            ModelScores(p, shadow_p, champion_us, challenger_us, model, shadow)
+            for p, shadow_p in zip(champion, challenger, strict=True)
         ]
 
     async def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreOutcome]:
@@ -197,7 +229,8 @@ class Scorer:
         except RefusedEvent as exc:  # refused by the shared state's own clock
             stateful_at = [i for i, e in enumerate(stateful) if e is not None]
             raise EventError(stateful_at[exc.index], exc.message) from None
-        vectors, states = [], []
+        vectors, states, wanted = [], [], []
+        profiles = models.profiles
         for request, t, args in zip(requests, times, stateful, strict=True):
             if args is None:
                 vector, state = cold_start_vector(request, t), "stateless"
@@ -205,29 +238,33 @@ class Scorer:
                 vector, state = next(processed)
             vectors.append(with_given_features(vector, request))
             states.append(state)
+            wanted.append(FULL if args is not None else wanted_profile(request, profiles))
         if self.journal is not None:
             self.journal.write()  # one OS write per call, before its answer (kill -9 safe)
-        scores = await self.batcher.submit(models, vectors)
+        scores = await self.batcher.submit(models, list(zip(wanted, vectors, strict=True)))
         outcomes = []
-        for request, t, vector, scored, state in zip(
-            requests, times, vectors, scores, states, strict=True
+        for request, t, vector, scored, state, profile in zip(
+            requests, times, vectors, scores, states, wanted, strict=True
         ):
             p, shadow = scored.champion, scored.challenger
             rules = heuristic_score(vector)
             probability = p if p is not None else rules.probability
-            decision = "decline" if probability >= champion.threshold else "approve"
+            model, shadow_model = scored.champion_model, scored.challenger_model
+            decision = "decline" if probability >= model.threshold else "approve"
             outcome = ScoreOutcome(
                 probability=probability,
                 decision=decision,
                 scored_by="model" if p is not None else "heuristic",
                 champion=champion,
                 challenger=challenger,
+                model=model,
+                wanted=profile,
                 reasons=rules.reasons,
                 vector=vector,
                 shadow_probability=shadow,
-                shadow_disagrees=challenger is not None
+                shadow_disagrees=shadow_model is not None
                 and shadow is not None
-                and (shadow >= challenger.threshold) != (decision == "decline"),
+                and (shadow >= shadow_model.threshold) != (decision == "decline"),
                 state=state,
             )
             self._log(request, t, received, outcome, scored, rules.probability)
@@ -244,20 +281,22 @@ class Scorer:
         scored: ModelScores,
         heuristic: float,
     ) -> None:
-        challenger = outcome.challenger
+        challenger, shadow_model = outcome.challenger, scored.challenger_model
         self.log.append(
             {
                 "transaction_id": request.transaction_id,
                 "event_time": event_time,
                 "scored_at": received,
                 "champion_version": outcome.champion.version,
+                "profile": outcome.model.profile,
                 "champion_score": scored.champion,
                 "champion_threshold": outcome.threshold,
                 "champion_call_us": scored.champion_us,
                 "heuristic_score": heuristic,
                 "challenger_version": challenger.version if challenger else None,
                 "challenger_score": outcome.shadow_probability,
-                "challenger_threshold": challenger.threshold if challenger else None,
+                "challenger_profile": shadow_model.profile if shadow_model else None,
+                "challenger_threshold": shadow_model.threshold if shadow_model else None,
                 "challenger_call_us": scored.challenger_us,
                 "decision": outcome.decision,
                 "scored_by": outcome.scored_by,

@@ -7,8 +7,9 @@ import numpy as np
 import xgboost as xgb
 
 from sentinel_dagster.compile_model import to_onnx
-from sentinel_dagster.publishing import BundleContent, publish
+from sentinel_dagster.publishing import BundleContent, ProfileContent, publish
 from serving.features import DEFAULT_FEATURE_SET, FEATURE_INDEX, FEATURE_NAMES, FeatureSet
+from serving.profiles import DEFAULT_PROFILES, RequestProfile
 from serving.registry import Registry
 
 # The seed README's curl example, field for field.
@@ -64,3 +65,53 @@ def publish_small(registry: Registry, seed: int = 0, minute: int = 0) -> tuple[s
 def make_writable(path: Path) -> None:
     for file in path.iterdir():
         file.chmod(0o644)
+
+
+def profile_booster(profile: RequestProfile, seed: int = 0) -> xgb.Booster:
+    """A small model on a profile's features: fraud when the card's 24-hour count is high."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(3_000, len(profile.features))).astype(np.float32)
+    x[:, profile.features.index("txn_count_24h")] = rng.integers(0, 20, 3_000)
+    y = (x[:, profile.features.index("txn_count_24h")] + rng.normal(size=3_000) > 9).astype(int)
+    data = xgb.DMatrix(x, label=y, feature_names=list(profile.features))
+    return xgb.train({"objective": "binary:logistic", "max_depth": 3, "seed": seed}, data, 20)
+
+
+def publish_with_profiles(
+    registry: Registry,
+    seed: int = 0,
+    minute: int = 0,
+    full: bool = True,
+    profiles: tuple[RequestProfile, ...] = DEFAULT_PROFILES,
+    threshold: float = 0.5,
+) -> tuple[str, str]:
+    """A bundle with a model per profile (each on its own features) and, if `full`, the
+    full model: (version, role)."""
+    booster = small_booster(seed)
+    models = [(p, profile_booster(p, seed)) for p in profiles]
+    content = BundleContent(
+        model_json=bytes(booster.save_raw("json")) if full else None,
+        model_onnx=to_onnx(booster) if full else None,
+        threshold=threshold if full else None,
+        metrics={"pr_auc": 0.8} if full else None,
+        data_fingerprint=f"test-{seed}",
+        code_version="test",
+        mlflow_run_id=f"run{seed:04d}profile",
+        mlflow_model_version=None,
+        lineage={"test": True},
+        card_fields={},
+        profiles=tuple(
+            ProfileContent(
+                name=p.name,
+                features=p.features,
+                model_json=bytes(b.save_raw("json")),
+                model_onnx=to_onnx(b),
+                threshold=threshold,
+                metrics={"pr_auc": 0.7},
+                onnx_parity_max_abs_diff=0.0,
+            )
+            for p, b in models
+        ),
+    )
+    when = dt.datetime(2026, 1, 1, 12, minute, tzinfo=dt.UTC)
+    return publish(registry, content, now=when)

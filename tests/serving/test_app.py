@@ -50,9 +50,12 @@ def test_the_seed_request_gets_the_seed_response(client: TestClient) -> None:
     body = response.json()
     assert set(body) == {
         "fraud_probability", "decision", "threshold", "circuit_breaker_state",
-        "model_version", "scored_by", "reasons", "state",
+        "model_version", "scored_by", "reasons", "state", "profile", "profile_unavailable",
     }  # fmt: skip
     assert body["state"] == "stateless"  # no card: no online state read or written
+    # The seven features without a card want the precomputed-7 model; this bundle has none,
+    # so its full model answers, and says so.
+    assert (body["profile"], body["profile_unavailable"]) == ("full", "precomputed-7")
     assert "shadow_fraud_probability" not in body  # no challenger loaded
     assert 0.0 <= body["fraud_probability"] <= 1.0
     assert body["decision"] in {"approve", "decline"}

@@ -88,7 +88,7 @@ def _threshold_above_one(bundle: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
-        (_drop_threshold, "needs a version and a numeric threshold"),
+        (_drop_threshold, "needs a numeric threshold"),
         (_threshold_above_one, "threshold 7.5 is not in [0, 1]"),
         (_tamper_model, "model.onnx does not match its sha256"),
         (_drop_manifest, "no manifest.json"),
