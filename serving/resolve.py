@@ -11,9 +11,17 @@ engine's own `parse_event`, so its fields go to `FeatureEngine.process` as they 
 """
 
 import math
+from array import array
+from functools import cache
 
-from serving.feature_engine import EventArgs, FeatureEngine
-from serving.features import FEATURE_INDEX, SEED_FEATURES
+from serving.feature_engine import (
+    CardState,
+    EventArgs,
+    FeatureEngine,
+    VectorPlan,
+    feature_vector,
+)
+from serving.features import FEATURE_INDEX, SEED_FEATURES, FeatureSet
 from serving.schemas import ScoreRequest
 
 # The raw-event fields a stateful request must carry besides card_id.
@@ -56,11 +64,21 @@ def event_args(request: ScoreRequest, t: float) -> EventArgs | None:
     return None if ids is None else _args(request, t, *ids)
 
 
+@cache
+def _cold_start_plan() -> VectorPlan:
+    return VectorPlan(FeatureSet())  # the windows are empty whatever their lag
+
+
 def cold_start_vector(request: ScoreRequest, t: float) -> list[float]:
-    """No card: nothing to look up or update. The event scored as a first-ever payment."""
-    return FeatureEngine().process(
-        *_args(request, t, "cold-start", "cold-start-card", "cold-start-merchant")
-    )
+    """No card: nothing to look up or update. The event scored as a first-ever payment, by
+    the engine's own `feature_vector` on an empty card and merchant: what a new engine's
+    `process` returns (tested), without building one per request (~600 µs)."""
+    lat = math.nan if request.lat is None else math.radians(request.lat)
+    lon = math.nan if request.lon is None else math.radians(request.lon)
+    return feature_vector(
+        _cold_start_plan().vector, CardState(), 0, t, request.amount, request.channel,
+        request.device_id, lat, lon, request.merchant_category, array("d"), 0, None, 0,
+    )  # fmt: skip
 
 
 def with_given_features(vector: list[float], request: ScoreRequest) -> list[float]:

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from serving.feature_engine import FeatureEngine
 from serving.features import FEATURE_INDEX
-from serving.resolve import ResolveError, event_timestamp, resolve_features
+from serving.resolve import ResolveError, cold_start_vector, event_timestamp, resolve_features
 from serving.schemas import ScoreRequest
 from tests.serving.bundles import SEED_REQUEST
 
@@ -95,3 +95,27 @@ def test_a_card_without_its_event_ids_names_every_missing_one(request_fields, me
     with pytest.raises(ResolveError, match=message):
         resolve(engine, request_fields)
     assert engine.stats()["events"] == 0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"amount": 0.0},
+        {"amount": 420.5, "channel": "online", "merchant_category": "jewelry", "lat": 41.9,
+         "lon": -87.6, "device_id": "d1"},
+        {"amount": 12.0, "channel": "atm", "merchant_category": "not-a-category"},
+        {"amount": 99.0, "channel": "pos", "lat": -33.9},
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("t", [0.0, T, T + 86_399.5, 4_102_444_800.0])
+def test_the_cold_start_vector_is_a_new_engines_first_event_bit_for_bit(
+    fields: dict, t: float
+) -> None:
+    request = ScoreRequest.model_validate(fields)
+    fast = cold_start_vector(request, t)
+    engine = FeatureEngine().process(
+        "txn", t, "card", "merchant", request.amount, request.channel, request.device_id,
+        math.nan if request.lat is None else request.lat,
+        math.nan if request.lon is None else request.lon, request.merchant_category,
+    )  # fmt: skip
+    assert [repr(v) for v in fast] == [repr(v) for v in engine]  # NaN in the same places
