@@ -4,6 +4,7 @@ The same function judges the candidate model, the current champion and the heuri
 fallback, so their numbers sit side by side.
 """
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -32,10 +33,11 @@ class Metrics:
     scenario_recall: dict[str, float]
 
     def flat(self, prefix: str = "") -> dict[str, float]:
-        """Scalar metrics, scenario recalls as `recall_<scenario>` (for MLflow and policy)."""
+        """Scalar metrics, scenario recalls as `recall_<scenario>` (for MLflow and policy).
+        A metric the data cannot give (NaN: card precision without card ids) is left out."""
         values = {k: v for k, v in asdict(self).items() if k != "scenario_recall"}
         values |= {f"recall_{name}": v for name, v in self.scenario_recall.items()}
-        return {f"{prefix}{k}": float(v) for k, v in values.items()}
+        return {f"{prefix}{k}": float(v) for k, v in values.items() if not math.isnan(v)}
 
 
 def recall_at_fpr(labels: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
@@ -124,7 +126,9 @@ def evaluate_scores(
         recall_at_1pct_fpr=recall_at_fpr(labels, scores, 0.01),
         card_precision_at_100=card_precision_at_k(
             frame, scores, known_compromised=known_compromised
-        ),
+        )
+        if {"card_id", "event_time"}.issubset(frame.columns)
+        else math.nan,  # precomputed features only: no cards, no days
         brier=float(brier_score_loss(labels, np.clip(scores, 0.0, 1.0))),
         recall_at_threshold=float(flagged[positives].mean()),
         fpr_at_threshold=float(flagged[~positives].mean()),

@@ -7,6 +7,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sentinel_dagster.yaml_files import YamlFileError, read_yaml
+from serving.features import SEED_FEATURES
+from serving.profiles import PRECOMPUTED_7, ProfileError, RequestProfile, declare_profile
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "mlops" / "promotion_policy.yaml"
 
@@ -79,6 +81,20 @@ class Policy(BaseModel):
     data: DataPolicy = DataPolicy()
     promotion: PromotionPolicy = PromotionPolicy()
     shadow: ShadowPolicy = ShadowPolicy()
+    # The request profiles trained, gated and published beside the full model: name ->
+    # the features such callers send precomputed, without a card (serving/profiles.py).
+    request_profiles: dict[str, list[str]] = {PRECOMPUTED_7: list(SEED_FEATURES)}
+
+    @model_validator(mode="after")
+    def _profiles_servable(self) -> "Policy":
+        try:
+            self.profiles()
+        except ProfileError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def profiles(self) -> tuple[RequestProfile, ...]:
+        return tuple(declare_profile(name, f) for name, f in self.request_profiles.items())
 
     @model_validator(mode="before")
     @classmethod

@@ -8,8 +8,10 @@ A failed gate is a normal outcome, returned with every reason — never an excep
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sentinel_dagster.policy import PromotionPolicy
+from serving.profiles import FULL
 
 
 @dataclass(frozen=True)
@@ -145,3 +147,72 @@ def _floors(candidate: dict[str, float], floors: dict[str, float]) -> list[GateC
                 )
             )
     return checks
+
+
+@dataclass(frozen=True)
+class BundleDecision:
+    """The gate for every model of a candidate bundle: the full model and each request
+    profile's. The bundle passes only if every model does: a regression for one kind of
+    caller is not paid for by a gain for another."""
+
+    decisions: dict[str, Decision]  # by model: "full" and each profile
+
+    @property
+    def passed(self) -> bool:
+        return all(d.passed for d in self.decisions.values())
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why it failed; a profile model's reasons start with its name."""
+        return [
+            reason if name == FULL else f"{name}: {reason}"
+            for name, d in self.decisions.items()
+            for reason in d.reasons
+        ]
+
+    @property
+    def checks(self) -> list[GateCheck]:
+        return [c for d in self.decisions.values() for c in d.checks]
+
+    def markdown(self) -> str:
+        rows = ["| model | check | result | detail |", "|---|---|---|---|"]
+        rows += [
+            f"| {name} | {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.detail} |"
+            for name, d in self.decisions.items()
+            for c in d.checks
+        ]
+        return "\n".join(rows)
+
+    def refusal(self) -> list[str]:
+        if self.passed:
+            return []
+        failed, total = len(self.reasons), len(self.checks)
+        head = f"promotion gate refused ({failed} of {total} checks failed):"
+        return [head, *(f"  - {reason}" for reason in self.reasons)]
+
+
+def decide_bundle(
+    evaluations: dict[str, dict[str, Any]],
+    policy: PromotionPolicy,
+    champion: dict[str, dict[str, float]] | None = None,
+    champion_incomparable: str | None = None,
+) -> BundleDecision:
+    """`decide` for each model of `evaluations` (name -> its `metrics`, `heuristic_metrics`
+    and `predict_p99_us`), each against the champion's model of the same name (`champion`:
+    their metrics on this holdout; None: no champion yet). A model the champion does not
+    have is judged against the heuristic only, and the check says so."""
+    decisions = {}
+    for name, evaluation in evaluations.items():
+        old = None if champion is None else champion.get(name)
+        why = champion_incomparable
+        if why is None and champion is not None and old is None:
+            why = f"it has no {name} model"
+        decisions[name] = decide(
+            evaluation["metrics"],
+            policy,
+            champion=old,
+            heuristic=evaluation.get("heuristic_metrics"),
+            predict_p99_us=evaluation.get("predict_p99_us"),
+            champion_incomparable=why,
+        )
+    return BundleDecision(decisions)

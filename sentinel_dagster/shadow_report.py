@@ -44,6 +44,9 @@ class ShadowReport:
     call_us_p99: dict[str, float] = field(default_factory=dict)
     verdict: str = "hold"
     reasons: list[str] = field(default_factory=list)
+    # By request profile: which model of each bundle answered ("full", "precomputed-7", or
+    # "full vs precomputed-7" when the two bundles answered with different ones).
+    profiles: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -184,9 +187,42 @@ def judge(
         for name, scores in (("champion", a[known]), ("challenger", b[known])):
             report.pr_auc[name] = float(average_precision_score(y, scores))
             report.recall_at_target_fpr[name] = recall_at_fpr(y, scores, policy.target_fpr)
+    report.profiles = by_profile(events)
     report.reasons = _hold_reasons(report, policy)
     report.verdict = "hold" if report.reasons else "promote"
     return report
+
+
+def _pr_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """None unless both classes are present."""
+    if not 0 < labels.sum() < len(labels):
+        return None
+    return float(average_precision_score(labels, scores))
+
+
+def by_profile(events: pd.DataFrame) -> dict[str, dict[str, float | int | None]]:
+    """Per request profile: events, decision agreement, labels and both models' PR-AUC.
+    Logs written before profiles existed count as the full model's."""
+    champion = events.get("profile", pd.Series("full", index=events.index)).fillna("full")
+    challenger = events.get("challenger_profile", champion).fillna(champion)
+    key = champion.where(champion == challenger, champion + " vs " + challenger)
+    stats: dict[str, dict[str, float | int | None]] = {}
+    for name, group in events.groupby(key, sort=True):
+        a, b = group["champion_score"].to_numpy(float), group["challenger_score"].to_numpy(float)
+        agree = (a >= group["champion_threshold"].to_numpy(float)) == (
+            b >= group["challenger_threshold"].to_numpy(float)
+        )
+        known = group["label"].notna().to_numpy()
+        y = group["label"][known].to_numpy(int)
+        stats[str(name)] = {
+            "events": len(group),
+            "decision_agreement": float(agree.mean()),
+            "labelled_events": int(known.sum()),
+            "fraud_labels": int(y.sum()),
+            "pr_auc_champion": _pr_auc(y, a[known]),
+            "pr_auc_challenger": _pr_auc(y, b[known]),
+        }
+    return stats
 
 
 def compare(
@@ -258,6 +294,21 @@ def to_markdown(report: ShadowReport, now: dt.datetime) -> str:
         f"| model call p99 (µs) | {both(report.call_us_p99, 1)} |",
         "",
     ]
+    if report.profiles:
+        lines += [
+            "By request profile (which model of each bundle answered):",
+            "",
+            "| profile | events | agreement | labelled / frauds | PR-AUC champion "
+            "| PR-AUC challenger |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, p in report.profiles.items():
+            lines.append(
+                f"| {name} | {p['events']} | {_number(p['decision_agreement'])} | "
+                f"{p['labelled_events']} / {p['fraud_labels']} | "
+                f"{_number(p['pr_auc_champion'])} | {_number(p['pr_auc_challenger'])} |"
+            )
+        lines.append("")
     if report.reasons:
         lines += ["Held because:", *[f"- {reason}" for reason in report.reasons]]
     else:

@@ -14,27 +14,28 @@ from typing import Any
 
 import dagster as dg
 import mlflow
-import numpy as np
 import pandas as pd
 import xgboost as xgb
 from pydantic import Field
 
 from sentinel_dagster import mlflow_tracking
-from sentinel_dagster.compile_model import check_parity, to_onnx
-from sentinel_dagster.evaluation import (
-    Metrics,
-    compromised_before_holdout,
-    evaluate_scores,
-    single_row_latency_us,
+from sentinel_dagster.bundle_models import (
+    FULL_MODEL,
+    evaluate_model,
+    models_of,
+    quality_markdown,
+    score_bundle,
+    train_and_compile,
 )
+from sentinel_dagster.evaluation import Metrics, compromised_before_holdout
 from sentinel_dagster.events_table import SCENARIOS
 from sentinel_dagster.feature_importance import ablation, gain_importance
 from sentinel_dagster.plots import pr_curve_png, score_distribution_png
-from sentinel_dagster.promotion import decide
-from sentinel_dagster.publishing import BundleContent, publish
+from sentinel_dagster.promotion import decide_bundle
+from sentinel_dagster.publishing import BundleContent, ProfileContent, publish
 from sentinel_dagster.reporting import frame_markdown
 from sentinel_dagster.resources import GovernancePolicy, SentinelHome
-from sentinel_dagster.training import TrainParams, train_candidate
+from sentinel_dagster.training import TrainParams
 from sentinel_dagster.training_data import (
     TrainingDataError,
     fingerprint,
@@ -44,8 +45,7 @@ from sentinel_dagster.training_data import (
 )
 from serving.bundle import BundleError, load_bundle, serves_feature_set
 from serving.features import FEATURE_NAMES, FeatureSet, feature_groups, markdown_table
-from serving.heuristic import heuristic_score
-from serving.predictor import CompiledPredictor
+from serving.profiles import FULL, RequestProfile
 from serving.registry import Registry
 
 _DEFAULT = TrainParams()
@@ -117,19 +117,28 @@ class TrainConfig(dg.Config):
     target_fpr: float = Field(default=_DEFAULT.target_fpr, description="Threshold's FPR target.")
 
 
+PROFILES_DIR = "profiles"  # a candidate's profile models: <model_dir>/profiles/<name>/
+
+
 @dg.asset(group_name="training", kinds={"xgboost", "mlflow"})
 def candidate_model(
-    config: TrainConfig, training_set: pd.DataFrame, sentinel_home: SentinelHome
+    config: TrainConfig,
+    training_set: pd.DataFrame,
+    sentinel_home: SentinelHome,
+    policy: GovernancePolicy,
 ) -> dg.Output[dict[str, Any]]:
-    """XGBoost with early stopping, compiled to ONNX (parity-checked), logged to MLflow."""
+    """XGBoost with early stopping, compiled to ONNX (parity-checked), logged to MLflow: the
+    full model, and one per request profile of the policy on exactly its features."""
     home = sentinel_home.root()
     split = from_frame(training_set)
     params = TrainParams(**config.model_dump())
-    model = train_candidate(split, params)
-    onnx_bytes = to_onnx(model.booster)
-    gap = check_parity(model.booster, onnx_bytes, split.holdout.features)
+    full = train_and_compile(split, params)
+    model, gap = full.trained, full.parity_max_abs_diff
+    profiles = [train_and_compile(split, params, p) for p in policy.load().profiles()]
     experiment = mlflow_tracking.use_local_store(home)
     with mlflow.start_run(experiment_id=experiment) as run:
+        model_dir = home / "candidates" / run.info.run_id
+        full.save(model_dir)
         mlflow.log_params(config.model_dump())
         mlflow.log_metrics(
             {
@@ -139,16 +148,23 @@ def candidate_model(
                 "onnx_parity_max_abs_diff": gap,
             }
         )
+        for m in profiles:
+            name = m.profile.name
+            m.save(model_dir / PROFILES_DIR / name)
+            mlflow.log_metrics(
+                {
+                    f"{name}.validation_pr_auc": m.trained.validation_pr_auc,
+                    f"{name}.threshold": m.threshold,
+                    f"{name}.onnx_parity_max_abs_diff": m.parity_max_abs_diff,
+                }
+            )
+            mlflow.log_artifacts(str(model_dir / PROFILES_DIR / name), f"{PROFILES_DIR}/{name}")
         logged = mlflow.xgboost.log_model(
             model.booster,
             name="model",
             registered_model_name=mlflow_tracking.REGISTERED_MODEL,
             pip_requirements=["xgboost-cpu"],
         )
-    model_dir = home / "candidates" / run.info.run_id
-    model_dir.mkdir(parents=True, exist_ok=True)
-    model.booster.save_model(model_dir / "model.json")
-    (model_dir / "model.onnx").write_bytes(onnx_bytes)
     result = {
         "run_id": run.info.run_id,
         "model_dir": str(model_dir),
@@ -158,10 +174,23 @@ def candidate_model(
         "onnx_parity_max_abs_diff": gap,
         "data_fingerprint": fingerprint(training_set),
         "params": config.model_dump(),
+        "profiles": {
+            m.profile.name: {
+                **m.summary(),
+                "model_dir": str(model_dir / PROFILES_DIR / m.profile.name),
+            }
+            for m in profiles
+        },
     }
     return dg.Output(
         result,
         metadata={
+            "profiles": dg.MetadataValue.json(
+                {
+                    name: {k: v for k, v in p.items() if k != "model_dir"}
+                    for name, p in result["profiles"].items()
+                }
+            ),
             "mlflow_run_id": run.info.run_id,
             "mlflow_model_version": result["mlflow_model_version"],
             "best_iteration": model.best_iteration,
@@ -199,14 +228,26 @@ def candidate_evaluation(
     holdout = data.holdout
     compromised = compromised_before_holdout(data)
     model_dir = Path(candidate_model["model_dir"])
-    predictor = CompiledPredictor((model_dir / "model.onnx").read_bytes())
-    scores = predictor.predict(holdout.features)
     threshold = candidate_model["threshold"]
-    model_metrics = evaluate_scores(holdout.frame, holdout.labels, scores, threshold, compromised)
-    rows = holdout.features.tolist()
-    heuristic = np.array([heuristic_score(r).probability for r in rows])
-    heuristic_metrics = evaluate_scores(holdout.frame, holdout.labels, heuristic, 0.5, compromised)
-    p50, p99 = single_row_latency_us(predictor.predict_one, holdout.features)
+    full = evaluate_model(
+        (model_dir / "model.onnx").read_bytes(), FULL_MODEL, threshold, holdout, compromised
+    )
+    model_metrics, heuristic_metrics = full.metrics, full.heuristic
+    scores, heuristic = full.scores, full.heuristic_scores
+    p50, p99 = full.predict_p50_us, full.predict_p99_us
+    profiles = {
+        name: {
+            "features": p["features"],
+            **evaluate_model(
+                (Path(p["model_dir"]) / "model.onnx").read_bytes(),
+                RequestProfile(name, tuple(p["features"])),
+                p["threshold"],
+                holdout,
+                compromised,
+            ).summary(),
+        }
+        for name, p in candidate_model.get("profiles", {}).items()
+    }
     pr_png = pr_curve_png(holdout.labels, {"model": scores, "heuristic": heuristic})
     dist_png = score_distribution_png(holdout.labels, scores, threshold)
     (model_dir / "pr_curve.png").write_bytes(pr_png)
@@ -225,7 +266,8 @@ def candidate_evaluation(
         "heuristic_metrics": heuristic_metrics.flat(),
         "predict_p50_us": p50,
         "predict_p99_us": p99,
-        "holdout_rows": len(rows),
+        "profiles": profiles,  # each request profile's model, and the heuristic on its requests
+        "holdout_rows": len(holdout.frame),
         "holdout_frauds": int(holdout.labels.sum()),
         "known_compromised_cards": len(compromised),
         "feature_importance": importance.to_dict("records"),
@@ -238,6 +280,12 @@ def candidate_evaluation(
         mlflow.log_metrics(model_metrics.flat("holdout_"))
         mlflow.log_metrics(heuristic_metrics.flat("heuristic_holdout_"))
         mlflow.log_metrics({"predict_p50_us": p50, "predict_p99_us": p99})
+        for name, p in profiles.items():
+            mlflow.log_metrics(
+                {f"{name}.holdout_{k}": v for k, v in p["metrics"].items()}
+                | {f"{name}.heuristic_holdout_{k}": v for k, v in p["heuristic_metrics"].items()}
+                | {f"{name}.predict_p99_us": p["predict_p99_us"]}
+            )
         mlflow.log_artifact(str(model_dir / "pr_curve.png"))
         mlflow.log_artifact(str(model_dir / "score_distribution.png"))
         mlflow.log_artifact(str(model_dir / "feature_importance.csv"))
@@ -256,6 +304,7 @@ def candidate_evaluation(
                     {"model": result["metrics"], "heuristic": result["heuristic_metrics"]}
                 )
             ),
+            "profiles": dg.MetadataValue.md(quality_markdown(models_of(result))),
             "pr_curve": dg.MetadataValue.md(_png_markdown("PR curve", pr_png)),
             "score_distribution": dg.MetadataValue.md(_png_markdown("scores", dist_png)),
             "known_compromised_cards": len(compromised),
@@ -272,8 +321,18 @@ def candidate_evaluation(
 @dataclass(frozen=True)
 class ChampionScore:
     version: str | None  # None: no champion yet
-    metrics: Metrics | None = None
+    models: dict[str, Metrics] | None = None  # by profile ("full" and each profile model)
     incomparable: str | None = None  # why it cannot be scored on this holdout
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """The full model's."""
+        return None if self.models is None else self.models.get(FULL)
+
+    def flat(self) -> dict[str, dict[str, float]] | None:
+        if self.version is None or self.incomparable is not None:
+            return None
+        return {name: m.flat() for name, m in (self.models or {}).items()}
 
 
 def champion_metrics(
@@ -292,11 +351,9 @@ def champion_metrics(
     except BundleError as exc:
         raise dg.Failure(description=f"the champion bundle cannot be loaded: {exc}") from None
     data = from_frame(training_set)
-    holdout = data.holdout
-    scores = bundle.predictor.predict(holdout.features)
-    compromised = compromised_before_holdout(data)
-    metrics = evaluate_scores(holdout.frame, holdout.labels, scores, bundle.threshold, compromised)
-    return ChampionScore(version, metrics)
+    return ChampionScore(
+        version, score_bundle(bundle, data.holdout, compromised_before_holdout(data))
+    )
 
 
 @dg.asset(group_name="training")
@@ -312,13 +369,11 @@ def promotion_decision(
     Failing is an outcome, not an error."""
     champion = champion_metrics(registry_of(sentinel_home), training_set, policy.feature_set())
     champion_version = champion.version
-    decision = decide(
-        candidate_evaluation["metrics"],
+    decision = decide_bundle(
+        models_of(candidate_evaluation),
         policy.load().promotion,
-        champion=champion.metrics.flat() if champion.metrics else None,
+        champion=None if champion_version is None else (champion.flat() or {}),
         champion_incomparable=champion.incomparable,
-        heuristic=candidate_evaluation.get("heuristic_metrics"),
-        predict_p99_us=candidate_evaluation["predict_p99_us"],
     )
     result = {
         "passed": decision.passed,
@@ -365,7 +420,51 @@ def _card_fields(
             "for their chargebacks to have arrived. Never-reported frauds look legitimate to "
             "the model."
         ),
+        "profiles": profiles_card_section(model.get("profiles", {}), evaluation),
     }
+
+
+def profiles_card_section(models: dict[str, Any], evaluation: dict[str, Any]) -> str:
+    """The model card's section on each request profile's model."""
+    if not models:
+        return "None: every request is scored by the full model."
+    parts = []
+    for name, model in models.items():
+        judged = evaluation["profiles"][name]
+        parts += [
+            f"### {name}",
+            f"- Reads: {', '.join(model['features'])}",
+            f"- Decision threshold: {model['threshold']:.4f} (chosen on validation like the "
+            "full model's)",
+            f"- ONNX parity on the holdout: max |XGBoost - ONNX| = "
+            f"{model['onnx_parity_max_abs_diff']:.2e}",
+            "- Holdout metrics, beside the heuristic given only what such a request carries:",
+            "",
+            _metrics_table({name: judged["metrics"], "heuristic": judged["heuristic_metrics"]}),
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def profile_contents(
+    models: dict[str, Any], evaluation: dict[str, Any]
+) -> tuple[ProfileContent, ...]:
+    """The request profiles' compiled models, for the bundle."""
+    contents = []
+    for name, model in models.items():
+        folder = Path(model["model_dir"])
+        contents.append(
+            ProfileContent(
+                name=name,
+                features=tuple(model["features"]),
+                model_json=(folder / "model.json").read_bytes(),
+                model_onnx=(folder / "model.onnx").read_bytes(),
+                threshold=model["threshold"],
+                metrics=evaluation["profiles"][name]["metrics"],
+                onnx_parity_max_abs_diff=model["onnx_parity_max_abs_diff"],
+            )
+        )
+    return tuple(contents)
 
 
 @dg.asset(group_name="training", kinds={"mlflow"})
@@ -412,6 +511,7 @@ def model_bundle(
         },
         card_fields=_card_fields(candidate_model, candidate_evaluation, features),
         feature_set=features,
+        profiles=profile_contents(candidate_model.get("profiles", {}), candidate_evaluation),
     )
     version, role = publish(registry, content)
     mlflow_tracking.use_local_store(sentinel_home.root())

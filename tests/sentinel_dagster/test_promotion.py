@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from sentinel_dagster.cli import app
 from sentinel_dagster.policy import DEFAULT_POLICY_PATH, PromotionPolicy, load_policy
-from sentinel_dagster.promotion import decide
+from sentinel_dagster.promotion import decide, decide_bundle
 from sentinel_dagster.runner import with_policy
 
 # A sound model on "hard" data: it would miss the old simulator floors (roc_auc 0.9),
@@ -185,3 +185,33 @@ def test_policy_option_points_the_policy_resource_at_the_file(tmp_path: Path) ->
     assert with_policy(None, policy) == {
         "resources": {"policy": {"config": {"path": str(policy.resolve())}}}
     }
+
+
+def _model(metrics: dict[str, float]) -> dict:
+    return {"metrics": metrics, "heuristic_metrics": HEURISTIC, "predict_p99_us": 20.0}
+
+
+def test_a_bundle_passes_only_if_every_profile_model_passes() -> None:
+    seven = {**CANDIDATE, "pr_auc": 0.25}
+    champion = {"full": CANDIDATE, "precomputed-7": {**CANDIDATE, "pr_auc": 0.30}}
+    decision = decide_bundle(
+        {"full": _model(CANDIDATE), "precomputed-7": _model(seven)}, RELATIVE, champion
+    )
+    assert not decision.passed  # the full model holds; precomputed-7 callers would lose 0.05
+    assert decision.decisions["full"].passed
+    assert decision.reasons == ["precomputed-7: pr_auc 0.2500 vs champion 0.3000 (tolerance 0.02)"]
+    assert "| precomputed-7 | regression:pr_auc | **FAIL** |" in decision.markdown()
+    assert decision.refusal()[0].startswith("promotion gate refused (1 of ")
+
+
+def test_a_profile_the_champion_lacks_is_judged_against_the_heuristic_and_says_so() -> None:
+    decision = decide_bundle(
+        {"full": _model(CANDIDATE), "precomputed-7": _model(CANDIDATE)},
+        RELATIVE,
+        champion={"full": CANDIDATE},  # published before profiles existed
+    )
+    assert decision.passed, decision.reasons
+    seven = {c.name: c.detail for c in decision.decisions["precomputed-7"].checks}
+    assert "it has no precomputed-7 model" in seven["champion"]
+    none_yet = decide_bundle({"precomputed-7": _model(CANDIDATE)}, RELATIVE, champion=None)
+    assert "no champion yet" in none_yet.markdown()

@@ -140,3 +140,31 @@ def test_logs_are_read_from_the_day_the_challenger_went_live(tmp_path) -> None:
     assert len(read_log(tmp_path, "scored")) == 3
     assert read_log(tmp_path / "missing", "scored").empty
     assert read_log(tmp_path, "feedback")["transaction_id"].tolist() == ["f"]  # cut line skipped
+
+
+def test_the_comparison_is_broken_down_by_request_profile() -> None:
+    scored, feedback = logs()
+    # Half the traffic sent precomputed features: both bundles answered with their
+    # precomputed-7 models; a few got the champion's full model (it lacked the profile).
+    profile = np.where(np.arange(len(scored)) % 2 == 0, "full", "precomputed-7")
+    scored["profile"] = profile
+    scored["challenger_profile"] = profile
+    scored.loc[scored.index[-10:], "profile"] = "full"
+    report = compare(scored, feedback, "A", "B", POLICY)
+    assert set(report.profiles) == {"full", "precomputed-7", "full vs precomputed-7"}
+    assert sum(p["events"] for p in report.profiles.values()) == report.events_compared
+    assert report.profiles["full vs precomputed-7"]["events"] == 5  # the odd ones of the last 10
+    seven = report.profiles["precomputed-7"]
+    frauds = int(feedback["transaction_id"].isin(scored.loc[profile == "precomputed-7",
+                                                            "transaction_id"]).sum())  # fmt: skip
+    assert seven["labelled_events"] == 195 and seven["fraud_labels"] <= frauds
+    assert seven["pr_auc_challenger"] == pytest.approx(1.0)
+    markdown = to_markdown(report, pd.Timestamp("2026-02-01").to_pydatetime())
+    assert "| precomputed-7 | 195 |" in markdown
+
+
+def test_logs_without_profiles_count_as_the_full_model() -> None:
+    scored, feedback = logs()
+    report = compare(scored, feedback, "A", "B", POLICY)
+    assert list(report.profiles) == ["full"]
+    assert report.profiles["full"]["events"] == 400
