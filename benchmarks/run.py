@@ -23,6 +23,7 @@ from sentinel_dagster import paths
 from sentinel_dagster.compile_model import to_onnx
 from sentinel_dagster.dataset import load_transactions
 from sentinel_dagster.evaluation import (
+    Metrics,
     compromised_before_holdout,
     evaluate_scores,
     single_row_latency_us,
@@ -248,6 +249,91 @@ def bench_training(repeats: int) -> dict:
     }
 
 
+def _headline(metrics: Metrics) -> dict[str, float]:
+    return {
+        "pr_auc": round(metrics.pr_auc, 4),
+        "recall_at_1pct_fpr": round(metrics.recall_at_1pct_fpr, 4),
+    }
+
+
+def bench_profiles(repeats: int) -> dict:
+    """Each request profile's model beside the full model and the heuristic on the default
+    dataset's out-of-time holdout (what the lineage trains and gates), and what the
+    precomputed-7 model answers to the earlier system's two documented examples."""
+    from sentinel_dagster.bundle_models import FULL_MODEL, evaluate_model, train_and_compile
+    from serving.predictor import CompiledPredictor
+    from serving.resolve import cold_start_vector, with_given_features
+    from serving.schemas import ScoreRequest
+    from tests.serving.test_heuristic import BENIGN, RISKY
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tx.parquet"
+        simulate_to_parquet(SimulationParams(), path)
+        table = replay(load_transactions(path)).table
+    split = split_out_of_time(table)
+    compromised = compromised_before_holdout(split)
+    result: dict = {"holdout_rows": len(split.holdout.frame)}
+    for profile in (FULL_MODEL, *load_policy().profiles()):
+        model = train_and_compile(split, TrainParams(), profile)
+        judged = evaluate_model(model.onnx, profile, model.threshold, split.holdout, compromised)
+        entry = {
+            "features": len(profile.features),
+            "threshold": round(model.threshold, 4),
+            "model": _headline(judged.metrics),
+            "heuristic": _headline(judged.heuristic),
+            "predict_p99_us": round(judged.predict_p99_us, 1),
+        }
+        if profile is not FULL_MODEL:
+            predictor = CompiledPredictor(model.onnx)
+            for name, body in (("risky_example", RISKY), ("benign_example", BENIGN)):
+                request = ScoreRequest.model_validate(body)
+                vector = with_given_features(cold_start_vector(request, 0.0), request)
+                p = predictor.predict_one([vector[i] for i in profile.columns])
+                entry[name] = {"probability": round(p, 4), "declined": p >= model.threshold}
+        result[profile.name] = entry
+    return result
+
+
+def bench_score_path(repeats: int) -> dict:
+    """`Scorer.score_many` per request in process (features, model call, heuristic, log
+    line): a raw event with a card, and the earlier system's seven precomputed features."""
+    import asyncio
+
+    from serving.registry import Registry
+    from serving.schemas import ScoreRequest
+    from serving.service import Service
+    from serving.settings import ServiceSettings
+    from tests.serving.bundles import publish_with_profiles
+    from tests.serving.test_heuristic import RISKY
+
+    async def per_request_us(service: Service, requests: list[ScoreRequest]) -> float:
+        started = time.perf_counter()
+        for request in requests:
+            await service.scorer.score_many([request])
+        return (time.perf_counter() - started) / len(requests) * 1e6
+
+    async def run(home: Path) -> dict:
+        publish_with_profiles(Registry(home / "registry"))
+        service = Service(ServiceSettings(home=home), journal=False)
+        service.reload()
+        raw = [
+            ScoreRequest.model_validate(
+                {"amount": 10.0 + i % 50, "card_id": f"c{i % 5000}", "merchant_id": f"m{i % 300}",
+                 "transaction_id": f"t{i}", "channel": "online"}
+            )
+            for i in range(20_000 * repeats)
+        ]  # fmt: skip
+        seven = [ScoreRequest.model_validate(RISKY)] * 20_000
+        rounds = {"raw_event_us": [], "precomputed_7_us": []}
+        for r in range(repeats):
+            rounds["raw_event_us"].append(await per_request_us(service, raw[r * 20_000 :][:20_000]))
+            rounds["precomputed_7_us"].append(await per_request_us(service, seven))
+        return {k: round(statistics.median(v), 1) for k, v in rounds.items()}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return asyncio.run(run(Path(tmp)))
+
+
 def bench_lineage(repeats: int) -> dict:
     """`make run`'s main_job on the default dataset in a fresh SENTINEL_HOME; budget 5 min."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -264,6 +350,8 @@ BENCHMARKS: dict[str, Callable[[int], dict]] = {
     "online": bench_online,
     "heuristic": bench_heuristic,
     "training": bench_training,
+    "profiles": bench_profiles,
+    "score_path": bench_score_path,
     "lineage": bench_lineage,
 }
 

@@ -182,8 +182,11 @@ def _observed(result: dict[str, Any], exception_message: str | None) -> str:
 
 def _examples(result: dict[str, Any]) -> list[str]:
     rows = result.get("partial_unexpected_index_list") or []
-    if rows:
-        return [" ".join(f"{k}={v}" for k, v in row.items()) for row in rows[:MAX_EXAMPLES]]
+    if rows:  # by the index columns asked for, else row numbers
+        return [
+            " ".join(f"{k}={v}" for k, v in row.items()) if isinstance(row, dict) else f"row {row}"
+            for row in rows[:MAX_EXAMPLES]
+        ]
     return [repr(v) for v in (result.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]]
 
 
@@ -207,31 +210,48 @@ def validate_transactions(
     problems = schema_problems(frame)
     usable = _usable_columns(frame, problems)
     pairs = build_expectations(usable, policy, now)
+    index = ["transaction_id"] if "transaction_id" in usable else []
+    missing = sorted(set(REQUIRED_COLUMNS) - set(frame.columns))
+    return run_suite(frame, "transactions", pairs, problems, missing, CHECKS, docs_dir, index)
 
+
+def run_suite(
+    frame: pd.DataFrame,
+    name: str,
+    pairs: list[tuple[str, gx.expectations.Expectation]],
+    problems: list[str],
+    missing: list[str],
+    checks: tuple[str, ...],
+    docs_dir: Path | None = None,
+    index_columns: list[str] | None = None,
+) -> ValidationReport:
+    """Run (check, expectation) `pairs` on `frame` as the GX suite `name`; `problems` are
+    type problems found beforehand ("column 'x' has type ..."), `missing` the required
+    columns absent; outcomes are ordered as `checks`."""
     context = _context(docs_dir)
     batch = (
-        context.data_sources.add_pandas("transactions")
-        .add_dataframe_asset("transactions")
+        context.data_sources.add_pandas(name)
+        .add_dataframe_asset(name)
         .add_batch_definition_whole_dataframe("whole_frame")
     )
-    suite = context.suites.add(gx.ExpectationSuite(name="transactions"))
+    suite = context.suites.add(gx.ExpectationSuite(name=name))
     check_of: dict[str, str] = {}
     for check, expectation in pairs:
         added = suite.add_expectation(expectation)
         check_of[str(added.id)] = check
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name="transactions", data=batch, suite=suite)
+        gx.ValidationDefinition(name=name, data=batch, suite=suite)
     )
     result_format: dict[str, Any] = {
         "result_format": "SUMMARY",
         "partial_unexpected_count": MAX_EXAMPLES,
     }
-    if "transaction_id" in usable:
-        result_format["unexpected_index_column_names"] = ["transaction_id"]
+    if index_columns:
+        result_format["unexpected_index_column_names"] = index_columns
     actions: list[Any] = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir else []
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
-            name="transactions",
+            name=name,
             validation_definitions=[definition],
             actions=actions,
             result_format=result_format,
@@ -245,7 +265,6 @@ def validate_transactions(
         for p in problems
         if p.startswith("column ")
     ]
-    missing = sorted(set(REQUIRED_COLUMNS) - set(frame.columns))
     for r in suite_result.results:
         config = r.expectation_config
         kwargs = config.kwargs
@@ -262,7 +281,7 @@ def validate_transactions(
                 examples=_examples(r.result),
             )
         )
-    outcomes.sort(key=lambda o: CHECKS.index(o.check))
+    outcomes.sort(key=lambda o: checks.index(o.check))
     docs_page = None
     if docs_dir is not None:
         url = context.get_docs_sites_urls(resource_identifier=identifier)[0]["site_url"]

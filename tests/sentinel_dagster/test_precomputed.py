@@ -1,0 +1,150 @@
+"""Bring-your-own precomputed features: the earlier system's training format to a served model."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from sentinel_dagster.cli import app
+from serving.app import create_app
+from serving.bundle import load_bundle
+from serving.features import SEED_FEATURES
+from serving.registry import Registry
+from serving.settings import ServiceSettings
+from tests.serving.test_heuristic import BENIGN, RISKY
+
+
+def seed_format_table(rows: int = 12_000, seed: int = 3, fraud_rate: float = 0.03) -> pd.DataFrame:
+    """The earlier system's training format: its seven feature columns and is_fraud, no time
+    and no ids. Frauds lean to night, bursts at many merchants, amounts far above the card's
+    7-day average and online, with overlap so that the task is not trivial."""
+    rng = np.random.default_rng(seed)
+    fraud = rng.random(rows) < fraud_rate
+    n = fraud.sum()
+    avg = rng.lognormal(4.3, 0.6, rows)
+    count = rng.poisson(3, rows)
+    count[fraud] = rng.poisson(9, n)
+    frame = pd.DataFrame(
+        {
+            "amount": np.round(avg * rng.lognormal(0.0, 0.4, rows), 2),
+            "hour_of_day": rng.choice(24, rows, p=_day_hours()),
+            "days_since_last_txn": rng.exponential(1.5, rows),
+            "txn_count_24h": count,
+            "distinct_merchants_24h": np.minimum(count, rng.poisson(2, rows)),
+            "avg_amount_7d": np.round(avg, 2),
+            "channel_online": (rng.random(rows) < 0.3).astype(int),
+            "is_fraud": fraud.astype(int),
+        }
+    )
+    f = frame.loc[fraud]
+    frame.loc[fraud, "amount"] = np.round(f["avg_amount_7d"] * rng.uniform(1.0, 9.0, n), 2)
+    frame.loc[fraud, "hour_of_day"] = rng.choice(24, n)  # any hour: nights stand out
+    frame.loc[fraud, "days_since_last_txn"] = rng.exponential(0.3, n)
+    frame.loc[fraud, "distinct_merchants_24h"] = np.minimum(f["txn_count_24h"], rng.poisson(6, n))
+    frame.loc[fraud, "channel_online"] = (rng.random(n) < 0.75).astype(int)
+    return frame
+
+
+def _day_hours() -> np.ndarray:
+    weights = np.array([0.3] * 6 + [1.0] * 16 + [0.5] * 2)
+    return weights / weights.sum()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SENTINEL_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _train(path: Path, *extra: str):
+    return CliRunner().invoke(app, ["train", "--data", str(path), *extra])
+
+
+def test_a_seed_format_table_trains_passes_the_gate_and_serves(home: Path, tmp_path: Path) -> None:
+    table = tmp_path / "seed.parquet"
+    seed_format_table().to_parquet(table)
+    result = _train(table)
+    assert result.exit_code == 0, result.output
+    assert "training the precomputed-7 model" in result.output
+    assert "stratified random split: weaker evidence than out-of-time" in result.output
+    assert "ok  uplift:pr_auc" in result.output
+    assert "as champion" in result.output
+    assert "note: no full model and no online features: both need the event log" in result.output
+
+    registry = Registry(home / "registry")
+    bundle = load_bundle(registry.bundle_dir(registry.pointer("champion") or ""))
+    manifest = bundle.manifest
+    assert manifest["full_model"] is False and bundle.full is None
+    assert "model.onnx" not in manifest["files"]  # the full model is absent, and says so
+    assert sorted(manifest["profiles"]["precomputed-7"]["features"]) == sorted(SEED_FEATURES)
+    card = (bundle.path / "model_card.md").read_text()
+    assert "{{" not in card and "Stratified random split" in card and "no full model" in card
+    lineage = json.loads((bundle.path / "lineage.json").read_text())
+    assert lineage["split"] == "stratified_random"
+    judged = lineage["evaluation"]["profiles"]["precomputed-7"]
+    assert "weaker evidence than an out-of-time holdout" in judged["evidence"]
+
+    with TestClient(create_app(ServiceSettings(home=home))) as client:
+        risky = client.post("/v1/score", json=RISKY).json()
+        benign = client.post("/v1/score", json=BENIGN).json()
+        raw = client.post(
+            "/v1/score", json={"amount": 30.0, "card_id": "c", "merchant_id": "m",
+                               "transaction_id": "t"},
+        ).json()  # fmt: skip
+    assert (risky["profile"], risky["scored_by"], risky["decision"]) == (
+        "precomputed-7", "model", "decline",
+    )  # fmt: skip
+    assert risky["fraud_probability"] >= risky["threshold"]
+    assert (benign["profile"], benign["decision"]) == ("precomputed-7", "approve")
+    # A raw event: the profile model reads the online state's values; the answer says the
+    # full model it wanted is absent.
+    assert (raw["profile"], raw["profile_unavailable"]) == ("precomputed-7", "full")
+
+
+def test_bad_values_are_refused_by_the_expectations_and_nothing_is_trained(
+    home: Path, tmp_path: Path
+) -> None:
+    frame = seed_format_table(rows=2_000)
+    frame.loc[5, "hour_of_day"] = 25
+    frame.loc[7, "txn_count_24h"] = -1
+    frame.loc[9, "is_fraud"] = 2
+    table = tmp_path / "bad.parquet"
+    frame.to_parquet(table)
+    result = _train(table)
+    assert result.exit_code == 1
+    for column in ("hour_of_day", "txn_count_24h", "is_fraud"):
+        assert f"({column})" in result.output, column
+    assert "Traceback" not in result.output
+    assert Registry(home / "registry").pointer("champion") is None
+    assert not (home / "mlflow").exists()  # nothing was trained
+
+
+def test_a_table_without_a_profiles_columns_or_file_gets_a_one_line_error(
+    home: Path, tmp_path: Path
+) -> None:
+    partial = tmp_path / "partial.parquet"
+    seed_format_table(rows=500)[["amount", "hour_of_day", "is_fraud"]].to_parquet(partial)
+    result = _train(partial)
+    assert result.exit_code == 1
+    assert "no request profile's columns are all present" in result.output
+    assert "precomputed-7: amount, hour_of_day" in result.output
+    missing = _train(tmp_path / "nope.parquet")
+    assert missing.exit_code == 2 and "file not found" in missing.output
+
+
+def test_labels_that_carry_no_signal_fail_the_gate_and_publish_nothing(
+    home: Path, tmp_path: Path
+) -> None:
+    frame = seed_format_table(rows=6_000)
+    frame["is_fraud"] = np.random.default_rng(0).permutation(frame["is_fraud"].to_numpy())
+    table = tmp_path / "noise.parquet"
+    frame.to_parquet(table)
+    result = _train(table)
+    assert result.exit_code == 1, result.output
+    assert "promotion gate refused" in result.output
+    assert "FAIL uplift:pr_auc" in result.output
+    assert Registry(home / "registry").pointer("champion") is None
