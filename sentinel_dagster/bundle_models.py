@@ -133,7 +133,9 @@ def evaluate_model(
 def models_of(evaluation: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The evaluation (candidate_evaluation.json) of every model of a candidate by profile,
     the full one first (absent when the candidate has none), each with its feature count."""
-    full = {FULL: {**evaluation, "features": len(FEATURE_NAMES)}} if "metrics" in evaluation else {}
+    full = (
+        {FULL: {**evaluation, "features": len(FEATURE_NAMES)}} if evaluation.get("metrics") else {}
+    )
     profiles = {
         name: {**p, "features": len(p["features"])}
         for name, p in evaluation.get("profiles", {}).items()
@@ -159,12 +161,14 @@ def quality_markdown(evaluations: dict[str, dict[str, Any]]) -> str:
 
 def score_bundle(
     bundle: Bundle, holdout: Period, compromised: frozenset[str] = frozenset()
-) -> dict[str, Metrics]:
-    """The holdout metrics of each model of a published bundle (by profile), for the ones
-    whose features the holdout has: what a candidate's models are compared against."""
-    scored = {}
+) -> dict[str, Metrics | None]:
+    """The holdout metrics of each model of a published bundle (by profile): what a
+    candidate's models are compared against. None for a model whose features the holdout
+    lacks (a full model beside a table of precomputed features)."""
+    scored: dict[str, Metrics | None] = {}
     for name, model in bundle.models.items():
         if not set(model.features).issubset(holdout.frame.columns):
+            scored[name] = None
             continue
         scores = model.predictor.predict(feature_matrix(holdout, model.features))
         scored[name] = evaluate_scores(

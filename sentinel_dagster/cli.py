@@ -331,8 +331,10 @@ def train(
     """Train, gate and publish from your data (the seed's `python -m src.train --data FILE`).
 
     An event log runs the whole lineage (validation, feature replay, the full model and every
-    request profile's). A table of precomputed features trains that profile's model alone.
-    Exit 0 when published, 1 when the data or the gate refused it, 2 on unusable input."""
+    request profile's), with `sentinel materialize`'s exit codes: 0 when the run succeeded,
+    a refused gate included. A table of precomputed features trains that profile's model
+    alone: exit 0 when published, 1 when its expectations, its split or the gate refused it.
+    2 on unusable input."""
     from sentinel_dagster.dataset import DatasetError, read_parquet
     from sentinel_dagster.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy
     from sentinel_dagster.precomputed import PrecomputedError, table_profile
@@ -365,6 +367,7 @@ def _train_precomputed(
     from sentinel_dagster.assets.training import _code_version
     from sentinel_dagster.precomputed import (
         NEEDS_EVENT_LOG,
+        PrecomputedError,
         train_precomputed,
         validate_precomputed,
     )
@@ -379,10 +382,13 @@ def _train_precomputed(
         f"{data}: {len(frame):,} rows of precomputed features: training the {profile.name} "
         f"model ({', '.join(profile.features)})"
     )
-    run = train_precomputed(
-        frame, profile, TrainParams(seed=seed, target_fpr=target_fpr), rules, home,
-        str(data), _code_version(),
-    )  # fmt: skip
+    try:
+        run = train_precomputed(
+            frame, profile, TrainParams(seed=seed, target_fpr=target_fpr), rules, home,
+            str(data), _code_version(),
+        )  # fmt: skip
+    except PrecomputedError as exc:
+        raise fail(f"{data}: {exc}", EXIT_INVALID) from None
     m, h = run.evaluation.metrics, run.evaluation.heuristic
     say(
         f"holdout ({len(run.evaluation.scores):,} rows, stratified random split: weaker "
@@ -396,8 +402,14 @@ def _train_precomputed(
             say(line, err)
         raise typer.Exit(EXIT_INVALID)
     version, role = run.published
-    say(f"published {version} as {role}: requests without a card_id that carry these "
-        f"features are scored by it (MLflow run {run.mlflow_run_id})")  # fmt: skip
+    if role == "champion":
+        serves = (
+            "serving now: requests without a card_id that carry these features are scored "
+            "by it, and, with no full model in this bundle, raw events too"
+        )
+    else:
+        serves = f"shadowed beside champion {run.champion} until promoted"
+    say(f"published {version} as {role}, {serves} (MLflow run {run.mlflow_run_id})")
     say(f"note: {NEEDS_EVENT_LOG}")
 
 

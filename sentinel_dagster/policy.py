@@ -59,6 +59,9 @@ class PromotionPolicy(BaseModel):
     max_regression: dict[str, float] = {"pr_auc": 0.02, "recall_at_1pct_fpr": 0.03}
     metric_floors: dict[str, float] = {}
     max_predict_p99_us: float = Field(default=200.0, gt=0)
+    # Models of the champion ("full" or a request profile) a candidate may come without;
+    # any other the champion has, the candidate must have too (the `coverage` check).
+    allow_missing_models: list[str] = []
 
 
 class ShadowPolicy(BaseModel):

@@ -49,7 +49,7 @@ from sentinel_dagster.reporting import frame_markdown
 from sentinel_dagster.training import TrainParams
 from sentinel_dagster.training_data import Period, TrainingSet
 from sentinel_dagster.validation import ValidationReport, run_suite
-from serving.bundle import BundleError, load_bundle
+from serving.bundle import BundleError, load_bundle, serves_feature_set
 from serving.features import OTHER_CATEGORY, FeatureSet, markdown_table
 from serving.profiles import RequestProfile
 from serving.registry import Registry
@@ -169,14 +169,20 @@ def split_stratified(
     train, valid = train_test_split(rest, test_size=share, stratify=rest[LABEL], random_state=seed)
 
     def period(name: str, rows: pd.DataFrame) -> Period:
-        return Period(name, rows, rows[LABEL].to_numpy(dtype=np.int8), None)
+        labels = rows[LABEL].to_numpy(dtype=np.int8)
+        if not 0 < labels.sum() < len(labels):
+            raise PrecomputedError(
+                f"{int(frame[LABEL].sum())} frauds in {len(frame):,} rows: the {name} part of "
+                "the split has no fraud (or nothing else); training, validation and holdout "
+                "each need both"
+            )
+        return Period(name, rows, labels, None)
 
-    empty = frame.iloc[:0]
     return TrainingSet(
         period("train", train),
         period("validation", valid),
         period("holdout", held),
-        period("immature", empty),
+        Period("immature", frame.iloc[:0], np.zeros(0, dtype=np.int8), None),
     )
 
 
@@ -193,16 +199,22 @@ class PrecomputedRun:
 
 def _champion_metrics(
     registry: Registry, features: FeatureSet, holdout: Period
-) -> tuple[str | None, dict[str, dict[str, float]] | None]:
-    """The champion's models scored on this holdout (those whose features it has)."""
+) -> tuple[str | None, dict[str, dict[str, float] | None] | None, str | None]:
+    """(version, its models' metrics on this holdout (None where the holdout lacks a model's
+    features), why it cannot be compared at all); PrecomputedError if it cannot be read."""
     version = registry.pointer("champion")
     if version is None:
-        return None, None
+        return None, None, None
+    path = registry.bundle_dir(version)
     try:
-        bundle = load_bundle(registry.bundle_dir(version), features)
-    except BundleError:  # another feature set or unreadable: nothing to compare on
-        return version, {}
-    return version, {name: m.flat() for name, m in score_bundle(bundle, holdout).items()}
+        other = serves_feature_set(path, features)
+        if other is not None:  # the service would refuse it anyway: nothing to compare
+            return version, {}, other
+        bundle = load_bundle(path, features)
+    except BundleError as exc:
+        raise PrecomputedError(f"the champion bundle cannot be loaded: {exc}") from None
+    scored = score_bundle(bundle, holdout)
+    return version, {name: None if m is None else m.flat() for name, m in scored.items()}, None
 
 
 @dataclass(frozen=True)
@@ -350,8 +362,12 @@ def train_precomputed(
         params.target_fpr,
     )
     registry = Registry(home / "registry")
-    champion, champion_models = _champion_metrics(registry, candidate.features, data.holdout)
-    decision = decide_bundle({profile.name: candidate.summary()}, policy.promotion, champion_models)
+    champion, champion_models, incomparable = _champion_metrics(
+        registry, candidate.features, data.holdout
+    )
+    decision = decide_bundle(
+        {profile.name: candidate.summary()}, policy.promotion, champion_models, incomparable
+    )
     run_id, model_version = _log_to_mlflow(candidate, params, home)
     published = None
     if decision.passed:

@@ -194,19 +194,26 @@ class BundleDecision:
 def decide_bundle(
     evaluations: dict[str, dict[str, Any]],
     policy: PromotionPolicy,
-    champion: dict[str, dict[str, float]] | None = None,
+    champion: dict[str, dict[str, float] | None] | None = None,
     champion_incomparable: str | None = None,
 ) -> BundleDecision:
     """`decide` for each model of `evaluations` (name -> its `metrics`, `heuristic_metrics`
     and `predict_p99_us`), each against the champion's model of the same name (`champion`:
-    their metrics on this holdout; None: no champion yet). A model the champion does not
-    have is judged against the heuristic only, and the check says so."""
+    each of its models' metrics on this holdout, None for one this holdout cannot score;
+    `champion` None: no champion yet). A model the champion does not have is judged against
+    the heuristic only, and the check says so. A model the champion has and the candidate
+    lacks fails the `coverage` check: its callers would lose it (unless the policy's
+    `allow_missing_models` names it)."""
     decisions = {}
     for name, evaluation in evaluations.items():
-        old = None if champion is None else champion.get(name)
         why = champion_incomparable
+        old = None if champion is None else champion.get(name)
         if why is None and champion is not None and old is None:
-            why = f"it has no {name} model"
+            why = (
+                f"its {name} model cannot be scored on this holdout"
+                if name in champion
+                else f"it has no {name} model"
+            )
         decisions[name] = decide(
             evaluation["metrics"],
             policy,
@@ -215,4 +222,13 @@ def decide_bundle(
             predict_p99_us=evaluation.get("predict_p99_us"),
             champion_incomparable=why,
         )
+    for name in champion or {}:
+        if name not in evaluations:
+            allowed = name in policy.allow_missing_models
+            outcome = "allowed by allow_missing_models" if allowed else "they would lose it"
+            detail = (
+                f"the champion answers {name} requests with its own model and this candidate "
+                f"has none: {outcome}"
+            )
+            decisions[name] = Decision(allowed, [GateCheck("coverage", allowed, detail)])
     return BundleDecision(decisions)

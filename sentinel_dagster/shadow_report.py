@@ -253,10 +253,32 @@ def _hold_reasons(report: ShadowReport, policy: ShadowPolicy) -> list[str]:
             reasons.append(
                 f"PR-AUC uplift {uplift:+.4f} is below the required {policy.min_pr_auc_uplift:+.4f}"
             )
+    if len(report.profiles) > 1:
+        reasons += _profile_regressions(report.profiles, policy)
     flips = report.flips_to_decline + report.flips_to_approve
     flip_rate = flips / report.events_compared if report.events_compared else 0.0
     if flip_rate > policy.max_flip_rate:
         reasons.append(f"flip rate {flip_rate:.4f} is above {policy.max_flip_rate:.4f}")
+    return reasons
+
+
+def _profile_regressions(
+    profiles: dict[str, dict[str, float | int | None]], policy: ShadowPolicy
+) -> list[str]:
+    """A profile with enough labels of its own must not lose PR-AUC either: a gain for one
+    kind of caller never pays for a loss for another. Thinner profiles are shown, not judged."""
+    reasons = []
+    for name, p in profiles.items():
+        old, new = p["pr_auc_champion"], p["pr_auc_challenger"]
+        if old is None or new is None:  # labels of one class only
+            continue
+        labelled, frauds = p["labelled_events"] or 0, p["fraud_labels"] or 0
+        enough = labelled >= policy.min_labelled_events and frauds >= policy.min_fraud_labels
+        if enough and new - old < policy.min_pr_auc_uplift:
+            reasons.append(
+                f"{name}: PR-AUC uplift {new - old:+.4f} is below the required "
+                f"{policy.min_pr_auc_uplift:+.4f}"
+            )
     return reasons
 
 

@@ -235,8 +235,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 "short_circuited": breaker.short_circuited,
             },
             **_state_of(service),
-            "batching": {  # model calls shared by the requests of one event-loop turn
-                "model_calls": service.scorer.batcher.calls,
+            "batching": {  # champion calls shared by the requests of one turn and profile
+                "model_calls": service.scorer.model_calls,
                 "rows": service.scorer.batcher.rows,
             },
         }

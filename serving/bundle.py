@@ -25,7 +25,7 @@ from serving.features import (
     feature_set_from_declaration,
 )
 from serving.predictor import CompiledPredictor, Rows, as_rows
-from serving.profiles import FULL, ProfileError, RequestProfile, declare_profile
+from serving.profiles import FULL, ProfileError, RequestProfile, declare_profile, largest_first
 
 MANIFEST = "manifest.json"
 MODEL_FILES = ("model.json", "model.onnx")
@@ -90,6 +90,12 @@ class Bundle:
         if self.full is not None:
             return self.full
         return max(self.models.values(), key=lambda m: (len(m.features), m.profile))
+
+    @cached_property
+    def profiles(self) -> tuple[RequestProfile, ...]:
+        """Its profile models' profiles, largest first (the order `wanted_profile` tries)."""
+        own = [RequestProfile(m.profile, m.features) for m in self.models.values()]
+        return largest_first([p for p in own if p.name != FULL])
 
     def model_for(self, profile: str) -> ServedModel:
         model = self.models.get(profile)
@@ -208,9 +214,11 @@ def _profile_models(path: Path, manifest: dict[str, Any]) -> dict[str, ServedMod
         raise BundleError(f"{path}: the manifest's profiles must be an object")
     models = {}
     for name, entry in declared.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("features"), list):
+            raise BundleError(f"{path}: profile {name!r} needs a list of features")
         try:
-            profile: RequestProfile = declare_profile(str(name), list(entry["features"]))
-        except (KeyError, TypeError, ProfileError) as exc:
+            profile: RequestProfile = declare_profile(str(name), entry["features"])
+        except (TypeError, ProfileError) as exc:
             raise BundleError(f"{path}: profile {name!r}: {exc}") from None
         if list(profile.features) != list(entry["features"]):
             raise BundleError(f"{path}: profile {name}'s features are not in feature-set order")

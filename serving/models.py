@@ -16,7 +16,7 @@ from pathlib import Path
 
 from serving.bundle import Bundle, BundleError, load_bundle
 from serving.logs import log_event
-from serving.profiles import DEFAULT_PROFILES, FULL, RequestProfile, largest_first
+from serving.profiles import DEFAULT_PROFILES, RequestProfile, largest_first
 from serving.registry import Registry
 from serving.settings import ServiceSettings
 
@@ -30,18 +30,12 @@ class LoadedModels:
     loaded_at: dt.datetime | None = None
 
     @cached_property
-    def profiles(self) -> tuple[RequestProfile, ...]:
-        """The profiles a request can ask for, largest first: the built-in ones and those of
-        either bundle. One the champion lacks is still recognised, so the answer can say the
-        full model stood in for it."""
-        declared = [
-            RequestProfile(m.profile, m.features)
-            for bundle in (self.champion, self.challenger)
-            if bundle is not None
-            for m in bundle.models.values()
-            if m.profile != FULL
-        ]
-        return largest_first([*declared, *DEFAULT_PROFILES])  # the champion's first
+    def known_profiles(self) -> tuple[RequestProfile, ...]:
+        """Every profile a request can ask for, largest first: the built-in ones and both
+        bundles'. A request carrying one the champion lacks is still recognised, so the
+        answer can say which model stood in for it."""
+        own = [p for b in (self.champion, self.challenger) if b is not None for p in b.profiles]
+        return largest_first([*own, *DEFAULT_PROFILES])
 
 
 @dataclass(frozen=True)

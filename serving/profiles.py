@@ -7,12 +7,14 @@ features and no card, merchant or transaction id: `precomputed-7`. A deployment 
 more profiles in its policy (`request_profiles:`); each is trained, gated and published
 beside the full model, from the same training set.
 
-Choosing: a request with a `card_id` updates and reads the online state, so the full model
-answers it (values the request gives take precedence, as always). A request without one is
-answered by the largest profile whose features it all carries; without such a profile, the
-full model scores it with cold-start values for what it lacks. A bundle without the model a
-request wants answers with its full model (or, in a bundle with no full model, its largest
-profile model) and the answer says which profile was wanted.
+Choosing, for each bundle (champion and challenger alike): a request with a `card_id`
+updates and reads the online state, so the full model answers it (values the request gives
+take precedence, as always). A request without one is answered by the bundle's largest
+profile model whose features it all carries; without one, by the full model with cold-start
+values for what it lacks. When the request carries a profile the bundle has no model for
+(the built-in `precomputed-7`, or one of the other bundle's), the full model answers (in a
+bundle with no full model, its largest profile model) and the answer says which profile was
+wanted.
 """
 
 import re
@@ -90,15 +92,22 @@ def carried(request: ScoreRequest) -> frozenset[str]:
     return frozenset(names)
 
 
-def wanted_profile(request: ScoreRequest, profiles: tuple[RequestProfile, ...]) -> str:
-    """The profile whose model should answer: FULL for a request with a card, else the
-    largest of `profiles` (largest first) whose features the request carries."""
-    if request.card_id is not None or not profiles:
+def wanted_profile(
+    request: ScoreRequest,
+    own: tuple[RequestProfile, ...],
+    known: tuple[RequestProfile, ...] = (),
+) -> str:
+    """The profile whose model should answer, for a bundle whose profile models are `own`
+    (largest first): FULL for a request with a card; else the largest of `own` whose
+    features the request carries; else the largest of `known` it carries (a profile this
+    bundle has no model for: its answer says so); else FULL."""
+    if request.card_id is not None or not (own or known):
         return FULL
     has = carried(request)
-    for profile in profiles:
-        if has.issuperset(profile.features):
-            return profile.name
+    for profiles in (own, known):
+        for profile in profiles:
+            if has.issuperset(profile.features):
+                return profile.name
     return FULL
 
 

@@ -77,6 +77,11 @@ class ScoreOutcome:
         return None if self.model.profile == self.wanted else self.wanted
 
 
+Wanted = tuple[str, str]  # the profile (serving/profiles.py) champion and challenger want
+Item = tuple[Wanted, list[float]]  # a row as the batcher queues it
+BOTH_FULL: Wanted = (FULL, FULL)
+
+
 class ModelScores(NamedTuple):
     champion: float | None  # None: slow, failed, not asked (breaker open) or not a probability
     challenger: float | None
@@ -120,7 +125,8 @@ class Scorer:
         self.counters = counters
         self._deadline_s = settings.circuit_threshold_ms / 1000.0
         self.clock: Callable[[], float] = time.time  # the wall clock; tests inject their own
-        self.batcher: TurnBatcher[LoadedModels, tuple[str, list[float]], ModelScores]
+        self.batcher: TurnBatcher[LoadedModels, Item, ModelScores]
+        self.model_calls = 0  # batched calls of the champion: one per turn and profile
         self.batcher = TurnBatcher(self._predict)
 
     async def _slow_predict(self, model: ServedModel, rows: Rows) -> list[float]:
@@ -129,7 +135,9 @@ class Scorer:
 
     async def _champion(self, model: ServedModel, rows: Rows) -> list[float | None]:
         """The champion's probability per row; None where it was slow, failed, not asked or
-        not a probability. A batch is one model call, judged by the breaker as one."""
+        not a probability. A batch of rows is one model call, judged by the breaker as one
+        (one breaker for every model of the champion bundle: a broken profile model sends
+        its callers to the heuristic, and opens the breaker for all once it trips)."""
         if self.settings.force_circuit_open or not self.breaker.allow():
             return [None] * len(rows)
         started = time.perf_counter()
@@ -158,32 +166,36 @@ class Scorer:
         self.counters.shadow_failures += valid.count(None)
         return valid
 
-    async def _predict(
-        self, models: LoadedModels, items: list[tuple[str, list[float]]]
-    ) -> list[ModelScores]:
-        """Both models' probabilities per (wanted profile, vector), and how long each
-        (batched) call took: the batcher's model call, one per profile present."""
-        assert models.champion is not None  # score_many refuses to start without one
+    async def _predict(self, models: LoadedModels, items: list[Item]) -> list[ModelScores]:
+        """Both models' probabilities per row, and how long each (batched) call took: the
+        batcher's model call. Rows are grouped by the profiles each bundle wants for them:
+        one call per group, the groups concurrently (with injected latency, a turn that
+        mixes profiles still answers within one deadline)."""
         first = items[0][0]
         if all(wanted == first for wanted, _ in items):  # the usual case: one profile
             return await self._predict_profile(models, first, [v for _, v in items])
-        by_profile: dict[str, list[int]] = {}
+        groups: dict[Wanted, list[int]] = {}
         for i, (wanted, _) in enumerate(items):
-            by_profile.setdefault(wanted, []).append(i)
+            groups.setdefault(wanted, []).append(i)
+        scored = await asyncio.gather(
+            *(
+                self._predict_profile(models, wanted, [items[i][1] for i in positions])
+                for wanted, positions in groups.items()
+            )
+        )
         results: list[ModelScores] = [None] * len(items)  # type: ignore[list-item]
-        for wanted, positions in by_profile.items():
-            vectors = [items[i][1] for i in positions]
-            scored = await self._predict_profile(models, wanted, vectors)
-            for i, one in zip(positions, scored, strict=True):
+        for positions, group in zip(groups.values(), scored, strict=True):
+            for i, one in zip(positions, group, strict=True):
                 results[i] = one
         return results
 
     async def _predict_profile(
-        self, models: LoadedModels, wanted: str, vectors: list[list[float]]
+        self, models: LoadedModels, wanted: Wanted, vectors: list[list[float]]
     ) -> list[ModelScores]:
-        assert models.champion is not None
-        model = models.champion.model_for(wanted)
-        shadow = models.challenger.model_for(wanted) if models.challenger else None
+        assert models.champion is not None  # score_many refuses to start without one
+        self.model_calls += 1
+        model = models.champion.model_for(wanted[0])
+        shadow = models.challenger.model_for(wanted[1]) if models.challenger else None
         rows = model.rows(vectors)
         started = time.perf_counter()
         champion = await self._champion(model, rows)
@@ -197,6 +209,15 @@ class Scorer:
             ModelScores(p, shadow_p, champion_us, challenger_us, model, shadow)
             for p, shadow_p in zip(champion, challenger, strict=True)
         ]
+
+    def _wanted(self, models: LoadedModels, request: ScoreRequest) -> Wanted:
+        """(champion's, challenger's) profile for a request without a card."""
+        champion, challenger, known = models.champion, models.challenger, models.known_profiles
+        assert champion is not None
+        return (
+            wanted_profile(request, champion.profiles, known),
+            wanted_profile(request, challenger.profiles, known) if challenger else FULL,
+        )
 
     async def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreOutcome]:
         """Score events in order: each one's features see the events before it."""
@@ -230,7 +251,6 @@ class Scorer:
             stateful_at = [i for i, e in enumerate(stateful) if e is not None]
             raise EventError(stateful_at[exc.index], exc.message) from None
         vectors, states, wanted = [], [], []
-        profiles = models.profiles
         for request, t, args in zip(requests, times, stateful, strict=True):
             if args is None:
                 vector, state = cold_start_vector(request, t), "stateless"
@@ -238,12 +258,12 @@ class Scorer:
                 vector, state = next(processed)
             vectors.append(with_given_features(vector, request))
             states.append(state)
-            wanted.append(FULL if args is not None else wanted_profile(request, profiles))
+            wanted.append(BOTH_FULL if args is not None else self._wanted(models, request))
         if self.journal is not None:
             self.journal.write()  # one OS write per call, before its answer (kill -9 safe)
         scores = await self.batcher.submit(models, list(zip(wanted, vectors, strict=True)))
         outcomes = []
-        for request, t, vector, scored, state, profile in zip(
+        for request, t, vector, scored, state, (profile, _) in zip(
             requests, times, vectors, scores, states, wanted, strict=True
         ):
             p, shadow = scored.champion, scored.challenger

@@ -321,7 +321,7 @@ def candidate_evaluation(
 @dataclass(frozen=True)
 class ChampionScore:
     version: str | None  # None: no champion yet
-    models: dict[str, Metrics] | None = None  # by profile ("full" and each profile model)
+    models: dict[str, Metrics | None] | None = None  # by profile; None: not scorable here
     incomparable: str | None = None  # why it cannot be scored on this holdout
 
     @property
@@ -329,10 +329,10 @@ class ChampionScore:
         """The full model's."""
         return None if self.models is None else self.models.get(FULL)
 
-    def flat(self) -> dict[str, dict[str, float]] | None:
+    def flat(self) -> dict[str, dict[str, float] | None] | None:
         if self.version is None or self.incomparable is not None:
             return None
-        return {name: m.flat() for name, m in (self.models or {}).items()}
+        return {name: None if m is None else m.flat() for name, m in (self.models or {}).items()}
 
 
 def champion_metrics(

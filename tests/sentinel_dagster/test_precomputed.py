@@ -15,6 +15,7 @@ from serving.bundle import load_bundle
 from serving.features import SEED_FEATURES
 from serving.registry import Registry
 from serving.settings import ServiceSettings
+from tests.serving.bundles import publish_with_profiles
 from tests.serving.test_heuristic import BENIGN, RISKY
 
 
@@ -148,3 +149,52 @@ def test_labels_that_carry_no_signal_fail_the_gate_and_publish_nothing(
     assert "promotion gate refused" in result.output
     assert "FAIL uplift:pr_auc" in result.output
     assert Registry(home / "registry").pointer("champion") is None
+
+
+def test_too_few_frauds_to_split_is_a_one_line_error(home: Path, tmp_path: Path) -> None:
+    frame = seed_format_table(rows=1_000, fraud_rate=0.0)
+    frame.loc[[3, 500], "is_fraud"] = 1  # 0.2%: inside the policy's bounds, too few to split
+    table = tmp_path / "thin.parquet"
+    frame.to_parquet(table)
+    result = _train(table)
+    assert result.exit_code == 1
+    last = result.output.splitlines()[-1]
+    assert last.startswith("error: ") and "2 frauds" in last
+    assert "Traceback" not in result.output
+
+
+def test_a_champion_with_a_full_model_is_not_replaced_by_a_profile_model_alone(
+    home: Path, tmp_path: Path
+) -> None:
+    registry = Registry(home / "registry")
+    champion, _ = publish_with_profiles(registry)  # full + precomputed-7
+    table = tmp_path / "seed.parquet"
+    seed_format_table().to_parquet(table)
+    refused = _train(table)
+    assert refused.exit_code == 1
+    assert "FAIL coverage: the champion answers full requests with its own model" in refused.output
+    assert registry.pointer("challenger") is None
+    allowing = tmp_path / "policy.yaml"
+    allowing.write_text("promotion:\n  allow_missing_models: [full]\n")
+    published = _train(table, "--policy", str(allowing))
+    assert published.exit_code == 0, published.output
+    assert f"as challenger, shadowed beside champion {champion}" in published.output
+    assert registry.pointer("champion") == champion
+
+
+def test_check_promotion_judges_a_bundle_without_a_full_model(home: Path, tmp_path: Path) -> None:
+    table = tmp_path / "seed.parquet"
+    seed_format_table().to_parquet(table)
+    assert _train(table).exit_code == 0
+    registry = Registry(home / "registry")
+    bundle = registry.bundle_dir(registry.pointer("champion") or "")
+    judged = CliRunner().invoke(
+        app, ["check-promotion", "--metadata", str(bundle / "manifest.json")]
+    )
+    assert judged.exit_code == 0, judged.output
+    assert "precomputed-7" not in judged.output or "FAIL" not in judged.output
+    copy = tmp_path / "manifest.json"  # without its lineage.json: no heuristic to compare
+    copy.write_text((bundle / "manifest.json").read_text())
+    alone = CliRunner().invoke(app, ["check-promotion", "--metadata", str(copy)])
+    assert alone.exit_code == 1 and "heuristic pr_auc missing" in alone.output
+    assert "Traceback" not in alone.output

@@ -215,3 +215,27 @@ def test_a_profile_the_champion_lacks_is_judged_against_the_heuristic_and_says_s
     assert "it has no precomputed-7 model" in seven["champion"]
     none_yet = decide_bundle({"precomputed-7": _model(CANDIDATE)}, RELATIVE, champion=None)
     assert "no champion yet" in none_yet.markdown()
+
+
+def test_a_model_the_champion_has_and_the_candidate_lacks_fails_coverage() -> None:
+    champion = {"full": CANDIDATE, "precomputed-7": CANDIDATE}
+    only_seven = decide_bundle({"precomputed-7": _model(CANDIDATE)}, RELATIVE, champion)
+    assert not only_seven.passed  # raw-event callers would lose the full model
+    assert only_seven.reasons == [
+        "the champion answers full requests with its own model and this candidate "
+        "has none: they would lose it"
+    ]
+    allowed = PromotionPolicy(allow_missing_models=["full"])
+    assert decide_bundle({"precomputed-7": _model(CANDIDATE)}, allowed, champion).passed
+
+
+def test_a_champion_model_this_holdout_cannot_score_is_said_so() -> None:
+    champion = {"full": None, "precomputed-7": {**CANDIDATE, "pr_auc": 0.9}}
+    decision = decide_bundle(
+        {"precomputed-7": _model(CANDIDATE)}, PromotionPolicy(allow_missing_models=["full"]),
+        champion,
+    )  # fmt: skip
+    assert decision.reasons == ["precomputed-7: pr_auc 0.3100 vs champion 0.9000 (tolerance 0.02)"]
+    seven = decide_bundle({"full": _model(CANDIDATE)}, RELATIVE, {"full": None})
+    details = {c.name: c.detail for c in seven.checks}
+    assert "its full model cannot be scored on this holdout" in details["champion"]

@@ -168,3 +168,23 @@ def test_logs_without_profiles_count_as_the_full_model() -> None:
     report = compare(scored, feedback, "A", "B", POLICY)
     assert list(report.profiles) == ["full"]
     assert report.profiles["full"]["events"] == 400
+
+
+def test_a_profile_that_loses_holds_even_when_the_pooled_comparison_gains() -> None:
+    scored, feedback = logs(n=800, frauds=40)
+    half = np.arange(len(scored)) % 2 == 1
+    scored["profile"] = np.where(half, "precomputed-7", "full")
+    scored["challenger_profile"] = scored["profile"]
+    # On precomputed-7 traffic the challenger is much worse than the champion.
+    frauds = scored["transaction_id"].isin(feedback["transaction_id"]).to_numpy()
+    scored.loc[half & frauds, "champion_score"] = 0.95
+    scored.loc[half & frauds, "challenger_score"] = 0.01
+    policy = ShadowPolicy(min_labelled_events=100, min_fraud_labels=5, min_pr_auc_uplift=0.0,
+                          max_flip_rate=1.0, label_maturity_days=7, target_fpr=0.05)  # fmt: skip
+    report = compare(scored, feedback, "A", "B", policy)
+    assert report.profiles["full"]["pr_auc_challenger"] > report.profiles["full"]["pr_auc_champion"]
+    assert report.verdict == "hold"
+    assert any(r.startswith("precomputed-7: PR-AUC uplift -") for r in report.reasons)
+    thin = ShadowPolicy(**{**policy.model_dump(), "min_labelled_events": 10_000})
+    assert not any(r.startswith("precomputed-7") for r in compare(scored, feedback, "A", "B",
+                                                                   thin).reasons)  # fmt: skip

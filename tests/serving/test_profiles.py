@@ -139,3 +139,38 @@ def test_a_profile_model_of_the_wrong_width_is_rejected(tmp_path: Path) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"reads \d+ features, not 7"):
         load_bundle(bundle)
+
+
+def test_the_champion_answers_with_the_largest_profile_model_it_has(tmp_path: Path) -> None:
+    """A request carrying the seven features wants precomputed-7; a champion with only a
+    smaller profile model that the request also carries answers with that one, not with
+    cold-start values through the full model."""
+    publish_with_profiles(Registry(tmp_path / "registry"), profiles=(EVENT_ONLY,))
+    with _client(tmp_path) as client:
+        answer = client.post("/v1/score", json=RISKY).json()
+    assert answer["profile"] == "event-fields" and "profile_unavailable" not in answer
+
+
+def test_a_challengers_profiles_never_change_the_champions_answer(tmp_path: Path) -> None:
+    nine = declare_profile("nine", [*RISKY, "day_of_week", "merchant_category_code"])
+    registry = Registry(tmp_path / "registry")
+    publish_with_profiles(registry, seed=1)  # champion: full + precomputed-7
+    body = {**RISKY, "merchant_category": "jewelry"}
+    with _client(tmp_path) as client:
+        alone = client.post("/v1/score", json=body).json()
+    publish_with_profiles(registry, seed=2, minute=5, profiles=(nine,))  # challenger
+    with _client(tmp_path) as client:
+        shadowed = client.post("/v1/score", json=body).json()
+    assert alone["profile"] == shadowed["profile"] == PRECOMPUTED_7
+    assert alone["fraud_probability"] == shadowed["fraud_probability"]
+    assert "shadow_fraud_probability" in shadowed
+    line = max((tmp_path / "scored").glob("scored-*.jsonl")).read_text().splitlines()[-1]
+    assert '"challenger_profile":"nine"' in line  # the challenger used its own, larger one
+
+
+def test_a_turn_mixing_profiles_makes_one_model_call_per_profile(tmp_path: Path) -> None:
+    publish_with_profiles(Registry(tmp_path / "registry"))
+    with _client(tmp_path) as client:
+        client.post("/v1/score/batch", json={"events": [RISKY, RAW, BENIGN, RISKY]})
+        batching = client.get("/v1/models").json()["batching"]
+    assert batching == {"model_calls": 2, "rows": 4}
