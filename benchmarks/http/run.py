@@ -20,11 +20,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sentinel_dagster import paths
-from sentinel_dagster.compile_model import to_onnx
+from sentinel_dagster.bundle_models import train_and_compile
 from sentinel_dagster.feature_replay import replay
-from sentinel_dagster.publishing import BundleContent, publish
+from sentinel_dagster.policy import load_policy
+from sentinel_dagster.publishing import BundleContent, ProfileContent, publish
 from sentinel_dagster.simulator import SimulationParams, simulate_events
-from sentinel_dagster.training import TrainParams, train_candidate
+from sentinel_dagster.training import TrainParams
 from sentinel_dagster.training_data import split_out_of_time
 from serving.registry import Registry
 
@@ -40,16 +41,19 @@ def _free_port() -> int:
 
 
 def publish_models(home: Path) -> None:
-    """A champion and a challenger trained on simulated data, as the lineage would publish."""
+    """A champion and a challenger trained on simulated data, as the lineage would publish
+    them: the full model and the policy's request profiles' (precomputed-7)."""
     table = replay(simulate_events(SimulationParams(cards=2_000, days=35, seed=21)).to_pandas())
     split = split_out_of_time(table.table)
     registry = Registry(home / "registry")
     for seed in (7, 8):
-        model = train_candidate(split, TrainParams(seed=seed, num_boost_round=150))
+        params = TrainParams(seed=seed, num_boost_round=150)
+        full = train_and_compile(split, params)
+        profiles = [train_and_compile(split, params, p) for p in load_policy().profiles()]
         content = BundleContent(
-            model_json=bytes(model.booster.save_raw("json")),
-            model_onnx=to_onnx(model.booster),
-            threshold=model.threshold,
+            model_json=bytes(full.trained.booster.save_raw("json")),
+            model_onnx=full.onnx,
+            threshold=full.threshold,
             metrics={},
             data_fingerprint="bench",
             code_version="bench",
@@ -57,7 +61,14 @@ def publish_models(home: Path) -> None:
             mlflow_model_version=None,
             lineage={},
             card_fields={},
-        )
+            profiles=tuple(
+                ProfileContent(
+                    m.profile.name, m.profile.features, bytes(m.trained.booster.save_raw("json")),
+                    m.onnx, m.threshold, {}, m.parity_max_abs_diff,
+                )
+                for m in profiles
+            ),
+        )  # fmt: skip
         publish(registry, content)
         time.sleep(1.1)  # versions are named by the second
 
@@ -152,6 +163,13 @@ def main() -> None:
         ):
             ready = json.load(urllib.request.urlopen(f"{service}/v1/models"))
             assert ready["champion"] and ready["challenger"], ready
+            seed_body = re.findall(r"'([^']*)'", (HERE / "seed.lua").read_text())
+            probe = urllib.request.Request(
+                f"{service}/v1/score", data="".join(seed_body).encode(),
+                headers={"Content-Type": "application/json"},
+            )  # fmt: skip
+            answer = json.load(urllib.request.urlopen(probe))
+            assert answer["profile"] == "precomputed-7", answer  # what seed.lua measures
             reference, scoring, seed = [], [], []
             for _ in range(ROUNDS):
                 reference.append(wrk(f"{trivial}/trivial"))
