@@ -423,11 +423,18 @@ def serve(
 
     More than one worker needs SENTINEL_REDIS_URL: in-memory state would be split between
     the workers, each answering from the payments it happened to receive."""
+    from pydantic import ValidationError
+
     from serving.settings import ServiceSettings
 
     if workers < 1:
         raise fail("--workers must be at least 1", EXIT_UNUSABLE)
-    if workers > 1 and not ServiceSettings().redis_url:
+    try:
+        settings = ServiceSettings()
+    except ValidationError as exc:  # refuse here, in one line, not in every worker
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise fail(f"invalid SENTINEL_* settings: {problems}", EXIT_UNUSABLE) from None
+    if workers > 1 and not settings.redis_url:
         raise fail(
             f"--workers {workers} needs SENTINEL_REDIS_URL: without a shared store each worker "
             "would keep its own card and merchant state and answer from part of the traffic",

@@ -41,6 +41,9 @@ EXPLAIN_PARAMETER = {
 }
 
 
+ADMIN_DISABLED = "admin is disabled: set SENTINEL_ADMIN_TOKEN (at least 16 characters)"
+
+
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
@@ -245,11 +248,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def admin_reload(
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> JSONResponse:
-        if authorization is None or not authorization.startswith("Bearer "):
-            return JSONResponse({"detail": "missing bearer token"}, 401)
         token = settings.admin_token
+        if token is None:  # unset or empty: off, whatever the request sends
+            return JSONResponse({"detail": ADMIN_DISABLED}, 403)
+        if authorization is None or not authorization.startswith("Bearer "):
+            return JSONResponse(
+                {"detail": "missing bearer token"}, 401, headers={"WWW-Authenticate": "Bearer"}
+            )
         given = authorization.removeprefix("Bearer ")
-        if token is None or not hmac.compare_digest(given.encode(), token.encode()):
+        if not hmac.compare_digest(given.encode(), token.encode()):
             return JSONResponse({"detail": "invalid token"}, 403)
         service = service_of(request)
         changed = await asyncio.to_thread(service.reload, True)

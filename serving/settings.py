@@ -3,11 +3,13 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.breaker import BreakerConfig
 from serving.features import DEFAULT_LABEL_MATURITY_DAYS, FeatureSet
+
+MIN_ADMIN_TOKEN = 16
 
 
 class ServiceSettings(BaseSettings):
@@ -28,7 +30,11 @@ class ServiceSettings(BaseSettings):
     inject_latency_ms: float = Field(default=0.0, ge=0, description="Testing only.")
     # Added by Sentinel-Stream.
     reload_interval_s: float = Field(default=5.0, gt=0, description="Registry polling period.")
-    admin_token: str | None = Field(default=None, description="Bearer token for /admin/*.")
+    admin_token: str | None = Field(
+        default=None,
+        description="Bearer token for /admin/*, at least 16 characters; unset or empty: "
+        "admin routes disabled.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Service log level (JSON lines on stderr)."
     )
@@ -95,6 +101,19 @@ class ServiceSettings(BaseSettings):
 
     def feature_set(self) -> FeatureSet:
         return FeatureSet(label_maturity_days=self.label_maturity_days)
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _admin_off_or_strong(cls, token: str | None) -> str | None:
+        """Unset or empty means admin is off; a short token is refused, not accepted."""
+        if not token:
+            return None
+        if len(token) < MIN_ADMIN_TOKEN:
+            raise ValueError(
+                f"SENTINEL_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters "
+                "(unset it to disable the admin routes)"
+            )
+        return token
 
     def breaker_config(self) -> BreakerConfig:
         return BreakerConfig(

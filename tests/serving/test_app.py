@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from sentinel_dagster.cli import app as cli_app
 from serving.app import create_app
 from serving.registry import Registry
 from serving.settings import ServiceSettings
@@ -17,8 +19,11 @@ RAW = {"transaction_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 2
        "event_time": "2026-01-01T12:00:00Z", "channel": "online", "device_id": "d1"}  # fmt: skip
 
 
+ADMIN_TOKEN = "s3cret-admin-token-0123"
+
+
 def client_for(home: Path, **settings) -> TestClient:
-    return TestClient(create_app(ServiceSettings(home=home, admin_token="s3cret", **settings)))
+    return TestClient(create_app(ServiceSettings(home=home, admin_token=ADMIN_TOKEN, **settings)))
 
 
 @pytest.fixture
@@ -140,11 +145,12 @@ def test_injected_latency_is_cut_at_the_deadline_and_opens_the_breaker(
 
 
 def test_admin_reload_requires_the_token(client: TestClient, registry: Registry) -> None:
-    assert client.post("/admin/reload").status_code == 401
+    missing = client.post("/admin/reload")
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
     wrong = client.post("/admin/reload", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 403
     challenger, _ = publish_small(registry, seed=3, minute=2)
-    ok = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+    ok = client.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert ok.status_code == 200
     assert ok.json()["challenger"] == challenger
 
@@ -224,7 +230,7 @@ def test_hot_swap_under_concurrent_requests(tmp_path: Path, registry: Registry) 
             futures = [pool.submit(score, i) for i in range(150)]
             new, _ = publish_small(registry, seed=4, minute=3)
             registry.set_pointer("champion", new)
-            swapped = c.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+            swapped = c.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
             futures += [pool.submit(score, i) for i in range(150, 200)]
             results = [f.result() for f in futures]
     assert swapped.json()["champion"] == new
@@ -296,7 +302,7 @@ def test_logs_are_json_events_without_card_data(tmp_path: Path, registry: Regist
             for i in range(25):
                 c.post("/v1/score", json=secret | {"transaction_id": f"txn-secret-{i}"})
             registry.set_pointer("challenger", "broken")
-            c.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+            c.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     finally:
         logger.removeHandler(handler)
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
@@ -354,3 +360,26 @@ def test_the_background_loop_survives_a_failing_reload(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert len(calls) >= 3  # it kept polling after the first failure
+
+
+@pytest.mark.parametrize("token", [None, ""])
+def test_admin_off_means_off(tmp_path: Path, token: str | None) -> None:
+    """Unset or empty: the admin routes are disabled, whatever the request sends (an empty
+    SENTINEL_ADMIN_TOKEN once let an empty bearer token in)."""
+    with TestClient(create_app(ServiceSettings(home=tmp_path, admin_token=token))) as c:
+        for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer x"}):
+            answer = c.post("/admin/reload", headers=headers)
+            assert answer.status_code == 403
+            assert answer.json()["detail"].startswith("admin is disabled: set SENTINEL_ADMIN_TOKEN")
+
+
+def test_a_short_admin_token_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        ServiceSettings(admin_token="short")
+    monkeypatch.setenv("SENTINEL_ADMIN_TOKEN", "short")
+    result = CliRunner().invoke(cli_app, ["serve"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: invalid SENTINEL_* settings: SENTINEL_ADMIN_TOKEN must be at least 16 "
+        "characters (unset it to disable the admin routes)"
+    )
