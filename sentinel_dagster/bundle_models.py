@@ -7,6 +7,7 @@ send. The heuristic is judged for each the way the service would run it on such 
 the profile's features as given, every other feature at its cold-start value.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from sentinel_dagster.compile_model import check_parity, to_onnx
 from sentinel_dagster.evaluation import Metrics, evaluate_scores, single_row_latency_us
 from sentinel_dagster.training import TrainedModel, TrainParams, feature_matrix, train_candidate
 from sentinel_dagster.training_data import Period, TrainingSet
-from serving.bundle import Bundle
+from serving.bundle import PROOF_FILE, Bundle
 from serving.features import FEATURE_NAMES
 from serving.heuristic import heuristic_score
 from serving.predictor import CompiledPredictor
@@ -33,22 +34,46 @@ _COLD_START = np.array(cold_start_vector(ScoreRequest(amount=0.0), 0.0), dtype=n
 _ALWAYS_CARRIED = frozenset({"amount", *TIME_FEATURES})
 
 
+PROOF_FRAUDS, PROOF_ROWS = 16, 64
+
+
+def proof_of(booster: Any, rows: np.ndarray) -> dict[str, list[Any]]:
+    """Feature rows and XGBoost's own scores for them: what the service re-scores with the
+    compiled model before it serves a bundle (serving/bundle.py). NaN is written as null."""
+    rows = np.asarray(rows, dtype=np.float32)
+    scores = booster.inplace_predict(rows).astype(np.float64)
+    return {
+        "rows": [[None if np.isnan(v) else float(v) for v in row] for row in rows],
+        "scores": [float(s) for s in scores],
+    }
+
+
+def proof_rows(period: Period, columns: tuple[str, ...]) -> np.ndarray:
+    """A few real rows of `period`: its first frauds and first other payments."""
+    features = feature_matrix(period, columns)
+    frauds = np.flatnonzero(period.labels == 1)[:PROOF_FRAUDS]
+    others = np.flatnonzero(period.labels == 0)[: PROOF_ROWS - len(frauds)]
+    return features[np.sort(np.concatenate([frauds, others]))]
+
+
 @dataclass(frozen=True)
 class CompiledModel:
     profile: RequestProfile
     trained: TrainedModel
     onnx: bytes
     parity_max_abs_diff: float  # XGBoost against ONNX on the holdout
+    proof: dict[str, list[Any]]  # holdout rows and XGBoost's scores, carried by the bundle
 
     @property
     def threshold(self) -> float:
         return self.trained.threshold
 
     def save(self, folder: Path) -> None:
-        """model.json (XGBoost) and model.onnx into `folder`."""
+        """model.json (XGBoost), model.onnx and proof.json into `folder`."""
         folder.mkdir(parents=True, exist_ok=True)
         self.trained.booster.save_model(folder / "model.json")
         (folder / "model.onnx").write_bytes(self.onnx)
+        (folder / PROOF_FILE).write_text(json.dumps(self.proof))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -68,7 +93,8 @@ def train_and_compile(
     trained = train_candidate(data, params, profile.features)
     onnx = to_onnx(trained.booster)
     gap = check_parity(trained.booster, onnx, feature_matrix(data.holdout, profile.features))
-    return CompiledModel(profile, trained, onnx, gap)
+    proof = proof_of(trained.booster, proof_rows(data.holdout, profile.features))
+    return CompiledModel(profile, trained, onnx, gap, proof)
 
 
 def request_matrix(frame: pd.DataFrame, profile: RequestProfile) -> np.ndarray:

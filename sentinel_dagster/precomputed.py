@@ -323,6 +323,7 @@ def _bundle_content(
         },
         card_fields=_card_fields(c, run_id),
         feature_set=c.features,
+        proof={c.profile.name: c.model.proof},
         profiles=(
             ProfileContent(
                 name=c.profile.name,

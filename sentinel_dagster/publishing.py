@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.bundle import MANIFEST, BundleError, profile_files, serves_feature_set, sha256_file
+from serving.bundle import (
+    MANIFEST,
+    PROOF_FILE,
+    BundleError,
+    profile_files,
+    serves_feature_set,
+    sha256_file,
+)
 from serving.features import DEFAULT_FEATURE_SET, FeatureSet
 from serving.registry import Registry
 
@@ -48,6 +55,9 @@ class BundleContent:
     card_fields: dict[str, str]  # extra values for the model card template
     feature_set: FeatureSet = DEFAULT_FEATURE_SET  # as replayed for training, lags included
     profiles: tuple[ProfileContent, ...] = ()
+    # Per model ("full", each profile): real holdout rows and the trainer's scores, which the
+    # service re-scores before serving (serving/bundle.py); None only for test doubles.
+    proof: dict[str, Any] | None = None
 
 
 def render_model_card(fields: dict[str, str], template: Path = TEMPLATE) -> str:
@@ -82,6 +92,7 @@ def publish(
     full_model = content.model_json is not None and content.model_onnx is not None
     if not full_model and not content.profiles:
         raise ValueError("a bundle needs a full model or at least one profile model")
+    registry.clean_stale()  # what killed publishes left behind
     tmp = registry.bundles / f".tmp-{version}"
     tmp.mkdir(parents=True)
     files: dict[str, bytes] = {}
@@ -90,6 +101,8 @@ def publish(
     for profile in content.profiles:
         json_file, onnx_file = profile_files(profile.name)
         files |= {json_file: profile.model_json, onnx_file: profile.model_onnx}
+    if content.proof is not None:
+        files[PROOF_FILE] = json.dumps(content.proof).encode()
     files |= {
         "lineage.json": json.dumps(content.lineage, indent=2, sort_keys=True).encode(),
         "model_card.md": render_model_card(

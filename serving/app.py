@@ -231,6 +231,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "reloads": {
                 "loaded": service.manager.counters.loaded,
                 "rejected": service.manager.counters.rejected,
+                "ejected": service.manager.counters.ejected,  # see last_rejected for why
             },
             "breaker": {
                 "state": str(breaker.state),

@@ -9,6 +9,12 @@ Besides the full model, a bundle may hold a model per request profile (serving/p
 with their features, threshold and metrics. A bundle trained from precomputed features only
 has no full model: its manifest says `"full_model": false` and lists no model.json or
 model.onnx.
+
+Every model must prove itself before it serves: `proof.json` holds, per model, a few real
+holdout rows and the scores the trainer (XGBoost) gave them; loading re-scores them with the
+compiled model and rejects any difference beyond 1e-5, any NaN, infinity or score outside
+[0, 1]. An all-zeros smoke row (what older bundles, without a proof, still get) lets through
+a model that is broken only on real inputs.
 """
 
 import hashlib
@@ -19,6 +25,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from serving.features import (
     DEFAULT_FEATURE_SET,
     FeatureSet,
@@ -28,6 +36,8 @@ from serving.predictor import CompiledPredictor, Rows, as_rows
 from serving.profiles import FULL, ProfileError, RequestProfile, declare_profile, largest_first
 
 MANIFEST = "manifest.json"
+PROOF_FILE = "proof.json"  # per model: real holdout rows and the trainer's scores for them
+PROOF_TOLERANCE = 1e-5
 MODEL_FILES = ("model.json", "model.onnx")
 REQUIRED_FILES = (*MODEL_FILES, "model_card.md", "lineage.json")
 
@@ -192,23 +202,76 @@ def _threshold(path: Path, where: str, declared: dict[str, Any]) -> float:
     return threshold
 
 
-def _predictor(path: Path, onnx_file: str, width: int) -> CompiledPredictor:
-    """The compiled model, loaded and smoke-run on an all-zeros row of `width` features."""
+def _proof_rows(path: Path, onnx_file: str, proof: Any, width: int) -> tuple[Any, list[float]]:
+    """(rows as a float32 matrix, the trainer's scores) of one model's proof entry."""
+    try:
+        rows = np.array(
+            [[math.nan if v is None else float(v) for v in row] for row in proof["rows"]],
+            dtype=np.float32,
+        ).reshape(-1, width)
+        scores = [float(v) for v in proof["scores"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path}: the proof rows of {onnx_file} are malformed: {exc!r}") from None
+    if not scores or len(scores) != len(rows):
+        raise BundleError(f"{path}: the proof of {onnx_file} needs as many scores as rows")
+    return rows, scores
+
+
+def _predictor(path: Path, onnx_file: str, width: int, proof: Any = None) -> CompiledPredictor:
+    """The compiled model, loaded and proven: it must score the proof's real holdout rows as
+    the trainer did (within PROOF_TOLERANCE), each a finite probability. A bundle published
+    before proofs existed (`proof` None) is smoke-run on an all-zeros row instead, which a
+    model broken only on real inputs passes."""
+    rows, expected = (
+        _proof_rows(path, onnx_file, proof, width)
+        if proof is not None
+        else (np.zeros((1, width), dtype=np.float32), None)
+    )
     try:  # onnxruntime raises its own exception types, on load or on the first run
         predictor = CompiledPredictor((path / onnx_file).read_bytes())
         if predictor.width != width:
             raise BundleError(f"{path}: {onnx_file} reads {predictor.width} features, not {width}")
-        smoke = predictor.predict_one([0.0] * width)
+        scores = predictor.predict(rows)
     except BundleError:
         raise
     except Exception as exc:
         raise BundleError(f"{path}: {onnx_file} does not load or run: {exc}") from None
-    if not (math.isfinite(smoke) and 0.0 <= smoke <= 1.0):
-        raise BundleError(f"{path}: {onnx_file}'s smoke prediction {smoke!r} is not a probability")
+    for i, p in enumerate(scores.tolist()):
+        if not (math.isfinite(p) and 0.0 <= p <= 1.0):
+            what = "smoke prediction" if expected is None else f"score of proof row {i}"
+            raise BundleError(f"{path}: {onnx_file}'s {what} {p!r} is not a probability")
+        if expected is not None and abs(p - expected[i]) > PROOF_TOLERANCE:
+            raise BundleError(
+                f"{path}: {onnx_file} scores proof row {i} {p!r}, the trainer {expected[i]!r}: "
+                f"more than {PROOF_TOLERANCE:g} apart"
+            )
     return predictor
 
 
-def _profile_models(path: Path, manifest: dict[str, Any]) -> dict[str, ServedModel]:
+def _read_proof(path: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The bundle's proof.json (checksummed like every file), None for an older bundle."""
+    if PROOF_FILE not in manifest["files"]:
+        return None
+    try:
+        proof = json.loads((path / PROOF_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path}: unreadable {PROOF_FILE}: {exc}") from None
+    if not isinstance(proof, dict):
+        raise BundleError(f"{path}: {PROOF_FILE} is not an object")
+    return proof
+
+
+def _model_proof(path: Path, proofs: dict[str, Any] | None, name: str) -> Any:
+    if proofs is None:
+        return None
+    if name not in proofs:
+        raise BundleError(f"{path}: {PROOF_FILE} has no rows for the {name} model")
+    return proofs[name]
+
+
+def _profile_models(
+    path: Path, manifest: dict[str, Any], proofs: dict[str, Any] | None
+) -> dict[str, ServedModel]:
     declared = manifest.get("profiles") or {}
     if not isinstance(declared, dict):
         raise BundleError(f"{path}: the manifest's profiles must be an object")
@@ -229,7 +292,9 @@ def _profile_models(path: Path, manifest: dict[str, Any]) -> dict[str, ServedMod
             profile.name,
             profile.features,
             _threshold(path, f"profile {name}", entry),
-            _predictor(path, onnx_file, len(profile.features)),
+            _predictor(
+                path, onnx_file, len(profile.features), _model_proof(path, proofs, profile.name)
+            ),
             profile.columns,
         )
     return models
@@ -245,13 +310,14 @@ def load_bundle(path: Path, features: FeatureSet = DEFAULT_FEATURE_SET) -> Bundl
         raise BundleError(f"{path}: its feature list differs from its feature_set declaration")
     if not isinstance(manifest.get("version"), str | int):
         raise BundleError(f"{path}: the manifest needs a version")
-    models = _profile_models(path, manifest)
+    proofs = _read_proof(path, manifest)
+    models = _profile_models(path, manifest, proofs)
     if has_full_model(manifest):
         models[FULL] = ServedModel(
             FULL,
             features.names,
             _threshold(path, "the manifest", manifest),
-            _predictor(path, "model.onnx", len(features.names)),
+            _predictor(path, "model.onnx", len(features.names), _model_proof(path, proofs, FULL)),
         )
     elif not models:
         raise BundleError(f"{path}: no full model and no profile model: nothing to score with")

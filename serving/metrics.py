@@ -57,6 +57,7 @@ class HotPathCounters(Collector):
         self.state_updates: Tally[str] = Tally()  # added, duplicate, too_late, stateless
         self.shadow_disagreements = 0
         self.shadow_failures = 0
+        self.ejections = 0  # champions taken out of service for non-probability answers
         self.latency: dict[str, _LatencyHistogram] = {}
 
     def count_outcome(
@@ -103,6 +104,10 @@ class HotPathCounters(Collector):
         yield CounterMetricFamily(
             "sentinel_shadow_failures", "Challenger calls that failed or gave no probability",
             value=self.shadow_failures,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "sentinel_model_ejections", "Champions taken out of service for answering NaN, "
+            "infinity or a score outside [0, 1]", value=self.ejections,
         )  # fmt: skip
 
 

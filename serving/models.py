@@ -49,6 +49,7 @@ class Rejection:
 class ReloadCounters:
     loaded: int = 0
     rejected: int = 0
+    ejected: int = 0  # champions taken out of service for answering non-probabilities
 
 
 class ModelManager:
@@ -61,6 +62,8 @@ class ModelManager:
         self.counters = ReloadCounters()
         self._lock = threading.Lock()  # one reload at a time; readers never wait
         self._rejected: set[Path] = set()  # bundles are immutable: do not retry every poll
+        self._previous: Bundle | None = None  # the champion before the current one
+        self._ejected: set[Path] = set()  # answered non-probabilities: never again
 
     def sources(self) -> tuple[Path | None, Path | None]:
         """(champion dir, challenger dir): pinned by the seed's variables, else the registry."""
@@ -98,7 +101,7 @@ class ModelManager:
         """Load what changed and swap; True if the served models changed."""
         with self._lock:
             if retry_rejected:
-                self._rejected.clear()
+                self._rejected = set(self._ejected)
             before = self.current
             champion_dir, challenger_dir = self.sources()
             champion = self._resolve("champion", champion_dir, before.champion)
@@ -107,8 +110,39 @@ class ModelManager:
                 challenger = None  # a promoted challenger is no longer shadowed
             if champion is before.champion and challenger is before.challenger:
                 return False
+            if before.champion is not None and champion is not before.champion:
+                self._previous = before.champion
             self.current = LoadedModels(champion, challenger, dt.datetime.now(dt.UTC))
             log_event(log, logging.INFO, "models_swapped",
                       champion=champion.version if champion else None,
                       challenger=challenger.version if challenger else None)  # fmt: skip
+            return True
+
+    def eject(self, bundle: Bundle, reason: str) -> bool:
+        """Take a champion that answered non-probabilities out of service: back to the
+        champion before it (the one this process served, else the registry's
+        `previous_champion`), and never load it again. Without an earlier one the broken
+        champion stays and the heuristic answers for it. True if this call ejected it."""
+        with self._lock:
+            current = self.current
+            if current.champion is not bundle or bundle.path in self._ejected:
+                return False  # already ejected (without an earlier one to serve)
+            self._ejected.add(bundle.path)
+            self._rejected.add(bundle.path)
+            now = dt.datetime.now(dt.UTC)
+            self.last_rejected = Rejection(
+                str(bundle.path), f"ejected while serving: {reason}", now
+            )
+            self.counters.ejected += 1
+            fallback = self._previous
+            if fallback is None or fallback.path in self._rejected:
+                version = self.registry.pointer("previous_champion")
+                path = self.registry.bundle_dir(version) if version else None
+                fallback = self._resolve("previous_champion", path, None)
+            log_event(log, logging.ERROR, "bundle_ejected", version=bundle.version, reason=reason,
+                      fallback=fallback.version if fallback else None)  # fmt: skip
+            if fallback is not None:
+                challenger = current.challenger if current.challenger is not fallback else None
+                self.current = LoadedModels(fallback, challenger, now)
+                self._previous = None
             return True

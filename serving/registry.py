@@ -7,9 +7,12 @@ reader sees the old pointer or the new one, never a torn write.
 
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 
 POINTERS = ("champion", "challenger", "previous_champion")
+STALE_TMP_S = 600.0  # a publish takes seconds: a `.tmp-*` folder this old was abandoned
 
 
 class Registry:
@@ -66,6 +69,22 @@ class Registry:
             except (OSError, ValueError):
                 continue
         return None
+
+    def clean_stale(self, older_than_s: float = STALE_TMP_S, now: float | None = None) -> list[str]:
+        """Remove `.tmp-*` folders a killed publish left behind (none is ever renamed into
+        place after this long); returns their names."""
+        if not self.bundles.exists():
+            return []
+        now = time.time() if now is None else now
+        removed = []
+        for path in self.bundles.glob(".tmp-*"):
+            try:
+                if now - path.stat().st_mtime > older_than_s:
+                    shutil.rmtree(path)
+                    removed.append(path.name)
+            except FileNotFoundError:  # another publisher cleaned it first
+                continue
+        return removed
 
     def pointers(self) -> dict[str, str | None]:
         return {name: self.pointer(name) for name in POINTERS}

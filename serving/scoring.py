@@ -133,7 +133,7 @@ class Scorer:
         await asyncio.sleep(self.settings.inject_latency_ms / 1000.0)
         return model.predictor.predict_rows(rows)
 
-    async def _champion(self, model: ServedModel, rows: Rows) -> list[float | None]:
+    async def _champion(self, bundle: Bundle, model: ServedModel, rows: Rows) -> list[float | None]:
         """The champion's probability per row; None where it was slow, failed, not asked or
         not a probability. A batch of rows is one model call, judged by the breaker as one
         (one breaker for every model of the champion bundle: a broken profile model sends
@@ -152,7 +152,14 @@ class Scorer:
         slow = time.perf_counter() - started > self._deadline_s
         valid: list[float | None] = [p if _valid(p) else None for p in scores]
         self.breaker.record(slow or None in valid)
+        if None in valid:  # a model that answers NaN or infinity is broken, not slow
+            self._eject(bundle, model, scores[valid.index(None)])
         return valid
+
+    def _eject(self, bundle: Bundle, model: ServedModel, answer: float) -> None:
+        reason = f"its {model.profile} model answered {answer!r}, not a probability"
+        if self.manager.eject(bundle, reason):
+            self.counters.ejections += 1
 
     def _shadow(self, model: ServedModel | None, rows: Rows) -> list[float | None]:
         if model is None:
@@ -198,7 +205,7 @@ class Scorer:
         shadow = models.challenger.model_for(wanted[1]) if models.challenger else None
         rows = model.rows(vectors)
         started = time.perf_counter()
-        champion = await self._champion(model, rows)
+        champion = await self._champion(models.champion, model, rows)
         between = time.perf_counter()
         if shadow is not None and shadow.columns != model.columns:
             rows = shadow.rows(vectors)

@@ -68,6 +68,7 @@ def publish_models(home: Path) -> None:
                 )
                 for m in profiles
             ),
+            proof={"full": full.proof} | {m.profile.name: m.proof for m in profiles},
         )  # fmt: skip
         publish(registry, content)
         time.sleep(1.1)  # versions are named by the second

@@ -43,7 +43,7 @@ from sentinel_dagster.training_data import (
     split_out_of_time,
     to_frame,
 )
-from serving.bundle import BundleError, load_bundle, serves_feature_set
+from serving.bundle import PROOF_FILE, BundleError, load_bundle, serves_feature_set
 from serving.features import FEATURE_NAMES, FeatureSet, feature_groups, markdown_table
 from serving.profiles import FULL, RequestProfile
 from serving.registry import Registry
@@ -446,6 +446,14 @@ def profiles_card_section(models: dict[str, Any], evaluation: dict[str, Any]) ->
     return "\n".join(parts)
 
 
+def proofs_of(candidate: dict[str, Any]) -> dict[str, Any]:
+    """Each model's proof rows, as the candidate's folders hold them (bundle_models.PROOF)."""
+    folders = {FULL: Path(candidate["model_dir"])} | {
+        name: Path(p["model_dir"]) for name, p in candidate.get("profiles", {}).items()
+    }
+    return {name: json.loads((f / PROOF_FILE).read_text()) for name, f in folders.items()}
+
+
 def profile_contents(
     models: dict[str, Any], evaluation: dict[str, Any]
 ) -> tuple[ProfileContent, ...]:
@@ -512,6 +520,7 @@ def model_bundle(
         card_fields=_card_fields(candidate_model, candidate_evaluation, features),
         feature_set=features,
         profiles=profile_contents(candidate_model.get("profiles", {}), candidate_evaluation),
+        proof=proofs_of(candidate_model),
     )
     version, role = publish(registry, content)
     mlflow_tracking.use_local_store(sentinel_home.root())

@@ -91,8 +91,14 @@ def test_full_lineage_publishes_a_verified_champion(lineage: Lineage) -> None:
     manifest = loaded.manifest
     assert set(manifest["files"]) == {
         "model.json", "model.onnx", "model_card.md", "lineage.json",
-        "profile-precomputed-7.json", "profile-precomputed-7.onnx",
+        "profile-precomputed-7.json", "profile-precomputed-7.onnx", "proof.json",
     }  # fmt: skip
+    # Real holdout rows and XGBoost's scores for every model: re-scored at load time.
+    proof = json.loads((loaded.path / "proof.json").read_text())
+    assert set(proof) == {"full", "precomputed-7"}
+    assert len(proof["full"]["rows"]) == 64 and len(proof["full"]["rows"][0]) == 37
+    assert len(proof["precomputed-7"]["rows"][0]) == 7
+    assert 0 < sum(s > loaded.models["full"].threshold for s in proof["full"]["scores"]) < 64
     assert manifest["metrics"]["pr_auc"] > 0.5
     assert manifest["mlflow_run_id"] == _output(lineage.first, "candidate_model")["run_id"]
     card = (loaded.path / "model_card.md").read_text()

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import xgboost as xgb
 
+from sentinel_dagster.bundle_models import proof_of
 from sentinel_dagster.compile_model import to_onnx
 from sentinel_dagster.publishing import BundleContent, ProfileContent, publish
 from serving.features import DEFAULT_FEATURE_SET, FEATURE_INDEX, FEATURE_NAMES, FeatureSet
@@ -32,6 +33,12 @@ def small_booster(seed: int = 0, rounds: int = 20) -> xgb.Booster:
     return xgb.train({"objective": "binary:logistic", "max_depth": 3, "seed": seed}, data, rounds)
 
 
+def proof(booster: xgb.Booster, seed: int = 0) -> dict:
+    """Rows like the training data's, with XGBoost's scores: the bundle's proof."""
+    rows = np.random.default_rng(seed).normal(size=(32, booster.num_features()))
+    return proof_of(booster, rows)
+
+
 def publish_booster(
     registry: Registry,
     booster: xgb.Booster,
@@ -53,6 +60,7 @@ def publish_booster(
         lineage={"test": True},
         card_fields={},
         feature_set=features,
+        proof={"full": proof(booster)},
     )
     return publish(registry, content, now=now)
 
@@ -114,6 +122,63 @@ def publish_with_profiles(
             )
             for p, b in models
         ),
+        proof=({"full": proof(booster)} if full else {}) | {p.name: proof(b) for p, b in models},
     )
     when = dt.datetime(2026, 1, 1, 12, minute, tzinfo=dt.UTC)
     return publish(registry, content, now=when)
+
+
+def nan_above_zero_onnx(width: int) -> bytes:
+    """A valid ONNX model that scores 0.0 for an all-zeros row and NaN whenever its first
+    input (the amount) is above 0: sigmoid(log(-amount)). A smoke test on zeros passes it."""
+    from onnx import TensorProto, helper
+
+    floats, ints = TensorProto.FLOAT, TensorProto.INT64
+    const = [
+        helper.make_node("Constant", [], [name], value=helper.make_tensor(name, kind, [n], v))
+        for name, kind, n, v in (
+            ("start", ints, 1, [0]), ("end", ints, 1, [1]), ("axis", ints, 1, [1]),
+            ("one", floats, 1, [1.0]), ("half", floats, 1, [0.5]),
+        )
+    ]  # fmt: skip
+    nodes = [
+        *const,
+        helper.make_node("Slice", ["input", "start", "end", "axis"], ["amount"]),
+        helper.make_node("Neg", ["amount"], ["negated"]),
+        helper.make_node("Log", ["negated"], ["logged"]),
+        helper.make_node("Sigmoid", ["logged"], ["p"]),
+        helper.make_node("Sub", ["one", "p"], ["q"]),
+        helper.make_node("Concat", ["q", "p"], ["probabilities"], axis=1),
+        helper.make_node("Greater", ["p", "half"], ["flag"]),
+        helper.make_node("Cast", ["flag"], ["flag64"], to=ints),
+        helper.make_node("Squeeze", ["flag64", "axis"], ["label"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "nan_above_zero",
+        [helper.make_tensor_value_info("input", floats, [None, width])],
+        [helper.make_tensor_value_info("label", ints, [None]),
+         helper.make_tensor_value_info("probabilities", floats, [None, 2])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    return model.SerializeToString()
+
+
+def publish_nan_model(registry: Registry, minute: int, with_proof: bool = True) -> tuple[str, str]:
+    """A bundle whose model.onnx answers NaN for every real payment (see above), with or
+    without the proof rows that expose it."""
+    booster = small_booster(9)
+    rows = np.abs(np.random.default_rng(9).normal(size=(32, len(FEATURE_NAMES)))) + 1.0
+    content = BundleContent(
+        model_json=bytes(booster.save_raw("json")),
+        model_onnx=nan_above_zero_onnx(len(FEATURE_NAMES)),
+        threshold=0.5,
+        metrics={"pr_auc": 0.8},
+        data_fingerprint="test-nan",
+        code_version="test",
+        mlflow_run_id=f"runnan{minute:02d}broken",
+        mlflow_model_version=None,
+        lineage={"test": True},
+        card_fields={},
+        proof={"full": proof_of(booster, rows)} if with_proof else None,
+    )
+    return publish(registry, content, now=dt.datetime(2026, 1, 1, 12, minute, tzinfo=dt.UTC))
