@@ -44,8 +44,12 @@ EXPLAIN_PARAMETER = {
 ADMIN_DISABLED = "admin is disabled: set SENTINEL_ADMIN_TOKEN (at least 16 characters)"
 
 
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
+def _body(schema: dict[str, Any], limit: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "description": limit,
+        "content": {"application/json": {"schema": schema}},
+    }
 
 
 def _batch_schema(max_events: int) -> dict[str, Any]:
@@ -162,10 +166,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     # The two scoring routes are answered by HotRoutes before FastAPI sees them; these
     # declarations give them their OpenAPI description and call the same handlers.
+    one_limit = f"At most {settings.max_body_bytes:,} bytes (larger: 413)."
+    batch_limit = (
+        f"At most {settings.max_batch_events:,} events (more: 422) and "
+        f"{settings.batch_body_bytes():,} bytes (larger: 413)."
+    )
     for path, handler, answer, body in (
-        ("/v1/score", hot_routes.score_one, ScoreResponse, ScoreRequest.model_json_schema()),
+        ("/v1/score", hot_routes.score_one, ScoreResponse,
+         _body(ScoreRequest.model_json_schema(), one_limit)),
         ("/v1/score/batch", hot_routes.score_batch, ScoreBatchResponse,
-         _batch_schema(settings.max_batch_events)),
+         _body(_batch_schema(settings.max_batch_events), batch_limit)),
     ):  # fmt: skip
         app.add_api_route(
             path,
@@ -173,7 +183,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             methods=["POST"],
             response_model=answer,
             response_model_exclude_none=True,
-            openapi_extra={"parameters": [EXPLAIN_PARAMETER], "requestBody": _body(body)},
+            openapi_extra={"parameters": [EXPLAIN_PARAMETER], "requestBody": body},
         )
 
     @app.post("/v1/feedback")

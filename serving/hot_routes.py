@@ -146,10 +146,17 @@ class HotRoutes:
     async def _respond(
         service: Service, handler: Handler, scope: Scope, receive: Receive
     ) -> Answer:
-        limit = service.settings.max_body_bytes
+        settings = service.settings
+        batch = handler is score_batch
+        limit = settings.batch_body_bytes() if batch else settings.max_body_bytes
         raw = await _read_body(receive, limit)
         if raw is None:
-            return error(413, f"body larger than {limit} bytes")
+            setting = (
+                "SENTINEL_MAX_BATCH_EVENTS x SENTINEL_MAX_EVENT_BYTES"
+                if batch
+                else "SENTINEL_MAX_BODY_BYTES"
+            )
+            return error(413, f"body larger than {limit} bytes ({setting})")
         query = scope["query_string"]
         explain = bool(query) and explain_requested(query.decode("latin-1"))
         return await handler(service, raw, explain)

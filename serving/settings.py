@@ -38,8 +38,16 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Service log level (JSON lines on stderr)."
     )
-    max_body_bytes: int = Field(default=1_048_576, gt=0, description="Larger bodies get 413.")
+    max_body_bytes: int = Field(
+        default=1_048_576, gt=0, description="Larger bodies get 413 (all but the batch route)."
+    )
     max_batch_events: int = Field(default=10_000, gt=0, description="Events per batch request.")
+    max_event_bytes: int = Field(
+        default=2_048,
+        gt=0,
+        description="Room per event in a batch body: the batch route takes up to "
+        "max_batch_events x max_event_bytes (+ 1 KiB), so a full batch always fits.",
+    )
     breaker_window: int = Field(default=100, gt=0, description="Calls in the sliding window.")
     breaker_minimum_calls: int = Field(default=20, gt=0, description="Calls before judging.")
     breaker_failure_rate: float = Field(
@@ -114,6 +122,11 @@ class ServiceSettings(BaseSettings):
                 "(unset it to disable the admin routes)"
             )
         return token
+
+    def batch_body_bytes(self) -> int:
+        """The batch route's body limit, derived from the batch limit so that it is
+        reachable: a full batch of events of at most `max_event_bytes` each always fits."""
+        return max(self.max_body_bytes, self.max_batch_events * self.max_event_bytes + 1_024)
 
     def breaker_config(self) -> BreakerConfig:
         return BreakerConfig(
