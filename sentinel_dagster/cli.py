@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sentinel_dagster import paths
-from sentinel_dagster.simulator import SimulationParams
+from sentinel_dagster.simulation_params import SimulationParams
 
 app = typer.Typer(
     help="Sentinel-Stream: real-time card-fraud scoring, orchestrated by Dagster.",
@@ -36,6 +36,13 @@ def say(text: str, to: Console = out) -> None:
 def fail(message: str, code: int) -> typer.Exit:
     say(f"error: {message}", err)
     return typer.Exit(code)
+
+
+def require_file(path: Path | None) -> None:
+    """A missing input file is said at once, before the data libraries load (seconds)."""
+    problem = None if path is None else paths.missing_file(path)
+    if problem is not None:
+        raise fail(problem, EXIT_UNUSABLE)
 
 
 _DEFAULTS = SimulationParams()
@@ -103,15 +110,18 @@ def validate(
 
     Exit 0 when valid, 1 listing each failed expectation, 2 when the file is unreadable.
     """
+    require_file(path)
     from sentinel_dagster.dataset import DatasetError, normalize, read_parquet, schema_problems
     from sentinel_dagster.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy
-    from sentinel_dagster.validation import validate_transactions
 
     try:
         rules = load_policy(policy or DEFAULT_POLICY_PATH).data
         frame = read_parquet(path)
     except (DatasetError, PolicyError) as exc:
         raise fail(str(exc), EXIT_UNUSABLE) from None
+    # Great Expectations takes seconds to import: only once the file is known to be readable.
+    from sentinel_dagster.validation import validate_transactions
+
     if not schema_problems(frame):
         frame = normalize(frame)
     docs = paths.data_docs_dir(paths.sentinel_home()) if data_docs else None
@@ -158,6 +168,7 @@ def features(
     ] = None,
 ) -> None:
     """Replay events and label arrivals through the serving feature engine into a table."""
+    require_file(in_path)
     from sentinel_dagster.dataset import (
         DatasetError,
         SchemaError,
@@ -283,6 +294,11 @@ def materialize(
     ] = None,
 ) -> None:
     """Materialize the lineage in process, recorded in the Dagster instance (see the UI)."""
+    from sentinel_dagster.asset_names import unknown_in_selection
+
+    unknown = None if select is None else unknown_in_selection(select)
+    if unknown is not None:
+        raise fail(f"cannot materialize {select}: {unknown}", EXIT_UNUSABLE)
     from sentinel_dagster.policy import PolicyError, load_policy
     from sentinel_dagster.runner import MaterializeError, load_run_config, with_policy
 
@@ -335,6 +351,7 @@ def train(
     a refused gate included. A table of precomputed features trains that profile's model
     alone: exit 0 when published, 1 when its expectations, its split or the gate refused it.
     2 on unusable input."""
+    require_file(data)
     from sentinel_dagster.dataset import DatasetError, read_parquet
     from sentinel_dagster.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy
     from sentinel_dagster.precomputed import PrecomputedError, table_profile
@@ -462,6 +479,7 @@ def replay(
 ) -> None:
     """Send events to a running service in event-time order, and fraud labels to
     /v1/feedback once their label_time has passed in the replay's time."""
+    require_file(in_path)
     import pandas as pd
 
     from sentinel_dagster.dataset import DatasetError, SchemaError, load_transactions

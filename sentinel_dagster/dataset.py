@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pandas.api import types as ptypes
 
+from sentinel_dagster.paths import missing_file
 from serving.events import ALL_COLUMNS, REQUIRED_COLUMNS, ColumnKind
 
 
@@ -29,10 +30,9 @@ class SchemaError(ValueError):
 
 def read_parquet(path: Path) -> pd.DataFrame:
     path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"file not found: {path}")
-    if path.is_dir():
-        raise DatasetError(f"expected a Parquet file, got a directory: {path}")
+    problem = missing_file(path)
+    if problem is not None:
+        raise DatasetError(problem)
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:

@@ -26,3 +26,14 @@ def data_docs_dir(home: Path) -> Path:
 
 def default_simulation_path(home: Path) -> Path:
     return home / "data" / "transactions.parquet"
+
+
+def missing_file(path: Path) -> str | None:
+    """Why `path` cannot be a data file (missing, a directory), or None. Cheap, so that the
+    command line says it before importing the data libraries."""
+    path = Path(path)
+    if not path.exists():
+        return f"file not found: {path}"
+    if path.is_dir():
+        return f"expected a Parquet file, got a directory: {path}"
+    return None

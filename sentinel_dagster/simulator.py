@@ -4,7 +4,6 @@ Same parameters, same bytes: one seeded generator is consumed in a fixed order, 
 Parquet file is written with fixed settings.
 """
 
-import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,44 +17,11 @@ from sentinel_dagster import fraud_scenarios as fs
 from sentinel_dagster.dataset import write_parquet
 from sentinel_dagster.events_table import SCENARIOS, Events, to_arrow
 from sentinel_dagster.legit_behaviour import legit_events
+from sentinel_dagster.simulation_params import SimulationParams
 from sentinel_dagster.world import SECONDS_PER_DAY, build_cards, build_merchants
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
 CARDS_PER_CHUNK = 2_000
-
-
-@dataclass(frozen=True)
-class SimulationParams:
-    cards: int = 10_000
-    days: int = 60
-    seed: int = 7
-    fraud_rate: float = 0.01
-    start: str = "2026-01-01"  # UTC date of the first day; fixed so output is reproducible
-    mean_daily_rate: float = 1.7  # payments per card per day; defaults give ~1M events
-    # None: chargebacks arrive per incident after a realistic, skewed delay (median ~6 days,
-    # up to 90). A number: every reported fraud's label arrives exactly this many days after
-    # the payment, as in data sets with a fixed feedback delay.
-    label_delay_days: float | None = None
-
-    def validate(self) -> None:
-        if self.cards < 1:
-            raise ValueError(f"cards must be at least 1, got {self.cards}")
-        if self.days < 1:
-            raise ValueError(f"days must be at least 1, got {self.days}")
-        if not 0.0 < self.fraud_rate < 0.5:
-            raise ValueError(f"fraud_rate must be in (0, 0.5), got {self.fraud_rate}")
-        if self.mean_daily_rate <= 0:
-            raise ValueError(f"mean_daily_rate must be positive, got {self.mean_daily_rate}")
-        if self.label_delay_days is not None and not 0 <= self.label_delay_days <= 365:
-            raise ValueError(f"label_delay_days must be in [0, 365], got {self.label_delay_days}")
-        self.start_epoch()
-
-    def start_epoch(self) -> int:
-        try:
-            day = dt.date.fromisoformat(self.start)
-        except ValueError:
-            raise ValueError(f"start must be a date like 2026-01-01, got {self.start!r}") from None
-        return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
 
 
 @dataclass(frozen=True)

@@ -173,10 +173,11 @@ def _observed(result: dict[str, Any], exception_message: str | None) -> str:
     if "observed_value" in result:
         return str(result["observed_value"])
     if "unexpected_count" in result:
-        return (
-            f"{result['unexpected_count']:,} of {result.get('element_count', 0):,} rows "
-            f"unexpected ({result.get('unexpected_percent') or 0.0:.3g}%)"
-        )
+        # GX's unexpected_percent counts non-null rows only; the count here is of all rows,
+        # so the share is computed on the same base.
+        bad, rows = result["unexpected_count"], result.get("element_count") or 0
+        share = 100.0 * bad / rows if rows else 0.0
+        return f"{bad:,} of {rows:,} rows unexpected ({share:.3g}% of all rows)"
     return "no observation"
 
 

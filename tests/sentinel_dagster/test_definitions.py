@@ -148,3 +148,11 @@ def test_invalid_simulator_config_fails_with_a_clear_reason(sentinel_home: Path,
     assert not report.success
     assert report.failure is not None
     assert "invalid simulator config" in report.failure
+
+
+def test_the_command_lines_asset_names_are_the_definitions() -> None:
+    from sentinel_dagster.asset_names import ASSET_GROUPS
+
+    graph = defs.resolve_asset_graph()
+    actual = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert actual == ASSET_GROUPS

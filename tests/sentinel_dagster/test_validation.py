@@ -223,3 +223,14 @@ def test_invalid_policy_is_rejected_naming_the_field(
     path.write_text(text)
     with pytest.raises(PolicyError, match=message):
         load_policy(path)
+
+
+def test_the_share_of_bad_rows_has_the_same_base_as_the_count(good: pd.DataFrame) -> None:
+    """GX's own percentage counts non-null rows only: with nulls in the column it said
+    "3 of 113,698 rows (0.3%)". The share is now of all rows, and says so."""
+    bad = good.copy()
+    bad["lat"] = None  # 3,000 rows, 2,000 of them null below
+    bad.loc[:1_000, "lat"] = 10.0
+    bad.loc[:1, "lat"] = 95.0  # two out of range
+    (observed,) = [o.observed for o in _validate(bad).failures if o.column == "lat"]
+    assert observed == "2 of 3,000 rows unexpected (0.0667% of all rows)"
