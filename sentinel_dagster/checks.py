@@ -5,11 +5,13 @@ reported as its own check, so the UI shows which aspect of the data failed.
 """
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
+from sentinel_dagster import paths
 from sentinel_dagster.feature_checks import leakage_probe, sanity_outcomes
 from sentinel_dagster.resources import GovernancePolicy, SentinelHome
 from sentinel_dagster.validation import (
@@ -30,11 +32,16 @@ from sentinel_dagster.validation import (
     ins={"transactions": dg.AssetIn("transactions")},
 )
 def transactions_expectations(
-    transactions: pd.DataFrame, sentinel_home: SentinelHome, policy: GovernancePolicy
+    context: dg.AssetCheckExecutionContext,
+    transactions: pd.DataFrame,
+    sentinel_home: SentinelHome,
+    policy: GovernancePolicy,
 ) -> Iterator[dg.AssetCheckResult]:
     report = validate_transactions(
         transactions, policy.load().data, docs_dir=sentinel_home.data_docs_dir()
     )
+    # Refused data must not stay the current `transactions`: nothing downstream may read it.
+    refused = quarantine(sentinel_home.root(), context.run.run_id) if report.failures else None
     for name in CHECKS:
         outcomes = report.for_check(name)
         failed = [o for o in outcomes if not o.success]
@@ -48,6 +55,15 @@ def transactions_expectations(
         if failed:
             examples = [f"{o.column}: {e}" for o in failed for e in o.examples]
             metadata["examples"] = dg.MetadataValue.md("\n".join(f"- {e}" for e in examples) or "-")
+            metadata["failures"] = dg.MetadataValue.json(
+                [
+                    {"expectation": o.expectation, "column": o.column, "observed": o.observed,
+                     "examples": o.examples}
+                    for o in failed
+                ]
+            )  # fmt: skip
+            if refused is not None:
+                metadata["refused_data"] = dg.MetadataValue.path(str(refused))
         yield dg.AssetCheckResult(
             check_name=name,
             asset_key="transactions",
@@ -56,6 +72,18 @@ def transactions_expectations(
             metadata=metadata,
             description=None if outcomes else "not applicable: the data has no such columns",
         )
+
+
+def quarantine(home: Path, run_id: str) -> Path | None:
+    """Move the stored `transactions` a blocking check refused to `assets/refused/<run>/`;
+    reading the asset then fails saying so (resources.ParquetIOManager)."""
+    stored = paths.asset_path(home, "transactions")
+    if not stored.exists():
+        return None
+    target = paths.refused_path(home, run_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stored.replace(target)
+    return target
 
 
 @dg.asset_check(

@@ -20,6 +20,11 @@ def asset_path(home: Path, asset_name: str) -> Path:
     return home / "assets" / f"{asset_name}.parquet"
 
 
+def refused_path(home: Path, run_id: str, asset_name: str = "transactions") -> Path:
+    """Where data a blocking check refused is kept, out of the downstream assets' reach."""
+    return home / "assets" / "refused" / run_id / f"{asset_name}.parquet"
+
+
 def data_docs_dir(home: Path) -> Path:
     return home / "data_docs"
 

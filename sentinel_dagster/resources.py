@@ -61,4 +61,12 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        return pd.read_parquet(self._path(context.asset_key))
+        path = self._path(context.asset_key)
+        if not path.exists():
+            name = context.asset_key.to_user_string()
+            raise dg.Failure(
+                description=f"no stored {name} to read: it was never materialized, or its last "
+                "materialization was refused by a blocking check (kept under assets/refused/): "
+                f"materialize {name} again"
+            )
+        return pd.read_parquet(path)

@@ -20,8 +20,10 @@ telemetry:
 """
 
 
-# Step-by-step DEBUG events stay in the instance (and the UI); the terminal gets INFO.
-QUIET_LOGS: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# Every event stays in the instance (and the UI); the terminal gets the run's report alone,
+# which says what failed and why (a refused check's column, observation and rows) without
+# Dagster's stack traces, printed twice, for what is a user's bad data.
+QUIET_LOGS: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 class MaterializeError(Exception):
@@ -45,6 +47,8 @@ class RunReport:
     dagster_home: Path
     materialized: list[tuple[str, str | None]] = field(default_factory=list)  # (asset, path)
     checks: list[tuple[str, bool]] = field(default_factory=list)  # (check, passed)
+    check_failures: dict[str, list[str]] = field(default_factory=dict)  # check -> what failed
+    refused_data: str | None = None  # where the data a blocking check refused was moved
     data_docs: str | None = None
     published: str | None = None  # "version as role" when a bundle was published
     refused: list[str] = field(default_factory=list)  # the promotion gate's failed checks
@@ -52,8 +56,18 @@ class RunReport:
 
     def lines(self) -> list[str]:
         lines = [f"run {self.run_id}: {'success' if self.success else 'FAILED'}"]
-        lines += [f"  asset {key}: {where or 'materialized'}" for key, where in self.materialized]
-        lines += [f"  check {name}: {'passed' if ok else 'FAILED'}" for name, ok in self.checks]
+        for key, where in self.materialized:
+            refused = (
+                self.refused_data and where and Path(where).name == Path(self.refused_data).name
+            )
+            lines.append(
+                f"  asset {key}: {'refused (see below)' if refused else where or 'materialized'}"
+            )
+        for name, ok in self.checks:
+            lines.append(f"  check {name}: {'passed' if ok else 'FAILED'}")
+            lines += [f"    {detail}" for detail in self.check_failures.get(name, [])]
+        if self.refused_data:
+            lines.append(f"refused data moved to {self.refused_data}: nothing downstream reads it")
         if self.data_docs:
             lines.append(f"GX Data Docs: {self.data_docs}")
         if self.published:
@@ -90,14 +104,31 @@ def _report(result: dg.ExecuteInProcessResult, home: Path) -> RunReport:
         docs = evaluation.metadata.get("data_docs")
         if docs is not None:
             report.data_docs = str(docs.value)
+        failed = evaluation.metadata.get("failures")
+        if failed is not None:
+            report.check_failures[name] = _failure_lines(failed.value)
+        refused = evaluation.metadata.get("refused_data")
+        if refused is not None:
+            report.refused_data = str(refused.value)
     failures = [e for e in result.all_events if e.is_step_failure]
     if failures:
         error = failures[0].step_failure_data.error
         message = error.message.strip() if error else ""
-        # A dg.Failure is the asset's own explanation: its class path adds nothing.
-        message = message.removeprefix(f"{dg.Failure.__module__}.Failure: ")
-        report.failure = f"{failures[0].step_key}: {message}"
+        # The error's class path adds nothing to its message (a dg.Failure is the asset's own
+        # explanation; a refused check lists the checks, detailed above).
+        message = message.split(": ", 1)[-1] if message.startswith("dagster") else message
+        report.failure = f"{failures[0].step_key}: {' '.join(message.split())}"
     return report
+
+
+def _failure_lines(failures: Any) -> list[str]:
+    """'expectation (column): observation' and a few example rows, per failed expectation."""
+    lines = []
+    for f in failures if isinstance(failures, list) else []:
+        column = f" ({f.get('column')})" if f.get("column") else ""
+        lines.append(f"{f.get('expectation')}{column}: {f.get('observed')}")
+        lines += [f"  e.g. {example}" for example in (f.get("examples") or [])[:3]]
+    return lines
 
 
 def load_run_config(path: Path) -> dict[str, Any]:

@@ -156,3 +156,36 @@ def test_the_command_lines_asset_names_are_the_definitions() -> None:
     graph = defs.resolve_asset_graph()
     actual = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert actual == ASSET_GROUPS
+
+
+def test_a_refused_check_names_column_observation_and_rows_and_moves_the_data(
+    small_frame: pd.DataFrame, tmp_path: Path, sentinel_home: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from sentinel_dagster.cli import app
+
+    bad = small_frame.head(2_000).copy()
+    bad.loc[10, "amount"] = -3.0
+    path = tmp_path / "bad.parquet"
+    bad.to_parquet(path)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"ops:\n  transactions:\n    config:\n      source_path: {path}\n")
+    result = CliRunner().invoke(
+        app, ["materialize", "--select", "group:data", "--config", str(config)]
+    )
+    assert result.exit_code == 1
+    out = result.output
+    assert "  check transactions:amount: FAILED" in out
+    assert "expect_column_values_to_be_between (amount): 1 of 2,000 rows unexpected" in out
+    assert f"e.g. amount=-3.0 transaction_id={bad.loc[10, 'transaction_id']}" in out
+    assert "Traceback" not in out and "Stack Trace" not in out
+    assert out.strip().endswith("1 blocking asset check failed with ERROR severity: "
+                                "transactions: amount")  # fmt: skip
+    # The refused data is no longer the current `transactions`: nothing downstream reads it.
+    assert not (sentinel_home / "assets" / "transactions.parquet").exists()
+    (moved,) = (sentinel_home / "assets" / "refused").glob("*/transactions.parquet")
+    assert f"refused data moved to {moved}" in out
+    downstream = CliRunner().invoke(app, ["materialize", "--select", "daily_transaction_stats"])
+    assert downstream.exit_code == 1
+    assert "no stored transactions to read" in downstream.output
