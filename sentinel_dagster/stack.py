@@ -81,9 +81,15 @@ def wait_until_ready(stack: Stack, timeout: float = 180.0) -> str | None:
 
 
 def stop(stack: Stack) -> None:
-    """SIGINT to each process group (what Ctrl-C in a terminal does), then SIGKILL."""
+    """SIGINT to each process group (what Ctrl-C in a terminal does), then SIGKILL; then
+    every descendant still alive, wherever it went (`dagster dev`'s code server runs in a
+    session of its own and outlived its parent for minutes), is stopped too."""
     for signum in (signal.SIGINT, signal.SIGTERM):  # already stopping: let it finish
         signal.signal(signum, signal.SIG_IGN)
+    # Noted before anything stops: an orphan is re-parented to init and its tree is lost.
+    family: dict[int, str] = {}
+    for process in stack.processes.values():
+        family |= descendants(process.pid)
     for process in stack.processes.values():
         _signal_group(process, signal.SIGINT)  # even if the leader exited: its group may not
     deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -93,6 +99,52 @@ def stop(stack: Stack) -> None:
         except subprocess.TimeoutExpired:
             _signal_group(process, signal.SIGKILL)
             process.wait()
+    stop_all(family, max(deadline, time.monotonic() + 5.0))
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name: [state, ppid, ...], None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid`, with its start time (so that a recycled pid is never
+    taken for it), from /proc: Linux; by hand, as psutil would be a compiled dependency
+    for one walk."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _stat(entry.name)
+        if fields is not None and len(fields) > 19:
+            children.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for child, started in children.get(todo.pop(), []):
+            if child not in found:
+                found[child] = started
+                todo.append(child)
+    return found
+
+
+def alive(pid: int, started: str) -> bool:
+    """True if that very process (same start time) runs and is not a zombie."""
+    fields = _stat(pid)
+    return fields is not None and len(fields) > 19 and fields[19] == started and fields[0] != "Z"
+
+
+def stop_all(processes: dict[int, str], deadline: float) -> None:
+    """SIGTERM to those of `processes` (pid: start time) still alive, SIGKILL to any left
+    at `deadline`."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for pid, started in processes.items():
+            if alive(pid, started):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+        while any(alive(p, s) for p, s in processes.items()) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:

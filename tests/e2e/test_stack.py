@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from serving.registry import Registry
 from tests.net import answers, free_port
 from tests.serving.bundles import publish_small
@@ -15,8 +17,26 @@ from tests.serving.bundles import publish_small
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_up_serves_the_ui_and_the_service_and_ctrl_c_stops_both(
-    sentinel_home: Path, tmp_path: Path
+def processes_of(home: Path) -> list[str]:
+    """Live processes (not zombies) started for this SENTINEL_HOME: their environment
+    names its Dagster home."""
+    marker = f"DAGSTER_HOME={home / 'dagster'}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        if marker in environ.split(b"\0") and state != "Z" and int(entry.name) != os.getpid():
+            found.append(f"{entry.name}: {command[:120]}")
+    return found
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_up_serves_the_ui_and_the_service_and_a_signal_stops_all_of_it(
+    sentinel_home: Path, tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     champion, _ = publish_small(Registry(sentinel_home / "registry"), seed=1)
     ui, api = free_port(), free_port()
@@ -35,7 +55,8 @@ def test_up_serves_the_ui_and_the_service_and_ctrl_c_stops_both(
             time.sleep(1)
         assert answers(f"http://127.0.0.1:{ui}/server_info")
         assert answers(f"http://127.0.0.1:{api}/ready")
-        up.send_signal(signal.SIGINT)  # Ctrl-C
+        assert processes_of(sentinel_home)  # the UI, daemon, code server and service
+        up.send_signal(stop_signal)
         up.wait(timeout=60)
     finally:
         if up.poll() is None:  # SIGTERM stops the children too; SIGKILL would orphan them
@@ -49,3 +70,5 @@ def test_up_serves_the_ui_and_the_service_and_ctrl_c_stops_both(
     assert not answers(f"http://127.0.0.1:{ui}/server_info")
     assert not answers(f"http://127.0.0.1:{api}/ready")
     assert champion in (sentinel_home / "registry" / "champion").read_text()
+    # Nothing is left behind: `dagster dev`'s code server once outlived it for minutes.
+    assert processes_of(sentinel_home) == []
