@@ -13,17 +13,33 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from starlette.types import ASGIApp
 
 from serving import hot_routes
 from serving.bundle import Bundle
 from serving.hot_routes import HotRoutes
 from serving.logs import configure, log_event
-from serving.schemas import FeedbackRequest, ScoreBatchResponse, ScoreRequest, ScoreResponse
+from serving.openapi import (
+    BATCH_EXAMPLES,
+    FEEDBACK_EXAMPLES,
+    SCORE_EXAMPLES,
+    ReadyResponse,
+    errors,
+    json_body,
+)
+from serving.schemas import (
+    FeedbackRequest,
+    FeedbackResponse,
+    ScoreBatchResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
 from serving.scoring import ahead_of_clock
 from serving.service import Service, run_background
 from serving.settings import ServiceSettings
@@ -41,15 +57,8 @@ EXPLAIN_PARAMETER = {
 }
 
 
+BEARER = HTTPBearer(auto_error=False, description="SENTINEL_ADMIN_TOKEN")
 ADMIN_DISABLED = "admin is disabled: set SENTINEL_ADMIN_TOKEN (at least 16 characters)"
-
-
-def _body(schema: dict[str, Any], limit: str) -> dict[str, Any]:
-    return {
-        "required": True,
-        "description": limit,
-        "content": {"application/json": {"schema": schema}},
-    }
 
 
 def _batch_schema(max_events: int) -> dict[str, Any]:
@@ -93,7 +102,7 @@ def service_of(request: Request) -> Service:
 def _endpoint(handler: hot_routes.Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         service = service_of(request)
-        explain = hot_routes.explain_requested(request.url.query)
+        explain = hot_routes.explain_requested(request.url.query) is True  # checked by HotRoutes
         status, body = await handler(service, await request.body(), explain)
         return Response(body, status, media_type="application/json")
 
@@ -149,11 +158,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         )  # the type only: messages may quote the body
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    @app.get("/health")
+    @app.get("/health", tags=["operations"], summary="Liveness (200 even without a model)")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get(
+        "/ready",
+        tags=["operations"],
+        summary="Ready to score: a champion is loaded and the state store answers",
+        response_model=ReadyResponse,
+        responses={503: {"model": ReadyResponse, "description": "Not ready: `reason` says why"}},
+    )
     async def ready(request: Request) -> JSONResponse:
         service = service_of(request)
         models = service.manager.current
@@ -171,11 +186,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         f"At most {settings.max_batch_events:,} events (more: 422) and "
         f"{settings.batch_body_bytes():,} bytes (larger: 413)."
     )
-    for path, handler, answer, body in (
+    for path, handler, answer, body, summary in (
         ("/v1/score", hot_routes.score_one, ScoreResponse,
-         _body(ScoreRequest.model_json_schema(), one_limit)),
+         json_body(ScoreRequest.model_json_schema(), one_limit, SCORE_EXAMPLES),
+         "Score one payment: a raw event, or precomputed features"),
         ("/v1/score/batch", hot_routes.score_batch, ScoreBatchResponse,
-         _body(_batch_schema(settings.max_batch_events), batch_limit)),
+         json_body(_batch_schema(settings.max_batch_events), batch_limit, BATCH_EXAMPLES),
+         "Score events in order, as one call (each sees the ones before it)"),
     ):  # fmt: skip
         app.add_api_route(
             path,
@@ -183,11 +200,33 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             methods=["POST"],
             response_model=answer,
             response_model_exclude_none=True,
+            tags=["scoring"],
+            summary=summary,
+            responses=errors(413, 415, 422, 503),
             openapi_extra={"parameters": [EXPLAIN_PARAMETER], "requestBody": body},
         )
 
-    @app.post("/v1/feedback")
-    async def feedback(request: Request, label: FeedbackRequest) -> dict[str, str]:
+    @app.post(
+        "/v1/feedback",
+        tags=["labels"],
+        summary="A label: the payment was fraud (a chargeback) or not",
+        response_model=FeedbackResponse,
+        responses=errors(413, 415, 422, 503),
+        openapi_extra={
+            "requestBody": json_body(
+                FeedbackRequest.model_json_schema(), one_limit, FEEDBACK_EXAMPLES
+            )
+        },
+    )
+    async def feedback(request: Request) -> Any:
+        # Parsed as the scoring routes parse: the same 415 and 422 shapes for a bad body.
+        if not hot_routes.json_content_type(request.scope["headers"]):
+            return JSONResponse({"detail": hot_routes.NOT_JSON}, 415)
+        try:
+            label = FeedbackRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            status, body = hot_routes.validation_error(exc)
+            return Response(body, status, media_type="application/json")
         service = service_of(request)
         label_time = label.label_time.timestamp()
         # The events' guard: a label from the future must not make a card look fresh.
@@ -221,7 +260,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         service.feedback_log.write()  # before the answer
         return {"status": "accepted", "outcome": outcome}
 
-    @app.get("/v1/models")
+    @app.get(
+        "/v1/models",
+        tags=["models"],
+        summary="Champion and challenger, their profiles, breaker, online state, reloads",
+    )
     async def models(request: Request) -> dict[str, Any]:
         service = service_of(request)
         current = service.manager.current
@@ -255,25 +298,36 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             },
         }
 
-    @app.post("/admin/reload")
+    @app.post(
+        "/admin/reload",
+        tags=["models"],
+        summary="Reload the registry now, retrying rejected bundles",
+        responses=errors(401, 403),
+    )
     async def admin_reload(
-        request: Request, authorization: Annotated[str | None, Header()] = None
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
     ) -> JSONResponse:
         token = settings.admin_token
         if token is None:  # unset or empty: off, whatever the request sends
             return JSONResponse({"detail": ADMIN_DISABLED}, 403)
-        if authorization is None or not authorization.startswith("Bearer "):
+        if credentials is None:
             return JSONResponse(
                 {"detail": "missing bearer token"}, 401, headers={"WWW-Authenticate": "Bearer"}
             )
-        given = authorization.removeprefix("Bearer ")
+        given = credentials.credentials
         if not hmac.compare_digest(given.encode(), token.encode()):
             return JSONResponse({"detail": "invalid token"}, 403)
         service = service_of(request)
         changed = await asyncio.to_thread(service.reload, True)
         return JSONResponse({"reloaded": changed, **(await models(request))})
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (text exposition format)",
+        response_class=PlainTextResponse,
+    )
     async def metrics(request: Request) -> Response:
         service = service_of(request)
         m = service.metrics

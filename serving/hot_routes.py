@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.features import FEATURE_NAMES
 from serving.logs import log_event
-from serving.resolve import stateful_ids
+from serving.resolve import ResolveError, stateful_ids
 from serving.schemas import ScoreBatchRequest, ScoreRequest
 from serving.scoring import EventError, NoModelError, ScoreOutcome
 from serving.service import Service
@@ -40,6 +40,18 @@ def field_error(message: str) -> Answer:
     """A 422 naming the field: `message` starts with it, as in 'amount: ...'."""
     field = message.split(":", 1)[0]
     return error(422, [{"loc": ["body", field], "msg": message, "type": "value_error"}])
+
+
+def missing_ids(exc: ResolveError, prefix: str = "") -> Answer:
+    """A 422 with one entry per missing id, each named in its own `loc`."""
+    return error(
+        422,
+        [
+            {"loc": ["body", f"{prefix}{field}"], "msg": f"{prefix}{field}: {exc.reason}",
+             "type": "missing"}
+            for field in exc.fields
+        ],
+    )  # fmt: skip
 
 
 def validation_error(exc: ValidationError) -> Answer:
@@ -80,6 +92,10 @@ async def score_one(service: Service, raw: bytes, explain: bool) -> Answer:
     except ValidationError as exc:
         return validation_error(exc)
     try:
+        stateful_ids(request)
+    except ResolveError as exc:
+        return missing_ids(exc)
+    try:
         (outcome,) = await service.scorer.score_many([request])
     except (NoModelError, StateStoreError) as exc:
         return error(503, str(exc))
@@ -101,8 +117,8 @@ async def score_batch(service: Service, raw: bytes, explain: bool) -> Answer:
     for i, request in enumerate(events):  # check all first: a bad batch changes no state
         try:
             stateful_ids(request)
-        except ValueError as exc:
-            return field_error(f"events.{i}.{exc}")
+        except ResolveError as exc:
+            return missing_ids(exc, f"events.{i}.")
     try:
         outcomes = await service.scorer.score_many(events)
     except (NoModelError, StateStoreError) as exc:
@@ -117,9 +133,27 @@ Handler = Callable[[Service, bytes, bool], Awaitable[Answer]]
 HANDLERS: dict[str, Handler] = {"/v1/score": score_one, "/v1/score/batch": score_batch}
 
 
-def explain_requested(query: str) -> bool:
-    values = parse_qs(query).get("explain", ["false"])
-    return values[-1].lower() in ("1", "true", "yes")
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")  # FastAPI's booleans
+
+
+def explain_requested(query: str) -> bool | None:
+    """The `explain` query parameter; None when it is not a boolean (a 422 names it)."""
+    values = parse_qs(query, keep_blank_values=True).get("explain")
+    if values is None:
+        return False
+    value = values[-1].lower()
+    return True if value in TRUE else False if value in FALSE else None
+
+
+def json_content_type(headers: list[tuple[bytes, bytes]]) -> bool:
+    """True if the request says its body is JSON (`application/json`, any parameters)."""
+    for name, value in headers:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == b"application/json"
+    return False
+
+
+NOT_JSON = "Content-Type must be application/json"
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -158,7 +192,12 @@ class HotRoutes:
             )
             return error(413, f"body larger than {limit} bytes ({setting})")
         query = scope["query_string"]
-        explain = bool(query) and explain_requested(query.decode("latin-1"))
+        explain = explain_requested(query.decode("latin-1")) if query else False
+        if explain is None:
+            return error(422, [{"loc": ["query", "explain"], "msg": "explain: must be a boolean "
+                                "(true or false)", "type": "bool_parsing"}])  # fmt: skip
+        if not json_content_type(scope["headers"]):
+            return error(415, NOT_JSON)
         return await handler(service, raw, explain)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -30,7 +30,12 @@ _SEED_INDEX = [(name, FEATURE_INDEX[name]) for name in SEED_FEATURES]
 
 
 class ResolveError(ValueError):
-    """The request cannot be turned into features; the message names the field."""
+    """The request cannot be turned into features; the message names the fields."""
+
+    def __init__(self, fields: list[str], reason: str) -> None:
+        super().__init__(f"{', '.join(fields)}: {reason}")
+        self.fields = fields
+        self.reason = reason
 
 
 def stateful_ids(request: ScoreRequest) -> tuple[str, str, str] | None:
@@ -41,7 +46,7 @@ def stateful_ids(request: ScoreRequest) -> tuple[str, str, str] | None:
         return None
     if txn is None or merchant is None:
         missing = [name for name in STATEFUL_REQUIRED if getattr(request, name) is None]
-        raise ResolveError(f"{', '.join(missing)}: required when card_id is given")
+        raise ResolveError(missing, "required when card_id is given")
     return txn, card, merchant
 
 

@@ -9,6 +9,7 @@ from serving.feature_engine import FeatureEngine
 from serving.features import FEATURE_INDEX
 from serving.resolve import ResolveError, cold_start_vector, event_timestamp, resolve_features
 from serving.schemas import ScoreRequest
+from serving.timeparse import iso
 from tests.serving.bundles import SEED_REQUEST
 
 T = 1_767_268_800.0  # 2026-01-01 12:00 UTC
@@ -36,8 +37,8 @@ def test_seed_request_uses_its_values_and_cold_start_for_the_rest() -> None:
 def test_raw_events_with_a_card_use_and_update_the_online_state() -> None:
     engine = FeatureEngine()
     first = {"transaction_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 10.0,
-             "event_time": T}  # fmt: skip
-    second = first | {"transaction_id": "t2", "event_time": T + 60, "amount": 30.0}
+             "event_time": iso(T)}  # fmt: skip
+    second = first | {"transaction_id": "t2", "event_time": iso(T + 60), "amount": 30.0}
     resolve(engine, first)
     vector = resolve(engine, second)
     assert value(vector, "txn_count_10m") == 1
@@ -50,7 +51,7 @@ def test_raw_events_with_a_card_use_and_update_the_online_state() -> None:
 def test_request_values_override_the_online_state() -> None:
     engine = FeatureEngine()
     event = {"transaction_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 10.0,
-             "event_time": T, "txn_count_24h": 7}  # fmt: skip
+             "event_time": iso(T), "txn_count_24h": 7}  # fmt: skip
     vector = resolve(engine, event)
     assert value(vector, "txn_count_24h") == 7
 

@@ -1,0 +1,75 @@
+"""What the OpenAPI document says beyond the routes' own models: every status code each route
+can answer with its error body, request examples (the README's), the limits.
+
+Checked in `make test` by schemathesis against the running app (tests/serving/
+test_contract.py): the document and the service must agree.
+"""
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class ErrorItem(BaseModel):
+    loc: list[str]  # e.g. ["body", "amount"], ["body", "events", "3", "event_time"]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error: a message, or for an invalid request the fields (`loc`) and why."""
+
+    detail: str | list[ErrorItem]
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    champion: str | None = None
+    reason: str | None = None  # why not ready
+
+
+MEANINGS = {
+    401: "No bearer token: send `Authorization: Bearer $SENTINEL_ADMIN_TOKEN`.",
+    403: "Wrong token, or admin is disabled (SENTINEL_ADMIN_TOKEN unset).",
+    413: "The body is larger than the route's limit (stated on its request body).",
+    415: "The body is not declared `Content-Type: application/json`.",
+    422: "A field is invalid: `loc` names it, `msg` says why; nothing was stored.",
+    503: "No champion model is loaded yet, or the shared state store (Redis) is down.",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route that can answer these error codes."""
+    return {code: {"model": ErrorResponse, "description": MEANINGS[code]} for code in codes}
+
+
+SEED_REQUEST = {
+    "amount": 120.0, "hour_of_day": 14, "days_since_last_txn": 1.5, "txn_count_24h": 3,
+    "distinct_merchants_24h": 2, "avg_amount_7d": 95.0, "channel_online": 0,
+}  # fmt: skip
+RAW_EVENT = {
+    "transaction_id": "t-1001", "card_id": "card0000042", "merchant_id": "m000616",
+    "amount": 480.0, "event_time": "2026-03-02T14:05:00Z", "channel": "online",
+    "device_id": "dev-9", "merchant_category": "electronics", "lat": 41.88, "lon": -87.63,
+}  # fmt: skip
+SCORE_EXAMPLES = {
+    "precomputed": {"summary": "The earlier system's seven features", "value": SEED_REQUEST},
+    "raw_event": {"summary": "A raw event, with online state", "value": RAW_EVENT},
+}  # fmt: skip
+BATCH_EXAMPLES = {"events": {"summary": "Events in order", "value": {"events": [RAW_EVENT]}}}
+FEEDBACK_EXAMPLES = {
+    "chargeback": {
+        "summary": "A fraud reported days later",
+        "value": {"transaction_id": "t-1001", "is_fraud": True,
+                  "label_time": "2026-03-09T10:00:00Z"},
+    }
+}  # fmt: skip
+
+
+def json_body(schema: dict[str, Any], limit: str, examples: dict[str, Any]) -> dict[str, Any]:
+    """A required JSON request body with its limits and examples."""
+    return {
+        "required": True,
+        "description": limit,
+        "content": {"application/json": {"schema": schema, "examples": examples}},
+    }
