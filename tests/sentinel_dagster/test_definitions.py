@@ -8,7 +8,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from sentinel_dagster.cli import app
 from sentinel_dagster.definitions import defs
 from sentinel_dagster.runner import local_instance, materialize_lineage
 from sentinel_dagster.validation import CHECKS
@@ -88,13 +90,19 @@ def test_good_data_materializes_with_every_check_passing(sentinel_home: Path) ->
     assert materialized == {"transactions", "daily_transaction_stats"}
 
 
+def _negative_amount(frame: pd.DataFrame, folder: Path) -> tuple[pd.DataFrame, Path]:
+    """2,000 events, the 11th with amount -3: (the frame, its Parquet file)."""
+    bad = frame.head(2_000).copy()
+    bad.loc[10, "amount"] = -3.0
+    path = folder / "bad.parquet"
+    bad.to_parquet(path)
+    return bad, path
+
+
 def test_bad_data_fails_the_blocking_check_and_stops_downstream(
     small_frame: pd.DataFrame, tmp_path: Path, sentinel_home: Path
 ) -> None:
-    bad = small_frame.head(2_000).copy()
-    bad.loc[10, "amount"] = -3.0
-    path = tmp_path / "bad.parquet"
-    bad.to_parquet(path)
+    _, path = _negative_amount(small_frame, tmp_path)
     with local_instance(sentinel_home) as instance:
         result = _run(instance, _source(path))
     assert not result.success
@@ -161,14 +169,7 @@ def test_the_command_lines_asset_names_are_the_definitions() -> None:
 def test_a_refused_check_names_column_observation_and_rows_and_moves_the_data(
     small_frame: pd.DataFrame, tmp_path: Path, sentinel_home: Path
 ) -> None:
-    from typer.testing import CliRunner
-
-    from sentinel_dagster.cli import app
-
-    bad = small_frame.head(2_000).copy()
-    bad.loc[10, "amount"] = -3.0
-    path = tmp_path / "bad.parquet"
-    bad.to_parquet(path)
+    bad, path = _negative_amount(small_frame, tmp_path)
     config = tmp_path / "run.yaml"
     config.write_text(f"ops:\n  transactions:\n    config:\n      source_path: {path}\n")
     result = CliRunner().invoke(
