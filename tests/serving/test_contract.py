@@ -10,6 +10,7 @@ check: a timestamp more than SENTINEL_MAX_CLOCK_SKEW_S ahead of the service's cl
 label_time before its event_time. Such a request must get a 422 naming the field.
 """
 
+import atexit
 import datetime as dt
 import json
 import shutil
@@ -29,7 +30,8 @@ from serving.schemas import FeedbackRequest, ScoreBatchRequest, ScoreRequest
 from serving.settings import ServiceSettings
 from tests.serving.bundles import publish_with_profiles
 
-HOME = Path(tempfile.mkdtemp(prefix="contract-"))
+HOME = Path(tempfile.mkdtemp(prefix="contract-"))  # the app must exist when this is imported
+atexit.register(shutil.rmtree, HOME, True)
 publish_with_profiles(Registry(HOME / "registry"))
 SETTINGS = ServiceSettings(home=HOME, admin_token="contract-admin-token-0123")
 APP = create_app(SETTINGS)
