@@ -28,6 +28,8 @@ def unknown_in_selection(selection: str) -> str | None:
     groups = sorted(set(ASSET_GROUPS.values()))
     for token in re.split(r"[,\s]+", selection.strip()):
         name = token.strip("*+")
+        if not name:  # '*' alone: everything
+            continue
         kind, _, value = name.rpartition(":")
         if kind == "group" and value not in groups:
             return f"no asset group {value!r}: the groups are {', '.join(groups)}"

@@ -430,6 +430,19 @@ def _train_precomputed(
     say(f"note: {NEEDS_EVENT_LOG}")
 
 
+def _service_settings() -> Any:
+    """The service's SENTINEL_* settings, or a one-line error (not a traceback per worker)."""
+    from pydantic import ValidationError
+
+    from serving.settings import ServiceSettings
+
+    try:
+        return ServiceSettings()
+    except ValidationError as exc:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise fail(f"invalid SENTINEL_* settings: {problems}", EXIT_UNUSABLE) from None
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -440,17 +453,9 @@ def serve(
 
     More than one worker needs SENTINEL_REDIS_URL: in-memory state would be split between
     the workers, each answering from the payments it happened to receive."""
-    from pydantic import ValidationError
-
-    from serving.settings import ServiceSettings
-
     if workers < 1:
         raise fail("--workers must be at least 1", EXIT_UNUSABLE)
-    try:
-        settings = ServiceSettings()
-    except ValidationError as exc:  # refuse here, in one line, not in every worker
-        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-        raise fail(f"invalid SENTINEL_* settings: {problems}", EXIT_UNUSABLE) from None
+    settings = _service_settings()
     if workers > 1 and not settings.redis_url:
         raise fail(
             f"--workers {workers} needs SENTINEL_REDIS_URL: without a shared store each worker "
@@ -543,6 +548,7 @@ def up(
     from sentinel_dagster.runner import local_instance
     from serving.registry import Registry
 
+    _service_settings()  # a bad SENTINEL_* setting: say so before starting anything
     home = paths.sentinel_home()
     if Registry(home / "registry").pointer("champion") is None:
         say("no champion yet: materializing the lineage (about 90 s on the default data)")

@@ -89,7 +89,8 @@ def stop(stack: Stack) -> None:
     # Noted before anything stops: an orphan is re-parented to init and its tree is lost.
     family: dict[int, str] = {}
     for process in stack.processes.values():
-        family |= descendants(process.pid)
+        if process.returncode is None:  # a reaped leader's pid may belong to another process
+            family |= descendants(process.pid)
     for process in stack.processes.values():
         _signal_group(process, signal.SIGINT)  # even if the leader exited: its group may not
     deadline = time.monotonic() + STOP_TIMEOUT_S

@@ -140,8 +140,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         title="Sentinel-Stream scoring",
         version="1.0",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,  # 413 on every other route too
-    )
+    )  # the routes that read a body enforce its limit themselves: a 413 in JSON, documented
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -222,8 +221,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         # Parsed as the scoring routes parse: the same 415 and 422 shapes for a bad body.
         if not hot_routes.json_content_type(request.scope["headers"]):
             return JSONResponse({"detail": hot_routes.NOT_JSON}, 415)
+        raw = await hot_routes.read_body(request.receive, settings.max_body_bytes)
+        if raw is None:
+            return JSONResponse({"detail": hot_routes.too_large(settings.max_body_bytes)}, 413)
         try:
-            label = FeedbackRequest.model_validate_json(await request.body())
+            label = FeedbackRequest.model_validate_json(raw)
         except ValidationError as exc:
             status, body = hot_routes.validation_error(exc)
             return Response(body, status, media_type="application/json")

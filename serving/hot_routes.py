@@ -156,7 +156,16 @@ def json_content_type(headers: list[tuple[bytes, bytes]]) -> bool:
 NOT_JSON = "Content-Type must be application/json"
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+def too_large(limit: int, batch: bool = False) -> str:
+    setting = (
+        "SENTINEL_MAX_BATCH_EVENTS x SENTINEL_MAX_EVENT_BYTES"
+        if batch
+        else ("SENTINEL_MAX_BODY_BYTES")
+    )
+    return f"body larger than {limit} bytes ({setting})"
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
     """The whole body, or None as soon as it is larger than `limit`."""
     chunks, size, more = [], 0, True
     while more:
@@ -183,14 +192,9 @@ class HotRoutes:
         settings = service.settings
         batch = handler is score_batch
         limit = settings.batch_body_bytes() if batch else settings.max_body_bytes
-        raw = await _read_body(receive, limit)
+        raw = await read_body(receive, limit)
         if raw is None:
-            setting = (
-                "SENTINEL_MAX_BATCH_EVENTS x SENTINEL_MAX_EVENT_BYTES"
-                if batch
-                else "SENTINEL_MAX_BODY_BYTES"
-            )
-            return error(413, f"body larger than {limit} bytes ({setting})")
+            return error(413, too_large(limit, batch))
         query = scope["query_string"]
         explain = explain_requested(query.decode("latin-1")) if query else False
         if explain is None:

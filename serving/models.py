@@ -120,9 +120,10 @@ class ModelManager:
 
     def eject(self, bundle: Bundle, reason: str) -> bool:
         """Take a champion that answered non-probabilities out of service: back to the
-        champion before it (the one this process served, else the registry's
-        `previous_champion`), and never load it again. Without an earlier one the broken
-        champion stays and the heuristic answers for it. True if this call ejected it."""
+        champion before it (the one this process served, else, unless the champion is
+        pinned, the registry's `previous_champion`), and never load it again. Without an
+        earlier one the broken champion stays and the heuristic answers for it. True if
+        this call ejected it."""
         with self._lock:
             current = self.current
             if current.champion is not bundle or bundle.path in self._ejected:
@@ -130,15 +131,16 @@ class ModelManager:
             self._ejected.add(bundle.path)
             self._rejected.add(bundle.path)
             now = dt.datetime.now(dt.UTC)
-            self.last_rejected = Rejection(
-                str(bundle.path), f"ejected while serving: {reason}", now
-            )
+            ejection = Rejection(str(bundle.path), f"ejected while serving: {reason}", now)
+            self.last_rejected = ejection
             self.counters.ejected += 1
             fallback = self._previous
-            if fallback is None or fallback.path in self._rejected:
+            pinned = self.settings.artifacts_dir is not None  # the registry is not followed
+            if (fallback is None or fallback.path in self._rejected) and not pinned:
                 version = self.registry.pointer("previous_champion")
                 path = self.registry.bundle_dir(version) if version else None
                 fallback = self._resolve("previous_champion", path, None)
+                self.last_rejected = ejection  # the headline, over a rejected fallback
             log_event(log, logging.ERROR, "bundle_ejected", version=bundle.version, reason=reason,
                       fallback=fallback.version if fallback else None)  # fmt: skip
             if fallback is not None:

@@ -1,6 +1,7 @@
 """Request and response bodies. The seed's fields, ranges and names are unchanged."""
 
 import datetime as dt
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -12,9 +13,13 @@ def _utc_if_naive(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
 def _not_a_number(value: object) -> object:
-    """The contract says an ISO 8601 string: a number is not silently read as epoch time."""
-    if isinstance(value, int | float):
+    """The contract says an ISO 8601 string: a number (or a number in a string, which
+    pydantic would read as epoch seconds or milliseconds) is refused, not guessed at."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
         raise ValueError("must be an ISO 8601 date-time string, e.g. 2026-03-02T14:05:00Z")
     return value
 

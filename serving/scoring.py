@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 from serving.batching import TurnBatcher
@@ -127,6 +128,8 @@ class Scorer:
         self.clock: Callable[[], float] = time.time  # the wall clock; tests inject their own
         self.batcher: TurnBatcher[LoadedModels, Item, ModelScores]
         self.model_calls = 0  # batched calls of the champion: one per turn and profile
+        self._ejecting: set[Path] = set()  # bundles whose ejection has been started
+        self._background: set[asyncio.Task[None]] = set()  # strong references while they run
         self.batcher = TurnBatcher(self._predict)
 
     async def _slow_predict(self, model: ServedModel, rows: Rows) -> list[float]:
@@ -157,7 +160,20 @@ class Scorer:
         return valid
 
     def _eject(self, bundle: Bundle, model: ServedModel, answer: float) -> None:
+        """Eject in a worker thread, once per bundle: the swap takes the manager's lock,
+        which a reload may hold while it loads bundles, and may load the previous champion;
+        neither may stall the event loop. Until it is done the heuristic answers."""
+        if bundle.path in self._ejecting:
+            return
+        self._ejecting.add(bundle.path)
         reason = f"its {model.profile} model answered {answer!r}, not a probability"
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self._eject_now, bundle, reason)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _eject_now(self, bundle: Bundle, reason: str) -> None:
         if self.manager.eject(bundle, reason):
             self.counters.ejections += 1
 

@@ -43,7 +43,7 @@ class ServiceSettings(BaseSettings):
     )
     max_batch_events: int = Field(default=10_000, gt=0, description="Events per batch request.")
     max_event_bytes: int = Field(
-        default=2_048,
+        default=4_096,  # an event with every field at its longest, non-ASCII ids escaped
         gt=0,
         description="Room per event in a batch body: the batch route takes up to "
         "max_batch_events x max_event_bytes (+ 1 KiB), so a full batch always fits.",

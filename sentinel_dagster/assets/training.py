@@ -446,11 +446,14 @@ def profiles_card_section(models: dict[str, Any], evaluation: dict[str, Any]) ->
     return "\n".join(parts)
 
 
-def proofs_of(candidate: dict[str, Any]) -> dict[str, Any]:
-    """Each model's proof rows, as the candidate's folders hold them (bundle_models.PROOF)."""
+def proofs_of(candidate: dict[str, Any]) -> dict[str, Any] | None:
+    """Each model's proof rows, as the candidate's folders hold them; None for a candidate
+    trained before proofs existed (its bundle is then smoke-tested, as older bundles are)."""
     folders = {FULL: Path(candidate["model_dir"])} | {
         name: Path(p["model_dir"]) for name, p in candidate.get("profiles", {}).items()
     }
+    if not all((f / PROOF_FILE).is_file() for f in folders.values()):
+        return None
     return {name: json.loads((f / PROOF_FILE).read_text()) for name, f in folders.items()}
 
 

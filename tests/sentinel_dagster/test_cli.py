@@ -201,3 +201,14 @@ def test_a_selection_the_quick_check_cannot_fault_goes_on_to_dagster(selection: 
     from sentinel_dagster.asset_names import unknown_in_selection
 
     assert unknown_in_selection(selection) is None
+
+
+def test_materialize_star_is_every_asset_for_the_quick_check() -> None:
+    from sentinel_dagster.asset_names import unknown_in_selection
+
+    assert unknown_in_selection("*") is None
+    assert unknown_in_selection("* , nosuch") == (
+        "no asset 'nosuch': the assets are transactions, daily_transaction_stats, "
+        "transaction_features, training_set, candidate_model, candidate_evaluation, "
+        "promotion_decision, model_bundle, shadow_comparison_report"
+    )

@@ -271,7 +271,9 @@ def test_an_oversized_feedback_is_413(tmp_path: Path, registry: Registry) -> Non
     with client_for(tmp_path, max_body_bytes=200) as c:
         label = {"transaction_id": "t" * 100, "is_fraud": True,
                  "label_time": "2026-01-02T00:00:00Z", "card_id": "c" * 100}  # fmt: skip
-        assert c.post("/v1/feedback", json=label).status_code == 413
+        too_big = c.post("/v1/feedback", json=label)
+        assert too_big.status_code == 413  # in JSON, as documented
+        assert too_big.json()["detail"] == "body larger than 200 bytes (SENTINEL_MAX_BODY_BYTES)"
 
 
 def test_an_internal_error_is_a_json_500_that_leaks_nothing(client: TestClient) -> None:
@@ -390,15 +392,15 @@ def test_a_short_admin_token_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -
 
 
 def _widest_event(i: int) -> dict:
-    """A raw event with every field at its longest: what the per-event room must hold."""
-    pad = f"{i:08d}"
+    """A raw event with every field at its longest, its texts non-ASCII (which JSON encoders
+    escape, 6 bytes a character): what the per-event room must hold."""
+    pad, wide = f"{i:08d}", "\u00e9" * 120
     return {
-        "transaction_id": ("t" * 120) + pad, "card_id": ("c" * 120) + pad,
-        "merchant_id": ("m" * 120) + pad, "device_id": ("d" * 120) + pad,
-        "merchant_category": "x" * 64, "currency": "EUR12345", "channel": "online",
-        "amount": 49_999.123456789, "lat": -89.123456789, "lon": -179.123456789,
-        "event_time": "2026-01-01T12:00:00.123456+00:00", "hour_of_day": 23,
-        "days_since_last_txn": 1234.5678901, "txn_count_24h": 123456,
+        "transaction_id": wide + pad, "card_id": wide + pad, "merchant_id": wide + pad,
+        "device_id": wide + pad, "merchant_category": "\u00e9" * 64, "currency": "\u00e9" * 8,
+        "channel": "online", "amount": 49_999.123456789, "lat": -89.123456789,
+        "lon": -179.123456789, "event_time": "2026-01-01T12:00:00.123456+00:00",
+        "hour_of_day": 23, "days_since_last_txn": 1234.5678901, "txn_count_24h": 123456,
         "distinct_merchants_24h": 123456, "avg_amount_7d": 12345.6789012, "channel_online": 1,
     }  # fmt: skip
 
@@ -407,24 +409,36 @@ def test_a_full_batch_of_the_widest_events_fits_the_body_limit(
     tmp_path: Path, registry: Registry
 ) -> None:
     """With the shipped limits, the batch limit is reachable: 10,000 events with every field
-    at its longest (~9 MB, far past the 1 MiB of the other routes) are scored, one more is a
+    at its longest (~39 MB, far past the 1 MiB of the other routes) are scored, one more is a
     422 naming the count, and only a body past the derived limit is a 413."""
     publish_small(registry, seed=1)
     with client_for(tmp_path) as c:
         full = [_widest_event(i) for i in range(10_000)]
-        assert all(len(json.dumps(e)) <= 2_048 for e in full)  # SENTINEL_MAX_EVENT_BYTES
+        assert all(len(json.dumps(e)) <= 4_096 for e in full)  # SENTINEL_MAX_EVENT_BYTES
         body = json.dumps({"events": full}).encode()
-        assert len(body) > 8 * 1_048_576
-        ok = c.post("/v1/score/batch", content=body, headers={"content-type": "application/json"})
+        assert len(body) > 35 * 1_048_576
+        json_type = {"content-type": "application/json"}
+        ok = c.post("/v1/score/batch", content=body, headers=json_type)
         assert ok.status_code == 200, ok.text[:200]
         assert len(ok.json()["results"]) == 10_000
         over = c.post("/v1/score/batch", json={"events": [*full, _widest_event(10_000)]})
         assert over.status_code == 422
         assert over.json()["detail"][0]["msg"] == "events: at most 10000 per batch"
-        huge = c.post("/v1/score/batch", json={"events": full * 3})
+        limit = 10_000 * 4_096 + 1_024
+        padded = b'{"events": [' + b" " * limit + b"]}"
+        huge = c.post("/v1/score/batch", content=padded, headers=json_type)
         assert huge.status_code == 413
-        assert "SENTINEL_MAX_BATCH_EVENTS x SENTINEL_MAX_EVENT_BYTES" in huge.json()["detail"]
+        assert huge.json()["detail"] == (
+            f"body larger than {limit} bytes (SENTINEL_MAX_BATCH_EVENTS x SENTINEL_MAX_EVENT_BYTES)"
+        )
         described = c.get("/openapi.json").json()["paths"]["/v1/score/batch"]["post"]
         assert described["requestBody"]["description"] == (
-            "At most 10,000 events (more: 422) and 20,481,024 bytes (larger: 413)."
+            "At most 10,000 events (more: 422) and 40,961,024 bytes (larger: 413)."
         )
+
+
+@pytest.mark.parametrize("value", ["1767225600", "1767225600000", " 1.7e9 "])
+def test_an_epoch_number_in_a_string_is_not_a_timestamp(client: TestClient, value: str) -> None:
+    answer = client.post("/v1/score", json=RAW | {"event_time": value})
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["body", "event_time"]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,16 @@ from tests.serving.bundles import (
 )
 
 ADMIN = "proof-admin-token-0123456"
+
+
+def _champion_becomes(client: TestClient, version: str) -> dict:
+    """/v1/models once the champion is `version` (the ejection runs in a worker thread)."""
+    for _ in range(400):
+        models = client.get("/v1/models").json()
+        if models["champion"] == version:
+            return models
+        time.sleep(0.025)
+    raise AssertionError(f"the champion never became {version}: {models}")
 
 
 def _client(home: Path) -> TestClient:
@@ -95,10 +106,10 @@ def test_a_champion_that_starts_answering_nan_is_ejected_for_the_one_before(
         first = client.post("/v1/score", json=SEED_REQUEST).json()
         assert first["scored_by"] == "heuristic"  # the NaN never reaches a caller
         assert first["model_version"] == broken
+        models = _champion_becomes(client, good)
         second = client.post("/v1/score", json=SEED_REQUEST).json()
         assert (second["model_version"], second["scored_by"]) == (good, "model")
-        models = client.get("/v1/models").json()
-        assert models["champion"] == good and models["reloads"]["ejected"] == 1
+        assert models["reloads"]["ejected"] == 1
         assert models["last_rejected"]["reason"].startswith(
             "ejected while serving: its full model answered nan"
         )
@@ -118,7 +129,7 @@ def test_at_start_an_ejected_champion_falls_back_to_the_registrys_previous(
     registry.set_pointer("challenger", None)
     with _client(tmp_path) as client:
         assert client.post("/v1/score", json=SEED_REQUEST).json()["scored_by"] == "heuristic"
-        assert client.get("/v1/models").json()["champion"] == good
+        _champion_becomes(client, good)
 
 
 def test_without_an_earlier_champion_the_heuristic_answers_for_the_broken_one(
@@ -130,6 +141,10 @@ def test_without_an_earlier_champion_the_heuristic_answers_for_the_broken_one(
         for _ in range(3):
             answer = client.post("/v1/score", json=SEED_REQUEST).json()
             assert (answer["model_version"], answer["scored_by"]) == (broken, "heuristic")
+        for _ in range(400):  # the ejection runs in a worker thread
+            if client.get("/v1/models").json()["reloads"]["ejected"] == 1:
+                break
+            time.sleep(0.025)
         assert client.get("/v1/models").json()["reloads"]["ejected"] == 1
 
 
