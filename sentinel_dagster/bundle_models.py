@@ -17,6 +17,7 @@ import pandas as pd
 
 from sentinel_dagster.compile_model import check_parity, to_onnx
 from sentinel_dagster.evaluation import Metrics, evaluate_scores, single_row_latency_us
+from sentinel_dagster.reporting import metrics_table
 from sentinel_dagster.training import TrainedModel, TrainParams, feature_matrix, train_candidate
 from sentinel_dagster.training_data import Period, TrainingSet
 from serving.bundle import PROOF_FILE, Bundle
@@ -167,6 +168,30 @@ def models_of(evaluation: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for name, p in evaluation.get("profiles", {}).items()
     }
     return full | profiles
+
+
+def profile_card_section(
+    name: str,
+    features: list[str] | tuple[str, ...],
+    threshold: float,
+    parity: float,
+    judged: dict[str, Any],
+    evidence: str | None = None,
+) -> str:
+    """The model card's section on one request profile's model; `judged` holds its
+    `metrics` and `heuristic_metrics`; `evidence` qualifies the holdout (e.g. a random split)."""
+    lines = [
+        f"### {name}",
+        f"- Reads: {', '.join(features)}",
+        f"- Decision threshold: {threshold:.4f} (chosen on validation like the full model's)",
+        f"- ONNX parity on the holdout: max |XGBoost - ONNX| = {parity:.2e}",
+        *([f"- {evidence}"] if evidence else []),
+        "- Holdout metrics, beside the heuristic given only what such a request carries:",
+        "",
+        metrics_table({name: judged["metrics"], "heuristic": judged["heuristic_metrics"]}),
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def quality_markdown(evaluations: dict[str, dict[str, Any]]) -> str:

@@ -39,13 +39,13 @@ from sentinel_dagster.bundle_models import (
     CompiledModel,
     ModelEvaluation,
     evaluate_model,
+    profile_card_section,
     score_bundle,
     train_and_compile,
 )
 from sentinel_dagster.policy import DataPolicy, Policy
 from sentinel_dagster.promotion import BundleDecision, decide_bundle
 from sentinel_dagster.publishing import BundleContent, ProfileContent, publish
-from sentinel_dagster.reporting import frame_markdown
 from sentinel_dagster.training import TrainParams
 from sentinel_dagster.training_data import Period, TrainingSet
 from sentinel_dagster.validation import ValidationReport, run_suite
@@ -240,14 +240,6 @@ class _Candidate:
 
 
 def _card_fields(c: _Candidate, mlflow_run_id: str) -> dict[str, str]:
-    metrics, heuristic = c.judged.metrics.flat(), c.judged.heuristic.flat()
-    table = pd.DataFrame(
-        {
-            "metric": list(metrics),
-            c.profile.name: list(metrics.values()),
-            "heuristic": [heuristic.get(k) for k in metrics],
-        }
-    )
     features = c.features
     return {
         "compiled_format": "ONNX (onnxruntime)",
@@ -262,17 +254,13 @@ def _card_fields(c: _Candidate, mlflow_run_id: str) -> dict[str, str]:
         "metrics_table": f"No full model. {SPLIT_NOTE}",
         "scenario_table": "-",
         "data_notes": f"Trained from precomputed features ({c.source}). {SPLIT_NOTE}",
-        "profiles": "\n".join(
-            [
-                f"### {c.profile.name}",
-                f"- Reads: {', '.join(c.profile.features)}",
-                f"- Decision threshold: {c.model.threshold:.4f}",
-                f"- ONNX parity on the holdout: max |XGBoost - ONNX| = "
-                f"{c.model.parity_max_abs_diff:.2e}",
-                f"- {SPLIT_NOTE}",
-                "",
-                frame_markdown(table, max_rows=len(table)),
-            ]
+        "profiles": profile_card_section(
+            c.profile.name,
+            c.profile.features,
+            c.model.threshold,
+            c.model.parity_max_abs_diff,
+            c.judged.summary(),
+            SPLIT_NOTE,
         ),
     }
 

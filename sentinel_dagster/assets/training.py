@@ -23,6 +23,7 @@ from sentinel_dagster.bundle_models import (
     FULL_MODEL,
     evaluate_model,
     models_of,
+    profile_card_section,
     quality_markdown,
     score_bundle,
     train_and_compile,
@@ -33,7 +34,7 @@ from sentinel_dagster.feature_importance import ablation, gain_importance
 from sentinel_dagster.plots import pr_curve_png, score_distribution_png
 from sentinel_dagster.promotion import decide_bundle
 from sentinel_dagster.publishing import BundleContent, ProfileContent, publish
-from sentinel_dagster.reporting import frame_markdown
+from sentinel_dagster.reporting import frame_markdown, metrics_table
 from sentinel_dagster.resources import GovernancePolicy, SentinelHome
 from sentinel_dagster.training import TrainParams
 from sentinel_dagster.training_data import (
@@ -202,14 +203,6 @@ def candidate_model(
     )
 
 
-def _metrics_table(columns: dict[str, Any]) -> str:
-    names = list(next(iter(columns.values())))
-    table = pd.DataFrame(
-        {"metric": names, **{k: [v.get(n) for n in names] for k, v in columns.items()}}
-    )
-    return frame_markdown(table, max_rows=len(names))
-
-
 class EvaluationConfig(dg.Config):
     ablation: bool = Field(
         default=True,
@@ -300,7 +293,7 @@ def candidate_evaluation(
             "heuristic_pr_auc": heuristic_metrics.pr_auc,
             "predict_p99_us": p99,
             "metrics": dg.MetadataValue.md(
-                _metrics_table(
+                metrics_table(
                     {"model": result["metrics"], "heuristic": result["heuristic_metrics"]}
                 )
             ),
@@ -411,7 +404,7 @@ def _card_fields(
         "features": markdown_table(features),
         "threshold": f"{model['threshold']:.4f}",
         "target_fpr": str(model["params"]["target_fpr"]),
-        "metrics_table": _metrics_table({"model": metrics, "heuristic": heuristic}),
+        "metrics_table": metrics_table({"model": metrics, "heuristic": heuristic}),
         "scenario_table": "\n".join(f"- {k}: {v:.3f}" for k, v in scenario.items()) or "-",
         "data_notes": (
             f"Holdout: {evaluation['holdout_rows']:,} payments, {evaluation['holdout_frauds']:,} "
@@ -428,22 +421,16 @@ def profiles_card_section(models: dict[str, Any], evaluation: dict[str, Any]) ->
     """The model card's section on each request profile's model."""
     if not models:
         return "None: every request is scored by the full model."
-    parts = []
-    for name, model in models.items():
-        judged = evaluation["profiles"][name]
-        parts += [
-            f"### {name}",
-            f"- Reads: {', '.join(model['features'])}",
-            f"- Decision threshold: {model['threshold']:.4f} (chosen on validation like the "
-            "full model's)",
-            f"- ONNX parity on the holdout: max |XGBoost - ONNX| = "
-            f"{model['onnx_parity_max_abs_diff']:.2e}",
-            "- Holdout metrics, beside the heuristic given only what such a request carries:",
-            "",
-            _metrics_table({name: judged["metrics"], "heuristic": judged["heuristic_metrics"]}),
-            "",
-        ]
-    return "\n".join(parts)
+    return "\n".join(
+        profile_card_section(
+            name,
+            m["features"],
+            m["threshold"],
+            m["onnx_parity_max_abs_diff"],
+            evaluation["profiles"][name],
+        )
+        for name, m in models.items()
+    )
 
 
 def proofs_of(candidate: dict[str, Any]) -> dict[str, Any] | None:
