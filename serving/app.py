@@ -201,7 +201,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             response_model_exclude_none=True,
             tags=["scoring"],
             summary=summary,
-            responses=errors(413, 415, 422, 503),
+            responses=errors(409, 413, 415, 422, 503),
             openapi_extra={"parameters": [EXPLAIN_PARAMETER], "requestBody": body},
         )
 

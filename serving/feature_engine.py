@@ -53,6 +53,7 @@ from serving.features import (
     feature_set_from_declaration,
 )
 from serving.logs import log_event
+from serving.retries import ConflictingEvent, Processed, Remembered, changed_fields, check_call
 from serving.state_store import InMemoryStore, StateStore
 from serving.timeparse import iso, parse_event_time
 
@@ -66,13 +67,17 @@ COUNTERS = (
 )  # fmt: skip
 _LAST_SEEN = attrgetter("last_seen")
 _TXN_TIME = itemgetter(2)
+_KEPT_EVENT_TIME = itemgetter(0)
 _LABELLED_EVENT_TIME = itemgetter(1)
 EVICT_EVERY = 1_024
 # Entries older than every window are trimmed a day's worth at a time, not one per event.
 TRIM_SLACK_S = DAY  # events between sweeps of idle entities (memory only, not semantics)
 _W1H, _W24H, _W30D = HOUR, DAY, 30 * DAY
 SNAPSHOT_FORMAT = 2  # bump when the state's classes change shape: older snapshots start cold
-STATE_TABLES = {"cards": "card", "merchants": "merchant", "txns": "txn", "labels": "label"}
+STATE_TABLES = {
+    "cards": "card", "merchants": "merchant", "txns": "txn", "labels": "label",
+    "answers": "answer",
+}  # fmt: skip
 log = logging.getLogger("sentinel.serving")
 
 
@@ -541,12 +546,19 @@ class FeatureEngine:
         self._events = 0  # the hot path counts here; `counters` reads it
         # What happened to the last processed event's state: added, duplicate or too_late.
         self.last_state = "added"
+        self.last_answer: bytes | None = None  # a duplicate's stored answer, if any
         self._lateness = self.config.allowed_lateness_s
         self._dedup_window = self.config.dedup_window_s
         self._cards: MutableMapping[str, CardState] = self.store.table("card")
         self._merchants: MutableMapping[str, MerchantState] = self.store.table("merchant")
         # id -> (card, merchant, event_time), and id -> (label_time, event_time)
         self._txns: MutableMapping[str, tuple[str, str, float]] = self.store.table("txn")
+        # For retries (serving/retries.py): id -> (event_time, fingerprint of the request's
+        # body, the answer given as JSON bytes or None until known); ids without one have "".
+        self._kept: MutableMapping[str, tuple[float, str, bytes | None]] = self.store.table(
+            "answer"
+        )
+        self._keep = self.store.adder("answer")
         self._labels: MutableMapping[str, tuple[float, float]] = self.store.table("label")
         self._remember_txn = self.store.adder("txn")
         features = self.config.features
@@ -581,7 +593,11 @@ class FeatureEngine:
 
     @classmethod
     def restore(
-        cls, path: Path, features: FeatureSet | None = None, max_clock: float | None = None
+        cls,
+        path: Path,
+        features: FeatureSet | None = None,
+        max_clock: float | None = None,
+        dedup_window_s: float | None = None,
     ) -> "FeatureEngine":
         """An engine that continues exactly where the snapshotted one stopped.
 
@@ -589,7 +605,8 @@ class FeatureEngine:
         feature set (`features`): windows longer than the old one's reach start partly cold.
         A clock beyond `max_clock` (the wall clock plus the allowed skew: a bad timestamp
         absorbed by an older version) is clamped to it, with a warning, so it cannot make
-        every later event too late.
+        every later event too late. `dedup_window_s` replaces the saved one (the ids are
+        kept by event time, so a longer window finds those still held).
         """
         store, extra = InMemoryStore.restore(path)
         if extra.get("format") != SNAPSHOT_FORMAT:
@@ -597,7 +614,7 @@ class FeatureEngine:
         saved = extra["config"]
         config = EngineConfig(
             allowed_lateness_s=saved["allowed_lateness_s"],
-            dedup_window_s=saved["dedup_window_s"],
+            dedup_window_s=dedup_window_s or saved["dedup_window_s"],
             features=features or feature_set_from_declaration(saved["features"]),
         )
         engine = cls(store=store, config=config)
@@ -642,13 +659,48 @@ class FeatureEngine:
 
     # -- events -------------------------------------------------------------------------
 
-    def process_many(self, events: Sequence[EventArgs]) -> list[tuple[list[float], str]]:
-        """Events in order, each seeing the ones before: (vector, what happened to the
-        state) per event. A shared store answers the whole call in one round trip."""
+    def process_many(
+        self, events: Sequence[EventArgs], fingerprints: Sequence[str] | None = None
+    ) -> list[Processed]:
+        """Events in order, each seeing the ones before. A shared store answers the whole
+        call in one round trip. With `fingerprints` (one per event, of its request body), an
+        event that reuses a remembered transaction id with another body raises
+        ConflictingEvent naming it before any event of the call is processed."""
+        if fingerprints is None:
+            fingerprints = [""] * len(events)
+        elif len(events) > 1:
+            window = self._lateness + self._dedup_window
+            check_call(events, fingerprints, self._retry_of, self.clock, window)
+        process = self.process
         out = []
-        for e in events:
-            out.append((self.process(*e), self.last_state))
+        for e, fp in zip(events, fingerprints, strict=True):
+            vector = process(*e, fingerprint=fp)
+            out.append(Processed(vector, self.last_state, self.last_answer))
         return out
+
+    def _retry_of(self, txn_id: str) -> Remembered | None:
+        seen = self._txns.get(txn_id)
+        if seen is None:
+            return None
+        kept = self._kept.get(txn_id)
+        fingerprint = kept[1] if kept is not None and kept[0] == seen[2] else ""
+        return (seen[0], seen[1], seen[2], fingerprint)
+
+    def remember_answers(self, answers: Sequence[tuple[str, str, bytes]]) -> None:
+        """Keep the answer given for each (transaction id, fingerprint): a retry with the
+        same body gets it back for as long as the id is remembered. The first answer kept
+        for a payment stays; an id no longer remembered is skipped."""
+        for txn_id, fingerprint, answer in answers:
+            seen = self._txns.get(txn_id)
+            if seen is None:
+                continue
+            # A copy of exactly its size: orjson's bytes keep a 4 KiB buffer (measured).
+            answer = bytes(memoryview(answer))
+            kept = self._kept.get(txn_id)
+            if kept is None or kept[0] != seen[2]:  # e.g. a journal written without it
+                self._keep(txn_id, (seen[2], fingerprint, answer), seen[2])
+            elif kept[2] is None:
+                self._kept[txn_id] = (kept[0], kept[1] or fingerprint, answer)
 
     def process_event(self, event: Mapping[str, Any]) -> list[float]:
         """Validate a raw event (DESIGN.md §3 field names) and process it."""
@@ -666,15 +718,31 @@ class FeatureEngine:
         lat: float = NAN,
         lon: float = NAN,
         category: str | None = None,
+        fingerprint: str = "",
     ) -> list[float]:
-        """The feature vector (FEATURE_NAMES order) of a validated event; updates the state."""
+        """The feature vector (FEATURE_NAMES order) of a validated event; updates the state.
+
+        `fingerprint` identifies the request's body: a retry (an id remembered within the
+        dedup window) with another body raises ConflictingEvent before anything changes;
+        "" matches any body. A retry's stored answer, if any, is left in `last_answer`."""
         store = self.store
-        if t > self.clock:
-            self.clock = t
-        watermark = self.clock - self._lateness
+        clock = t if t > self.clock else self.clock
+        watermark = clock - self._lateness
         horizon = watermark - self._reach  # nothing this old is in any window any more
         seen = self._txns.get(txn_id)
-        duplicate = seen is not None and seen[2] > watermark - self._dedup_window
+        reused = seen is not None and seen[2] <= watermark - self._dedup_window
+        if reused:
+            seen = None  # forgotten: the id is a new payment
+        kept = None
+        if seen is not None:
+            kept = self._kept.get(txn_id)
+            if kept is not None and kept[0] != seen[2]:
+                kept = None  # kept for an earlier payment with this id
+            if kept is not None and fingerprint and kept[1] and kept[1] != fingerprint:
+                changed = changed_fields((*seen, kept[1]), card_id, merchant_id, t)
+                raise ConflictingEvent(0, txn_id, changed)
+        duplicate = seen is not None
+        self.clock = clock
         self._events += 1
 
         card = self._cards.get(card_id)
@@ -708,8 +776,14 @@ class FeatureEngine:
         if duplicate:
             self.counters["duplicates"] += 1
             self.last_state = "duplicate"
+            self.last_answer = None if kept is None else kept[2]
             return vector
+        self.last_answer = None
         self._remember_txn(txn_id, (card_id, merchant_id, t), t)
+        if fingerprint:
+            self._keep(txn_id, (t, fingerprint, None), t)
+        elif reused:
+            self._kept.pop(txn_id, None)
         if t < watermark:
             self.counters["too_late"] += 1
             self.last_state = "too_late"
@@ -765,6 +839,7 @@ class FeatureEngine:
         store.evict_idle("merchant", horizon, _LAST_SEEN)
         store.evict_idle("label", horizon, _LABELLED_EVENT_TIME)
         store.evict_idle("txn", watermark - self.config.dedup_window_s, _TXN_TIME)
+        store.evict_idle("answer", watermark - self.config.dedup_window_s, _KEPT_EVENT_TIME)
 
     # -- labels -------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from serving.features import FEATURE_NAMES
 from serving.logs import log_event
 from serving.resolve import ResolveError, stateful_ids
 from serving.schemas import ScoreBatchRequest, ScoreRequest
-from serving.scoring import EventError, NoModelError, ScoreOutcome
+from serving.scoring import EventConflict, EventError, NoModelError, ScoreOutcome
 from serving.service import Service
 from serving.state_store import StateStoreError
 
@@ -62,25 +62,23 @@ def validation_error(exc: ValidationError) -> Answer:
     return error(422, detail)
 
 
-def _answer(service: Service, outcome: ScoreOutcome, explain: bool) -> dict[str, Any]:
-    service.metrics.hot.count_outcome(
-        outcome.decision, outcome.scored_by, outcome.shadow_disagrees, outcome.state
+def conflict_error(message: str, prefix: str = "") -> Answer:
+    """A 409 naming the reused `transaction_id` (in a batch, `events.{i}.transaction_id`)."""
+    field = prefix + message.split(":", 1)[0]
+    return error(
+        409, [{"loc": ["body", field], "msg": prefix + message, "type": "idempotency_conflict"}]
     )
-    body: dict[str, Any] = {
-        "fraud_probability": outcome.probability,
-        "decision": outcome.decision,
-        "threshold": outcome.threshold,
-        "circuit_breaker_state": "closed" if outcome.scored_by == "model" else "open",
-        "model_version": outcome.champion.version,
-        "scored_by": outcome.scored_by,
-        "reasons": outcome.reasons,
-        "state": outcome.state,  # added, duplicate, too_late; stateless without a card
-        "profile": outcome.model.profile,  # full, or the request profile whose model answered
-    }
-    if outcome.model.profile != outcome.wanted:  # the champion has no model for it
-        body["profile_unavailable"] = outcome.wanted
-    if outcome.shadow_probability is not None:
-        body["shadow_fraud_probability"] = outcome.shadow_probability
+
+
+def _answer(service: Service, outcome: ScoreOutcome, explain: bool) -> dict[str, Any]:
+    body = outcome.answer
+    if outcome.replayed:
+        service.metrics.hot.count_replay()
+    else:
+        service.metrics.hot.count_outcome(
+            body["decision"], body["scored_by"], outcome.shadow_disagrees, outcome.state
+        )
+    body["state"] = outcome.state  # added, duplicate, too_late; stateless without a card
     if explain:  # orjson writes the NaN of a missing feature as null
         body["features"] = dict(zip(FEATURE_NAMES, outcome.vector, strict=True))
     return body
@@ -99,6 +97,8 @@ async def score_one(service: Service, raw: bytes, explain: bool) -> Answer:
         (outcome,) = await service.scorer.score_many([request])
     except (NoModelError, StateStoreError) as exc:
         return error(503, str(exc))
+    except EventConflict as exc:
+        return conflict_error(exc.message)
     except EventError as exc:
         return field_error(exc.message)
     return 200, orjson.dumps(_answer(service, outcome, explain))
@@ -123,6 +123,8 @@ async def score_batch(service: Service, raw: bytes, explain: bool) -> Answer:
         outcomes = await service.scorer.score_many(events)
     except (NoModelError, StateStoreError) as exc:
         return error(503, str(exc))
+    except EventConflict as exc:  # nothing of the batch was stored
+        return conflict_error(exc.message, f"events.{exc.index}.")
     except EventError as exc:  # e.g. an event_time ahead of the clock: the whole batch
         return field_error(f"events.{exc.index}.{exc.message}")
     results = [_answer(service, outcome, explain) for outcome in outcomes]

@@ -4,10 +4,14 @@
 Kappa-style, the state is a function of its inputs. The journal is an append-only record of
 every call that changes the engine, in order: each `FeatureEngine.process` of a scored event
 that carries a card (its exact arguments: txn_id, t, card_id, merchant_id, amount, channel,
-device_id, lat, lon, category) and each applied label (`apply_label`'s arguments), one
-compact JSON line each (orjson: `["e", ...]` or `["l", ...]`; a NaN coordinate is null). An
-event is recorded just before the engine processes it (validated input is never refused),
-a label once `apply_label` accepted it (a refused label raises before changing anything).
+device_id, lat, lon, category), each applied label (`apply_label`'s arguments) and each
+answer kept for retries (`remember_answers`: the transaction id, the request's fingerprint
+and the answer), one compact JSON line each (orjson: `["e", ...]`, `["l", ...]` or
+`["a", id, fingerprint, {answer}]`; a NaN coordinate is null). An event is recorded once the
+engine processed it (a refused one, e.g. a conflicting retry, changed nothing), a label once
+`apply_label` accepted it (a refused label raises before changing anything), an answer once
+it is known, before it is sent. (The fingerprint travels with the answer so that `e` lines
+keep their layout: a version before retries existed replays them, and skips `a` lines.)
 Recovery loads the last snapshot and replays the journal written after it through the same
 two methods, so the state after a crash equals the one a graceful stop would have kept.
 
@@ -56,7 +60,7 @@ from serving.scored_log import write_out
 log = logging.getLogger("sentinel.serving")
 SEGMENT_PREFIX, SEGMENT_SUFFIX = "segment-", ".jsonl"
 LOCK_NAME = "LOCK"
-EVENT, LABEL = "e", "l"
+EVENT, LABEL, ANSWER = "e", "l", "a"
 REPLAY_NONE = 2**62  # a snapshot that does not say where the journal continues: replay nothing
 CHILD_TIMEOUT_S = 600.0  # at least this long for a snapshot child before it counts as hung
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -163,6 +167,13 @@ class Journal:
         self._pending += orjson.dumps((EVENT, *args), option=_NEWLINE)
         self.lines += 1
 
+    def answer(self, txn_id: str, fingerprint: str, answer: bytes) -> None:
+        """Record an answer kept for retries (`FeatureEngine.remember_answers`); `answer` is
+        already JSON, so it is spliced in, not re-encoded."""
+        head = orjson.dumps((ANSWER, txn_id, fingerprint))[:-1]  # without its closing bracket
+        self._pending += head + b"," + answer + b"]\n"
+        self.lines += 1
+
     def label(self, args: tuple[Any, ...]) -> None:
         """Record an accepted `FeatureEngine.apply_label` call (its positional arguments)."""
         self._pending += orjson.dumps((LABEL, *args), option=_NEWLINE)
@@ -260,6 +271,9 @@ def _apply(engine: FeatureEngine, record: list[Any]) -> None:
             txn, float(t), card, merchant, float(amount), channel, device,
             NAN if lat is None else float(lat), NAN if lon is None else float(lon), category,
         )  # fmt: skip
+    elif kind == ANSWER:
+        _, txn, fingerprint, answer = record
+        engine.remember_answers([(txn, fingerprint, orjson.dumps(answer))])
     elif kind == LABEL:
         _, txn, is_fraud, label_time, card, merchant, event_time = record
         engine.apply_label(

@@ -58,6 +58,9 @@ class HotPathCounters(Collector):
         self.shadow_disagreements = 0
         self.shadow_failures = 0
         self.ejections = 0  # champions taken out of service for non-probability answers
+        self.replays = 0  # retries answered with their stored answer
+        self.conflicts = 0  # calls refused: a transaction id reused with another body
+        self.answers_not_kept = 0  # answers the shared store failed to keep for retries
         self.latency: dict[str, _LatencyHistogram] = {}
 
     def count_outcome(
@@ -68,6 +71,11 @@ class HotPathCounters(Collector):
         self.state_updates[state] += 1
         if shadow_disagrees:
             self.shadow_disagreements += 1
+
+    def count_replay(self) -> None:
+        """A retry answered with its stored answer: the decision is not counted again."""
+        self.replays += 1
+        self.state_updates["duplicate"] += 1
 
     def observe_latency(self, route: str, seconds: float) -> None:
         histogram = self.latency.get(route)
@@ -108,6 +116,18 @@ class HotPathCounters(Collector):
         yield CounterMetricFamily(
             "sentinel_model_ejections", "Champions taken out of service for answering NaN, "
             "infinity or a score outside [0, 1]", value=self.ejections,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "sentinel_idempotent_replays", "Retries (same transaction_id and body) answered "
+            "with the stored answer", value=self.replays,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "sentinel_idempotency_conflicts", "Calls refused with 409: a transaction_id "
+            "reused with another body", value=self.conflicts,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "sentinel_answers_not_kept", "Answers the shared state store failed to keep for "
+            "retries (such a retry is scored again)", value=self.answers_not_kept,
         )  # fmt: skip
 
 

@@ -31,6 +31,10 @@ class ReadyResponse(BaseModel):
 MEANINGS = {
     401: "No bearer token: send `Authorization: Bearer $SENTINEL_ADMIN_TOKEN`.",
     403: "Wrong token, or admin is disabled (SENTINEL_ADMIN_TOKEN unset).",
+    409: "A `transaction_id` already scored with a different body (within the dedup window): "
+    "`loc` names it (in a batch, `events.{i}.transaction_id`) and `msg` what changed; nothing "
+    "of the call was stored (README: Retries). A retry with the same body gets the original "
+    "answer (`state: duplicate`).",
     413: "The body is larger than the route's limit (stated on its request body).",
     415: "The body is not declared `Content-Type: application/json`.",
     422: "A field is invalid: `loc` names it, `msg` says why; nothing was stored.",

@@ -13,7 +13,10 @@
 -- (zset by time; member txn\0merchant\0device\0amount\0lat\0lon\0cum_after), cf: frauds
 -- (zset by event time; member label_time\0txn); per merchant m:{ls, wc}, me: payments
 -- (member txn\0card), mf: frauds, mh: the cards of the payments after wc, with counts;
--- P.cards and P.merchants index the live ones by last use, to the hour (caps and sizes).
+-- P.cards and P.merchants index the live ones by last use, to the hour (caps and sizes);
+-- P.t:id a transaction id remembered for the dedup window (card\0merchant\0time), P.f:id
+-- its time and request fingerprint (time\0fingerprint), P.a:id the answer given for it;
+-- P.x:batch marks a batch one of whose events was refused: its later events are skipped.
 
 local P, txn, ts, card, merchant = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local t = tonumber(ts)
@@ -21,8 +24,10 @@ local payload, amount = ARGV[6], tonumber(ARGV[7])
 local lateness, reach, dedup = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local card_from, slack = ARGV[11], tonumber(ARGV[12])
 local ttl, txn_ttl, hour_cut = ARGV[13], ARGV[14], ARGV[15]
-local max_cards, max_merchants = tonumber(ARGV[#ARGV - 2]), tonumber(ARGV[#ARGV - 1])
-local skew = tonumber(ARGV[#ARGV])
+local max_cards, max_merchants = tonumber(ARGV[#ARGV - 4]), tonumber(ARGV[#ARGV - 3])
+local skew = tonumber(ARGV[#ARGV - 2])
+local fingerprint = ARGV[#ARGV - 1] -- of the request's body; '' matches any
+local batch = ARGV[#ARGV] -- a token shared by the scripts of one batch ('' alone)
 local nb = tonumber(ARGV[16])
 local bounds = {}
 for i = 1, nb do bounds[i] = ARGV[16 + i] end
@@ -111,32 +116,58 @@ local function slide(M, ME, MH, wc, cut)
   return tonumber(cut)
 end
 
+-- Refuse the event, and with it the rest of its batch: nothing after it is applied.
+local X = P .. 'x:' .. batch
+if batch ~= '' and redis.call('EXISTS', X) == 1 then return {'skipped'} end
+local function refuse(reply)
+  if batch ~= '' then redis.call('SET', X, '1', 'PX', 60000) end
+  return reply
+end
+
 -- The shared clock is Redis's: an event further ahead of it than the skew is refused before
 -- anything is written (each host checked its own clock already; this catches a host whose
 -- clock is off), and a stored clock beyond it (written before this guard) is pulled back.
 local now = redis.call('TIME')
 local latest = tonumber(now[1]) + tonumber(now[2]) / 1e6 + skew
-if t > latest then return {'ahead', fmt(latest)} end
+if t > latest then return refuse({'ahead', fmt(latest)}) end
 local G = P .. 'g'
 local clock = num(redis.call('HGET', G, 'clock'), -INF)
-if clock > latest then
-  clock = latest
-  redis.call('HSET', G, 'clock', fmt(latest))
-end
-if t > clock then
-  clock = t
-  redis.call('HSET', G, 'clock', ts)
-end
+local pulled = clock > latest
+if pulled then clock = latest end
+local moved = t > clock
+if moved then clock = t end
 local watermark = clock - lateness
 local horizon = watermark - reach
-local seq = redis.call('HINCRBY', G, 'events', 1) -- the order Redis applied events in
 
+-- A transaction id remembered within the dedup window is a retry: with another body
+-- (fingerprint) it is refused before anything is written; with the same one it gets the
+-- answer stored for it, if any. P.f and P.a count only if P.f has this payment's time (an
+-- id reused after the window is a new payment; an older version writes neither).
 local T = P .. 't:' .. txn
 local seen = redis.call('GET', T)
-local duplicate = false
+local duplicate, answer = false, ''
 if seen then
-  duplicate = tonumber(string.match(seen, '%z([^%z]*)$')) > watermark - dedup
+  local st = string.match(seen, '%z([^%z]*)$')
+  duplicate = tonumber(st) > watermark - dedup
+  if duplicate then
+    local retry = redis.call('MGET', P .. 'f:' .. txn, P .. 'a:' .. txn)
+    local kt, kf = '', ''
+    if retry[1] then kt, kf = string.match(retry[1], '^([^%z]*)%z(.*)$') end
+    if kt == st then
+      if fingerprint ~= '' and kf ~= '' and kf ~= fingerprint then
+        local sc, sm = string.match(seen, '^([^%z]*)%z([^%z]*)%z')
+        return refuse({'conflict', sc, sm, st, kf})
+      end
+      answer = retry[2] or ''
+    end
+  end
 end
+if moved then
+  redis.call('HSET', G, 'clock', ts)
+elseif pulled then
+  redis.call('HSET', G, 'clock', fmt(latest))
+end
+local seq = redis.call('HINCRBY', G, 'events', 1) -- the order Redis applied events in
 local kept = (not duplicate) and t >= watermark
 
 -- The card, as it was.
@@ -214,6 +245,8 @@ if duplicate then
   redis.call('HINCRBY', G, 'duplicates', 1)
 else
   redis.call('SET', T, card .. '\0' .. merchant .. '\0' .. ts, 'PX', txn_ttl)
+  redis.call('SET', P .. 'f:' .. txn, ts .. '\0' .. fingerprint, 'PX', txn_ttl)
+  redis.call('DEL', P .. 'a:' .. txn) -- an answer kept for an earlier payment with this id
   if not kept then
     state = 'too_late'
     redis.call('HINCRBY', G, 'too_late', 1)
@@ -300,4 +333,4 @@ if kept then
     {'m:', 'me:', 'mf:', 'mh:'}, seq)
 end
 
-return {state, fmt(clock), entries, cum_before, frauds, fr, mp, counts, cards1h, seq}
+return {state, fmt(clock), entries, cum_before, frauds, fr, mp, counts, cards1h, seq, answer}

@@ -23,8 +23,9 @@ would place on different shards.
 
 import contextlib
 import math
+import os
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -47,6 +48,7 @@ from serving.feature_engine import (
     feature_vector,
     label_before_event,
 )
+from serving.retries import ConflictingEvent, Processed, Remembered, changed_fields, check_call
 from serving.state_store import StateStoreError
 from serving.timeparse import iso
 
@@ -169,7 +171,7 @@ class RedisFeatureEngine(FeatureEngine):
 
     # -- events -------------------------------------------------------------------------
 
-    def _event_args(self, e: EventArgs) -> list[str]:
+    def _event_args(self, e: EventArgs, fingerprint: str, batch: str = "") -> list[str]:
         txn_id, t, card_id, merchant_id, amount, _, device_id, lat, lon, _ = e
         bounds, windows = self.counted.merchant.counts(t)
         payload = "\0".join(
@@ -185,17 +187,24 @@ class RedisFeatureEngine(FeatureEngine):
         ]  # fmt: skip
         for after, until, strict in windows:
             args += [repr(after), repr(until), "1" if strict else "0"]
-        return [*args, *self._caps, repr(self.max_clock_skew_s)]
+        return [*args, *self._caps, repr(self.max_clock_skew_s), fingerprint, batch]
 
     def _vector_from(self, e: EventArgs, reply: list[Any]) -> list[float]:
-        _, t, _, _, amount, channel, device_id, lat, lon, category = e
-        if _text(reply[0]) == "ahead":  # refused by Redis's clock; nothing was written
+        txn_id, t, card_id, merchant_id, amount, channel, device_id, lat, lon, category = e
+        refused = _text(reply[0])
+        if refused == "ahead":  # refused by Redis's clock; nothing was written
             raise ValueError(
                 f"event_time: {iso(t)} is more than {self.max_clock_skew_s:g} s ahead of the "
                 f"shared state's clock (latest accepted {iso(float(reply[1]))})"
             )
-        state, clock, entries, cum_before, frauds, fraud_reported, mp, counts, cards1h, seq = reply
+        if refused == "conflict":  # a retry with another body; nothing was written
+            seen = (_text(reply[1]), _text(reply[2]), float(reply[3]), _text(reply[4]))
+            raise ConflictingEvent(0, txn_id, changed_fields(seen, card_id, merchant_id, t))
+        state, clock, entries, cum_before, frauds, fraud_reported, mp, counts, cards1h, seq = reply[
+            :10
+        ]
         self.last_state = _text(state)
+        self.last_answer = reply[10] or None  # a retry's stored answer
         self.last_seq = seq  # this event's place in the order Redis applied all events
         self.clock = max(self.clock, float(clock))
         card = CardState()
@@ -239,32 +248,83 @@ class RedisFeatureEngine(FeatureEngine):
         lat: float = NAN,
         lon: float = NAN,
         category: str | None = None,
+        fingerprint: str = "",
     ) -> list[float]:
         e: EventArgs = (txn_id, t, card_id, merchant_id, amount, channel, device_id, lat, lon,
                         category)  # fmt: skip
         with unavailable_as_store_error():
-            reply = self._event_script(args=self._event_args(e))
+            reply = self._event_script(args=self._event_args(e, fingerprint))
         return self._vector_from(e, reply)
 
-    def process_many(self, events: Sequence[EventArgs]) -> list[tuple[list[float], str]]:
-        """Several events in one round trip, applied in order (each sees the ones before)."""
+    def process_many(
+        self, events: Sequence[EventArgs], fingerprints: Sequence[str] | None = None
+    ) -> list[Processed]:
+        """Several events in one round trip, applied in order (each sees the ones before).
+
+        A batch's conflicting retries are looked for first (one more round trip), so one
+        normally refuses the call before anything is written. Only a conflicting retry sent
+        by another worker between that check and the batch's scripts is found by its script
+        instead. A script that refuses its event (a conflict, or Redis's clock) marks the
+        batch, and the scripts after it skip theirs (`skipped` replies, never read: the
+        refusal before them is raised): the events before it were applied (documented), and
+        a retry of the whole batch gets their stored answers."""
+        if fingerprints is None:
+            fingerprints = [""] * len(events)
         if len(events) == 1:
             try:
-                return [(self.process(*events[0]), self.last_state)]
+                vector = self.process(*events[0], fingerprint=fingerprints[0])
+            except ConflictingEvent:
+                raise
             except ValueError as exc:
                 raise RefusedEvent(0, str(exc)) from None
+            return [Processed(vector, self.last_state, self.last_answer)]
+        if any(fingerprints):
+            stored, clock = self._remembered_of(events)
+            check_call(events, fingerprints, stored, clock, self._lateness + self._dedup_window)
+        batch = os.urandom(8).hex()  # once one script refuses its event, the rest skip theirs
         pipe = self.client.pipeline(transaction=False)
-        for e in events:
-            self._event_script(args=self._event_args(e), client=pipe)
+        for e, fp in zip(events, fingerprints, strict=True):
+            self._event_script(args=self._event_args(e, fp, batch), client=pipe)
         with unavailable_as_store_error():
             replies = pipe.execute()
         out = []
         for index, (e, reply) in enumerate(zip(events, replies, strict=True)):
             try:
-                out.append((self._vector_from(e, reply), self.last_state))
+                vector = self._vector_from(e, reply)
+            except ConflictingEvent as exc:  # the events before it were applied (documented)
+                raise ConflictingEvent(index, exc.txn_id, exc.changed) from None
             except ValueError as exc:  # the events before it were applied (documented)
                 raise RefusedEvent(index, str(exc)) from None
+            out.append(Processed(vector, self.last_state, self.last_answer))
         return out
+
+    def _remembered_of(
+        self, events: Sequence[EventArgs]
+    ) -> tuple[Callable[[str], Remembered | None], float]:
+        """The transaction ids of `events` as Redis remembers them, and its clock."""
+        ids = list(dict.fromkeys(e[0] for e in events))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget([f"{self.prefix}t:{txn_id}" for txn_id in ids])
+        pipe.mget([f"{self.prefix}f:{txn_id}" for txn_id in ids])
+        pipe.hget(self.prefix + "g", "clock")
+        with unavailable_as_store_error():
+            seen, kept, clock = pipe.execute()
+        remembered: dict[str, Remembered] = {}
+        for txn_id, value, retry in zip(ids, seen, kept, strict=True):
+            if value is not None:
+                card, merchant, t = _text(value).split("\0")
+                at, fingerprint = _text(retry).split("\0", 1) if retry else ("", "")
+                remembered[txn_id] = (card, merchant, float(t), fingerprint if at == t else "")
+        return remembered.get, -math.inf if clock is None else float(clock)
+
+    def remember_answers(self, answers: Sequence[tuple[str, str, bytes]]) -> None:
+        """One round trip: each answer kept as long as its transaction id (the first one
+        stays; the script deletes it when the id starts a new payment)."""
+        pipe = self.client.pipeline(transaction=False)
+        for txn_id, _, answer in answers:
+            pipe.set(f"{self.prefix}a:{txn_id}", answer, nx=True, px=int(self._txn_ttl_ms))
+        with unavailable_as_store_error():
+            pipe.execute()
 
     # -- labels -------------------------------------------------------------------------
 

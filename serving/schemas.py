@@ -109,7 +109,8 @@ class ScoreResponse(BaseModel):
     model_version: str
     scored_by: Literal["model", "heuristic"]
     reasons: list[str]
-    # What the event did to the online state: added; duplicate (a retried transaction_id);
+    # What the event did to the online state: added; duplicate (a retried transaction_id,
+    # answered with the answer stored for it: README "Retries");
     # too_late (older than the allowed lateness: scored, not stored); stateless (no card_id).
     state: Literal["added", "duplicate", "too_late", "stateless"]
     # Which model answered: "full" (every feature, online state) or a request profile's

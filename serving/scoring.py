@@ -9,6 +9,13 @@ SENTINEL_INJECT_LATENCY_MS) the call is raced against the deadline and the heuri
 answers at the deadline; an inline call that overruns is counted as slow and opens the
 breaker, so later requests go straight to the heuristic.
 
+Idempotency: each event with a card carries its request body's fingerprint to the engine.
+A retry (its transaction id remembered within the dedup window) with the same body gets the
+answer stored for the id, without a model call or a scored-log line; with another body the
+whole call is refused (409) before any of it is processed. Fresh answers are stored once
+they are known, before they are sent (journaled with the in-memory state; on Redis one more
+round trip per call, for every worker and host to see).
+
 Event-time guard: an event stamped more than `max_clock_skew_s` after the service's wall
 clock (`Scorer.clock`, injectable) is refused before any event of the call reaches the
 engine, so a bad timestamp can never move the engine's clock (DESIGN.md §3). Far-past events
@@ -16,28 +23,42 @@ are scored; the engine, too late to add them, says so (`ScoreOutcome.state`).
 """
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
+
+import orjson
 
 from serving.batching import TurnBatcher
 from serving.breaker import CircuitBreaker
 from serving.bundle import Bundle, ServedModel
 from serving.feature_engine import EventArgs, FeatureEngine, RefusedEvent
-from serving.heuristic import heuristic_score
+from serving.heuristic import HeuristicResult, heuristic_score
 from serving.journal import Journal
+from serving.logs import log_event
 from serving.metrics import HotPathCounters
 from serving.models import LoadedModels, ModelManager
 from serving.predictor import Rows
 from serving.profiles import FULL, wanted_profile
-from serving.resolve import cold_start_vector, event_args, event_timestamp, with_given_features
+from serving.resolve import (
+    cold_start_vector,
+    event_args,
+    event_timestamp,
+    fingerprint,
+    with_given_features,
+)
+from serving.retries import ConflictingEvent, conflict_message
 from serving.schemas import ScoreRequest
 from serving.scored_log import ScoredLog
 from serving.settings import ServiceSettings
+from serving.state_store import StateStoreError
 from serving.timeparse import iso
+
+log = logging.getLogger("sentinel.serving")
 
 
 class NoModelError(Exception):
@@ -53,29 +74,46 @@ class EventError(ValueError):
         self.message = message
 
 
+class EventConflict(EventError):
+    """Event `index` reuses a transaction id with another body (409); nothing was stored."""
+
+
 @dataclass(slots=True)  # not frozen: one is built per scored event, and cheaper so
 class ScoreOutcome:
-    probability: float
-    decision: str
-    scored_by: str  # model | heuristic
-    champion: Bundle
-    challenger: Bundle | None
-    model: ServedModel  # the champion's model for this request (or that would have been)
-    wanted: str  # the profile the request asked for (serving/profiles.py)
-    reasons: tuple[str, ...]
-    vector: list[float]
-    shadow_probability: float | None
-    shadow_disagrees: bool  # the challenger, at its own threshold, would have decided otherwise
+    # The response body without `state` and `features`: what a retry with the same body
+    # gets back (a JSON object, stored as bytes).
+    answer: dict[str, Any]
+    vector: list[float]  # the resolved features (`?explain=true`)
     state: str  # added, duplicate or too_late (the engine's `last_state`); stateless: no card
+    replayed: bool  # `answer` is the one stored for this transaction id and body
+    shadow_disagrees: bool  # the challenger, at its own threshold, would have decided otherwise
 
-    @property
-    def threshold(self) -> float:
-        return self.model.threshold
 
-    @property
-    def profile_unavailable(self) -> str | None:
-        """The profile the request wanted when the champion has no model for it."""
-        return None if self.model.profile == self.wanted else self.wanted
+def answer_body(
+    probability: float,
+    scored_by: str,
+    champion: Bundle,
+    model: ServedModel,
+    wanted: str,
+    reasons: tuple[str, ...],
+    shadow_probability: float | None,
+) -> dict[str, Any]:
+    """The response fields a retry gets back (`ScoreResponse` without state and features)."""
+    body: dict[str, Any] = {
+        "fraud_probability": probability,
+        "decision": "decline" if probability >= model.threshold else "approve",
+        "threshold": model.threshold,
+        "circuit_breaker_state": "closed" if scored_by == "model" else "open",
+        "model_version": champion.version,
+        "scored_by": scored_by,
+        "reasons": reasons,
+        "profile": model.profile,  # full, or the request profile whose model answered
+    }
+    if model.profile != wanted:  # the champion has no model for the profile wanted
+        body["profile_unavailable"] = wanted
+    if shadow_probability is not None:
+        body["shadow_fraud_probability"] = shadow_probability
+    return body
 
 
 Wanted = tuple[str, str]  # the profile (serving/profiles.py) champion and challenger want
@@ -259,61 +297,101 @@ class Scorer:
                 if refused is not None:
                     raise EventError(index, refused)
         stateful: list[EventArgs | None] = []
+        fingerprints: list[str] = []
         for index, (request, t) in enumerate(zip(requests, times, strict=True)):
             try:
-                stateful.append(event_args(request, t))
+                args = event_args(request, t)
             except ValueError as exc:
                 raise EventError(index, str(exc)) from None
+            stateful.append(args)
+            if args is not None:
+                fingerprints.append(fingerprint(request))
         events = [e for e in stateful if e is not None]
+        try:  # one round trip on Redis
+            processed = iter(self.engine.process_many(events, fingerprints))
+        except ConflictingEvent as exc:  # a retry with another body: nothing was processed
+            index = [i for i, e in enumerate(stateful) if e is not None][exc.index]
+            self.counters.conflicts += 1
+            changed = exc.changed
+            if requests[index].event_time is None:  # stamped on arrival: not the caller's
+                changed = [name for name in changed if name != "event_time"]
+            raise EventConflict(index, conflict_message(exc.txn_id, changed)) from None
+        except RefusedEvent as exc:  # refused by the shared state's own clock
+            index = [i for i, e in enumerate(stateful) if e is not None][exc.index]
+            raise EventError(index, exc.message) from None
         if self.journal is not None:
             for e in events:
                 self.journal.event(e)
-        try:
-            processed = iter(self.engine.process_many(events))  # one round trip on Redis
-        except RefusedEvent as exc:  # refused by the shared state's own clock
-            stateful_at = [i for i, e in enumerate(stateful) if e is not None]
-            raise EventError(stateful_at[exc.index], exc.message) from None
-        vectors, states, wanted = [], [], []
+        vectors, states, wanted, stored = [], [], [], []
         for request, t, args in zip(requests, times, stateful, strict=True):
             if args is None:
-                vector, state = cold_start_vector(request, t), "stateless"
+                vector, state, answer = cold_start_vector(request, t), "stateless", None
             else:
-                vector, state = next(processed)
+                vector, state, answer = next(processed)
             vectors.append(with_given_features(vector, request))
             states.append(state)
+            stored.append(answer)
             wanted.append(BOTH_FULL if args is not None else self._wanted(models, request))
-        if self.journal is not None:
-            self.journal.write()  # one OS write per call, before its answer (kill -9 safe)
-        scores = await self.batcher.submit(models, list(zip(wanted, vectors, strict=True)))
-        outcomes = []
-        for request, t, vector, scored, state, (profile, _) in zip(
-            requests, times, vectors, scores, states, wanted, strict=True
-        ):
-            p, shadow = scored.champion, scored.challenger
-            rules = heuristic_score(vector)
-            probability = p if p is not None else rules.probability
-            model, shadow_model = scored.champion_model, scored.challenger_model
-            decision = "decline" if probability >= model.threshold else "approve"
-            outcome = ScoreOutcome(
-                probability=probability,
-                decision=decision,
-                scored_by="model" if p is not None else "heuristic",
-                champion=champion,
-                challenger=challenger,
-                model=model,
-                wanted=profile,
-                reasons=rules.reasons,
-                vector=vector,
-                shadow_probability=shadow,
-                shadow_disagrees=shadow_model is not None
-                and shadow is not None
-                and (shadow >= shadow_model.threshold) != (decision == "decline"),
-                state=state,
-            )
-            self._log(request, t, received, outcome, scored, rules.probability)
-            outcomes.append(outcome)
+        outcomes: list[ScoreOutcome | None] = [
+            None
+            if answer is None
+            else ScoreOutcome(orjson.loads(answer), vector, state, True, False)
+            for answer, vector, state in zip(stored, vectors, states, strict=True)
+        ]  # a retry's stored answer; the others are scored below
+        fresh = [i for i, answer in enumerate(stored) if answer is None]
+        if fresh:
+            rows = [(wanted[i], vectors[i]) for i in fresh]
+            scores = await self.batcher.submit(models, rows)
+        kept: list[tuple[str, str, bytes]] = []
+        fingerprint_of = dict(zip((e[0] for e in events), fingerprints, strict=True))
+        for i, scored in zip(fresh, scores if fresh else (), strict=True):
+            request = requests[i]
+            rules = heuristic_score(vectors[i])
+            outcome = self._outcome(models, wanted[i][0], vectors[i], states[i], scored, rules)
+            self._log(request, times[i], received, outcome, scored, rules.probability, challenger)
+            outcomes[i] = outcome
+            args = stateful[i]
+            if args is not None:
+                txn_id = args[0]
+                kept.append((txn_id, fingerprint_of[txn_id], orjson.dumps(outcome.answer)))
+        self._keep(kept)
         self.log.write()  # one OS write per call, before its answer
-        return outcomes
+        return cast(list[ScoreOutcome], outcomes)  # every one is set by now
+
+    def _outcome(
+        self, models: LoadedModels, wanted: str, vector: list[float], state: str,
+        scored: ModelScores, rules: HeuristicResult,
+    ) -> ScoreOutcome:  # fmt: skip
+        assert models.champion is not None
+        p, shadow, shadow_model = scored.champion, scored.challenger, scored.challenger_model
+        probability = p if p is not None else rules.probability
+        answer = answer_body(
+            probability, "model" if p is not None else "heuristic", models.champion,
+            scored.champion_model, wanted, rules.reasons, shadow,
+        )  # fmt: skip
+        disagrees = (
+            shadow_model is not None
+            and shadow is not None
+            and (shadow >= shadow_model.threshold) != (answer["decision"] == "decline")
+        )
+        return ScoreOutcome(answer, vector, state, False, disagrees)
+
+    def _keep(self, answers: list[tuple[str, str, bytes]]) -> None:
+        """Store fresh answers for retries, then hand the journal's lines to the OS in one
+        write (and fsync when `journal_fsync_ms` is 0), before the answers are sent. A
+        shared store that fails here loses only the stored answer (logged): the answer is
+        still sent, and a retry is scored again on the same features."""
+        if answers:
+            try:
+                self.engine.remember_answers(answers)
+            except StateStoreError as exc:
+                self.counters.answers_not_kept += len(answers)
+                log_event(log, logging.WARNING, "answers_not_kept", error=str(exc))
+            if self.journal is not None:
+                for txn_id, fp, answer in answers:
+                    self.journal.answer(txn_id, fp, answer)
+        if self.journal is not None:
+            self.journal.write()  # kill -9 safe: every answered event is on its way to disk
 
     def _log(
         self,
@@ -323,25 +401,26 @@ class Scorer:
         outcome: ScoreOutcome,
         scored: ModelScores,
         heuristic: float,
+        challenger: Bundle | None,
     ) -> None:
-        challenger, shadow_model = outcome.challenger, scored.challenger_model
+        answer, shadow_model = outcome.answer, scored.challenger_model
         self.log.append(
             {
                 "transaction_id": request.transaction_id,
                 "event_time": event_time,
                 "scored_at": received,
-                "champion_version": outcome.champion.version,
-                "profile": outcome.model.profile,
+                "champion_version": answer["model_version"],
+                "profile": answer["profile"],
                 "champion_score": scored.champion,
-                "champion_threshold": outcome.threshold,
+                "champion_threshold": answer["threshold"],
                 "champion_call_us": scored.champion_us,
                 "heuristic_score": heuristic,
                 "challenger_version": challenger.version if challenger else None,
-                "challenger_score": outcome.shadow_probability,
+                "challenger_score": answer.get("shadow_fraud_probability"),
                 "challenger_profile": shadow_model.profile if shadow_model else None,
                 "challenger_threshold": shadow_model.threshold if shadow_model else None,
                 "challenger_call_us": scored.challenger_us,
-                "decision": outcome.decision,
-                "scored_by": outcome.scored_by,
+                "decision": answer["decision"],
+                "scored_by": answer["scored_by"],
             }
         )

@@ -7,7 +7,7 @@ import logging
 import time
 
 from serving.breaker import CircuitBreaker
-from serving.feature_engine import EngineConfig, FeatureEngine
+from serving.feature_engine import FeatureEngine
 from serving.journal import (
     REPLAY_NONE,
     Journal,
@@ -75,22 +75,24 @@ class Service:
     def _restore_engine(self) -> FeatureEngine:
         """The shared Redis state when configured; else the state saved at the last
         shutdown (a missing or unreadable one starts cold)."""
-        features = self.settings.feature_set()
         s = self.settings
+        config = s.engine_config()
         if s.redis_url:
             log_event(log, logging.INFO, "feature_state_shared", store="redis")  # no URL: secrets
             return RedisFeatureEngine.from_url(
-                s.redis_url, EngineConfig(features=features), s.redis_prefix,
-                s.max_clock_skew_s, s.redis_timeout_ms / 1000.0,
+                s.redis_url, config, s.redis_prefix, s.max_clock_skew_s,
+                s.redis_timeout_ms / 1000.0,
             )  # fmt: skip
         if not self.snapshot_path.exists():
-            return FeatureEngine(config=EngineConfig(features=features))
+            return FeatureEngine(config=config)
         try:
-            max_clock = time.time() + self.settings.max_clock_skew_s  # clamps a bad clock
-            engine = FeatureEngine.restore(self.snapshot_path, features, max_clock)
+            max_clock = time.time() + s.max_clock_skew_s  # clamps a bad clock
+            engine = FeatureEngine.restore(
+                self.snapshot_path, config.features, max_clock, config.dedup_window_s
+            )
         except Exception as exc:  # any unreadable snapshot (other code, other shape): start cold
             log_event(log, logging.WARNING, "feature_state_not_restored", error=type(exc).__name__)
-            return FeatureEngine(config=EngineConfig(features=features))
+            return FeatureEngine(config=config)
         self._from_snapshot = engine.stats()["events"]
         return engine
 

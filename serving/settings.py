@@ -7,6 +7,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.breaker import BreakerConfig
+from serving.feature_engine import EngineConfig
 from serving.features import DEFAULT_LABEL_MATURITY_DAYS, FeatureSet
 
 MIN_ADMIN_TOKEN = 16
@@ -72,6 +73,13 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="Merchants held in memory (least recently used evicted beyond it).",
     )
+    dedup_window_s: float = Field(
+        default=2 * 86_400.0,
+        gt=0,
+        description="How long (event time) a transaction_id is remembered: a retry within it "
+        "gets its stored answer (409 with another body), and a label carrying only the id is "
+        "attributed to its card and merchant.",
+    )
     label_maturity_days: float = Field(
         default=DEFAULT_LABEL_MATURITY_DAYS,
         ge=0,
@@ -109,6 +117,9 @@ class ServiceSettings(BaseSettings):
 
     def feature_set(self) -> FeatureSet:
         return FeatureSet(label_maturity_days=self.label_maturity_days)
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(features=self.feature_set(), dedup_window_s=self.dedup_window_s)
 
     @field_validator("admin_token", mode="after")
     @classmethod

@@ -1,10 +1,12 @@
 """`sentinel serve --workers 2` and a second server on one real redis-server: the workers
 and hosts share one online state and answer exactly what the offline replay computes."""
 
+import datetime as dt
 import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,3 +111,28 @@ def test_workers_and_hosts_answer_exactly_the_offline_replay(two_hosts) -> None:
     assert len(writers) >= 2, writers
     answered = sum(len(p.read_text().splitlines()) for p in (home / "scored").glob("scored-*"))
     assert answered >= len(frame)
+
+
+def test_a_retry_on_another_worker_or_host_gets_the_original_answer(two_hosts) -> None:
+    """Last in this module: its event is stamped now, ahead of the simulated days."""
+    urls, home = two_hosts
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
+    payment = {"transaction_id": "retried-1", "card_id": "card-r", "merchant_id": "shop",
+               "amount": 42.0, "event_time": now.isoformat()}  # fmt: skip
+    first = post(f"{urls[1]}/v1/score", payment)  # the other host
+    assert first["state"] == "added"
+    for url in (urls[0],) * 4 + (urls[1],):  # the two workers (new connections), and back
+        retry = post(f"{url}/v1/score", payment)
+        assert retry == first | {"state": "duplicate"}
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            post(f"{url}/v1/score", payment | {"amount": 43.0})
+        assert refused.value.code == 409
+        detail = json.load(refused.value)["detail"][0]
+        assert detail["loc"] == ["body", "transaction_id"]
+    logged = [
+        line
+        for path in (home / "scored").glob("scored-*.jsonl")
+        for line in path.read_text().splitlines()
+        if '"retried-1"' in line
+    ]
+    assert len(logged) == 1  # scored once; every retry was the stored answer

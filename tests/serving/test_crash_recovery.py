@@ -335,7 +335,8 @@ def test_the_service_writes_journal_and_logs_before_it_answers(tmp_path: Path) -
     label = {"transaction_id": "t2", "is_fraud": True, "label_time": _iso(now)}
     journal_dir = tmp_path / "serving" / "journal"
     with TestClient(create_app(settings)) as c:
-        assert c.post("/v1/score", json=event).status_code == 200
+        first = c.post("/v1/score", json=event)
+        assert first.status_code == 200
         assert c.post("/v1/score", json={"amount": 5.0}).status_code == 200  # no card: no state
         assert c.post("/v1/score/batch", json={"events": batch}).status_code == 200
         assert c.post("/v1/feedback", json=label).json()["outcome"] == "applied"
@@ -343,9 +344,13 @@ def test_the_service_writes_journal_and_logs_before_it_answers(tmp_path: Path) -
         assert not service.journal._pending and not service.log._pending  # type: ignore[union-attr]
         ((_, segment),) = segments(journal_dir)
         records = [json.loads(line) for line in segment.read_text().splitlines()]
-        assert [(r[0], r[1]) for r in records] == [("e", "t1"), ("e", "t2"), ("e", "t3"),
-                                                   ("l", "t2")]  # fmt: skip
+        # Each event once processed, and its answer, kept for retries, before it is sent.
+        assert [(r[0], r[1]) for r in records] == [
+            ("e", "t1"), ("a", "t1"), ("e", "t2"), ("e", "t3"), ("a", "t2"), ("a", "t3"),
+            ("l", "t2"),
+        ]  # fmt: skip
         assert records[0][8:10] == [48.8, None]  # a missing coordinate (NaN) is null
+        assert records[1][3] == {k: v for k, v in first.json().items() if k != "state"}
         scored = [json.loads(line)["transaction_id"]
                   for f in (tmp_path / "scored").glob("scored-*.jsonl")
                   for line in f.read_text().splitlines()]  # fmt: skip
@@ -480,6 +485,11 @@ def _send(server: Server, kind: str, body: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def _without_state(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer as a retry gets it back: `features` show the state as it is now."""
+    return {k: v for k, v in answer.items() if k not in ("state", "features")}
+
+
 def _wait_for(predicate, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -498,6 +508,7 @@ def test_kill_9_loses_no_answered_event(tmp_path: Path, servers: list[Server]) -
                  "txn-0150" and kind == "event")  # fmt: skip
     reference = _engine()
     answered: list[str] = []
+    answers: dict[str, dict[str, Any]] = {}
     journal_dir, snapshot = home / "serving" / "journal", home / "serving" / "feature_state.pkl"
 
     first = Server(home, env)
@@ -507,6 +518,7 @@ def test_kill_9_loses_no_answered_event(tmp_path: Path, servers: list[Server]) -
         _feed_reference(reference, kind, body)
         if kind == "event":
             answered.append(body["transaction_id"])
+            answers[body["transaction_id"]] = answer
             assert answer["features"]["txn_count_10m"] is not None
     # More than SENTINEL_SNAPSHOT_EVERY_EVENTS lines: a background snapshot is taken and,
     # once committed, the segments it holds are deleted.
@@ -518,10 +530,11 @@ def test_kill_9_loses_no_answered_event(tmp_path: Path, servers: list[Server]) -
 
     phase_two = traffic[split:]
     for kind, body in phase_two:  # fewer lines than a snapshot needs: all in the journal
-        _send(first, kind, body)
+        answer = _send(first, kind, body)
         _feed_reference(reference, kind, body)
         if kind == "event":
             answered.append(body["transaction_id"])
+            answers[body["transaction_id"]] = answer
     first.stop(signal.SIGKILL)  # right after the last acknowledged answer
     assert first.process.returncode == -signal.SIGKILL
 
@@ -547,9 +560,19 @@ def test_kill_9_loses_no_answered_event(tmp_path: Path, servers: list[Server]) -
         assert _same_vector(got, want), probe["transaction_id"]
         answered.append(probe["transaction_id"])
 
+    # Retries of answered events, from the snapshot and from the journal only, get their
+    # original answers back (not logged again); a changed body is refused.
+    sent = {body["transaction_id"]: body for kind, body in traffic if kind == "event"}
+    for txn in ("txn-0005", "txn-0180"):
+        again = _send(second, "event", sent[txn])
+        assert again["state"] == "duplicate"
+        assert _without_state(again) == _without_state(answers[txn]), txn
+        status, refused = second.request("POST", "/v1/score", sent[txn] | {"amount": 0.5})
+        assert status == 409 and refused["detail"][0]["loc"] == ["body", "transaction_id"]
+
     second.stop()  # graceful: a final snapshot, the journal dropped
     assert second.process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM
-    assert second.events("feature_state_saved")[-1]["events"] == 190 + 20
+    assert second.events("feature_state_saved")[-1]["events"] == 190 + 20 + 2  # + retries
     assert segments(journal_dir) == []
     scored = home / "scored"
     files = sorted(scored.glob("scored-*.jsonl"))

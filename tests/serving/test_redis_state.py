@@ -105,8 +105,8 @@ def test_a_batch_is_one_round_trip_with_each_event_seeing_the_ones_before(
     expected = [reference.process(*args) for args in stream]
     engine = RedisFeatureEngine.from_url(redis_url, prefix="batch:")
     got = engine.process_many(stream[:150]) + engine.process_many(stream[150:])
-    assert all(identical(a, b) for a, (b, _) in zip(expected, got, strict=True))
-    assert {state for _, state in got} == {"added", "duplicate", "too_late"}
+    assert all(identical(a, b) for a, (b, _, _) in zip(expected, got, strict=True))
+    assert {p.state for p in got} == {"added", "duplicate", "too_late"}
 
 
 def test_concurrent_workers_lose_no_update_on_one_card_and_one_merchant(redis_url: str) -> None:
@@ -153,7 +153,7 @@ def test_a_busy_merchant_moves_a_constant_number_of_bytes_per_event(redis_url: s
     for i in range(4_000):  # one merchant, a payment a second for 4,000 s, each a new card
         args = (f"b{i:05d}", T0 + i, f"card{i}", "mega-shop", 5.0, None, None, math.nan,
                 math.nan, None)  # fmt: skip
-        reply = engine._event_script(args=engine._event_args(args))
+        reply = engine._event_script(args=engine._event_args(args, ""))
         sizes.append(len(repr(reply)))
         engine._vector_from(args, reply)
     assert sizes[-1] <= sizes[10] + 16  # a few more digits in the counts, nothing more
