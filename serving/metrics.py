@@ -105,30 +105,22 @@ class HotPathCounters(Collector):
         yield scored_by
         yield states
         yield latency
-        yield CounterMetricFamily(
-            "sentinel_shadow_disagreements", "Champion and challenger decided differently",
-            value=self.shadow_disagreements,
+        counters = (
+            ("sentinel_shadow_disagreements", "Champion and challenger decided differently",
+             self.shadow_disagreements),
+            ("sentinel_shadow_failures", "Challenger calls that failed or gave no probability",
+             self.shadow_failures),
+            ("sentinel_model_ejections", "Champions taken out of service for answering NaN, "
+             "infinity or a score outside [0, 1]", self.ejections),
+            ("sentinel_idempotent_replays", "Retries (same transaction_id and body) answered "
+             "with the stored answer", self.replays),
+            ("sentinel_idempotency_conflicts", "Calls refused with 409: a transaction_id "
+             "reused with another body", self.conflicts),
+            ("sentinel_answers_not_kept", "Answers the shared state store failed to keep for "
+             "retries (such a retry is scored again)", self.answers_not_kept),
         )  # fmt: skip
-        yield CounterMetricFamily(
-            "sentinel_shadow_failures", "Challenger calls that failed or gave no probability",
-            value=self.shadow_failures,
-        )  # fmt: skip
-        yield CounterMetricFamily(
-            "sentinel_model_ejections", "Champions taken out of service for answering NaN, "
-            "infinity or a score outside [0, 1]", value=self.ejections,
-        )  # fmt: skip
-        yield CounterMetricFamily(
-            "sentinel_idempotent_replays", "Retries (same transaction_id and body) answered "
-            "with the stored answer", value=self.replays,
-        )  # fmt: skip
-        yield CounterMetricFamily(
-            "sentinel_idempotency_conflicts", "Calls refused with 409: a transaction_id "
-            "reused with another body", value=self.conflicts,
-        )  # fmt: skip
-        yield CounterMetricFamily(
-            "sentinel_answers_not_kept", "Answers the shared state store failed to keep for "
-            "retries (such a retry is scored again)", value=self.answers_not_kept,
-        )  # fmt: skip
+        for name, documentation, value in counters:
+            yield CounterMetricFamily(name, documentation, value=value)
 
 
 class StateCollector(Collector):
