@@ -464,7 +464,12 @@ def serve(
         )
     import uvicorn
 
-    uvicorn.run("serving.app:app", host=host, port=port, workers=workers, log_level="info")
+    # uvicorn's own access log stays off: a text line per request costs throughput; the
+    # service's JSON one is opt-in (SENTINEL_ACCESS_LOG, serving/access_log.py).
+    uvicorn.run(
+        "serving.app:app", host=host, port=port, workers=workers, log_level="info",
+        access_log=False,
+    )  # fmt: skip
 
 
 @app.command()

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp
 
 from serving import hot_routes
+from serving.access_log import AccessLog
 from serving.bundle import Bundle
 from serving.hot_routes import HotRoutes
 from serving.logs import configure, log_event
@@ -111,10 +112,14 @@ def _endpoint(handler: hot_routes.Handler) -> Callable[[Request], Awaitable[Resp
 
 class ScoringAPI(FastAPI):
     """FastAPI with `HotRoutes` in front of its whole middleware stack, so the two scoring
-    routes skip the error, telemetry and body-limit layers (HotRoutes does those itself)."""
+    routes skip the error, telemetry and body-limit layers (HotRoutes does those itself);
+    in front of that, when SENTINEL_ACCESS_LOG asks for it, the access log."""
+
+    access_log_every = 0  # log every n-th request; 0: no access log
 
     def build_middleware_stack(self) -> ASGIApp:
-        return HotRoutes(super().build_middleware_stack())
+        stack: ASGIApp = HotRoutes(super().build_middleware_stack())
+        return AccessLog(stack, self.access_log_every) if self.access_log_every else stack
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -141,6 +146,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
     )  # the routes that read a body enforce its limit themselves: a 413 in JSON, documented
+    app.access_log_every = settings.access_log_every()
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

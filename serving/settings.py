@@ -13,6 +13,24 @@ from serving.features import DEFAULT_LABEL_MATURITY_DAYS, FeatureSet
 MIN_ADMIN_TOKEN = 16
 
 
+def access_log_every(value: str) -> int:
+    """SENTINEL_ACCESS_LOG as "every n-th request": off 0, on 1, a share s in (0, 1] 1/s."""
+    word = value.strip().lower()
+    if word in ("off", "", "0", "false", "no"):
+        return 0
+    if word in ("on", "1", "true", "yes"):
+        return 1
+    try:
+        share = float(word)
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise ValueError(
+            f"SENTINEL_ACCESS_LOG must be off, on or a share in (0, 1] such as 0.01 (got {value!r})"
+        )
+    return max(1, round(1 / share))
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore")
 
@@ -35,6 +53,12 @@ class ServiceSettings(BaseSettings):
         default=None,
         description="Bearer token for /admin/*, at least 16 characters; unset or empty: "
         "admin routes disabled.",
+    )
+    access_log: str = Field(
+        default="off",
+        description="One JSON `request` line per request on the service log (method, path, "
+        "status, milliseconds; never a body): off (the default: the hot path pays nothing), "
+        "on, or a sampled share such as 0.01 (every 100th request).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Service log level (JSON lines on stderr)."
@@ -133,6 +157,16 @@ class ServiceSettings(BaseSettings):
                 "(unset it to disable the admin routes)"
             )
         return token
+
+    @field_validator("access_log", mode="after")
+    @classmethod
+    def _access_log_share(cls, value: str) -> str:
+        access_log_every(value)  # refuses anything else, naming the setting
+        return value
+
+    def access_log_every(self) -> int:
+        """Log every n-th request (0: none)."""
+        return access_log_every(self.access_log)
 
     def batch_body_bytes(self) -> int:
         """The batch route's body limit, derived from the batch limit so that it is

@@ -1,10 +1,13 @@
-"""HTTP benchmarks with wrk against real uvicorn servers on 127.0.0.1 (one worker each).
+"""HTTP benchmarks with wrk against real servers on 127.0.0.1 (one worker each): the
+scoring service started as it ships (`sentinel serve`, its defaults) and a trivial FastAPI
+endpoint under uvicorn as the reference.
 
 Rounds alternate the trivial reference endpoint and the measured one, so each ratio is taken
 in the same minute on this noisy machine; medians over rounds are reported.
 Needs `wrk` (Debian package). Run: `.venv/bin/python -m benchmarks.http.run`.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -30,6 +33,7 @@ from sentinel_dagster.training_data import split_out_of_time
 from serving.registry import Registry
 
 HERE = Path(__file__).resolve().parent
+TRIVIAL = "benchmarks.http.trivial_app:app"
 ROUNDS = 5
 SECONDS = 10
 
@@ -76,12 +80,21 @@ def publish_models(home: Path) -> None:
 
 @contextmanager
 def server(app: str, env: dict[str, str]):
+    """The scoring service as it ships (`sentinel serve`: what `make run` starts too), or
+    the trivial reference app under uvicorn with the same defaults (no access log)."""
     port = _free_port()
+    if app == "uvicorn-text-log":  # what `sentinel serve` ran before: uvicorn's access log
+        command = [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
+                   "--port", str(port), "--log-level", "info"]  # fmt: skip
+    elif app == "serving.app:app":
+        command = [str(Path(sys.executable).parent / "sentinel"), "serve", "--host",
+                   "127.0.0.1", "--port", str(port)]  # fmt: skip
+    else:
+        command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port",
+                   str(port), "--no-access-log", "--app-dir", str(HERE.parent.parent)]  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--log-level", "warning", "--app-dir", str(HERE.parent.parent)],
-        env={**os.environ, **env},
-    )  # fmt: skip
+        command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -145,6 +158,37 @@ def batch_events_per_second(url: str, bodies: list[bytes], size: int, warm_up: i
     return round(statistics.median(rates[warm_up:]))
 
 
+def access_log_rounds(home: Path) -> dict[str, object]:
+    """Raw-event scoring as a ratio to the trivial endpoint, round by round (each round in
+    the opposite order to the one before): the shipped default (no access log), the opt-in
+    JSON access log on every request, and uvicorn's text access log (the former default)."""
+    env = {"SENTINEL_HOME": str(home)}
+    variants = {
+        "shipped, no access log": ("serving.app:app", env),
+        "SENTINEL_ACCESS_LOG=on": ("serving.app:app", {**env, "SENTINEL_ACCESS_LOG": "on"}),
+        "uvicorn text access log": ("uvicorn-text-log", env),
+    }
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in ("trivial", *variants)}
+    with contextlib.ExitStack() as stack:
+        urls = {"trivial": f"{stack.enter_context(server(TRIVIAL, {}))}/trivial"}
+        for name, (app, app_env) in variants.items():
+            urls[name] = f"{stack.enter_context(server(app, app_env))}/v1/score"
+        for round_ in range(ROUNDS):
+            order = list(urls.items())
+            for name, url in order if round_ % 2 == 0 else reversed(order):
+                runs[name].append(wrk(url, None if name == "trivial" else "raw_event.lua"))
+    out: dict[str, object] = {}
+    for name, results in runs.items():
+        summary: dict[str, float] = {k: _median(results, k) for k in results[0]}
+        if name != "trivial":
+            pairs = zip(results, runs["trivial"], strict=True)
+            summary["throughput_ratio"] = round(
+                statistics.median(r["rps"] / t["rps"] for r, t in pairs), 3
+            )
+        out[name] = summary
+    return out
+
+
 def _median(runs: list[dict[str, float]], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 2)
 
@@ -196,6 +240,7 @@ def main() -> None:
         with server("serving.app:app", slow_env) as slow:
             injected = [wrk(f"{slow}/v1/score", "seed.lua") for _ in range(ROUNDS)]
         results["injected_200ms"] = {k: _median(injected, k) for k in injected[0]}
+        results["access_log"] = access_log_rounds(home)
     out = paths.sentinel_home() / "bench" / "http.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,60 @@
+"""The opt-in access log: one JSON `request` line on the service's own log per n-th request
+(SENTINEL_ACCESS_LOG: off by default, on, or a share such as 0.01).
+
+Why not uvicorn's access log: it writes a plain-text line per request through its own
+logger, measured at a quarter of the service's throughput on the scoring route
+(docs/BENCHMARKS.md), and its lines carry the client address and the query string. This
+line carries the method, the route (a path the app does not serve is logged as
+`unmatched`, so no id typed into a URL reaches the log), the status and the milliseconds.
+When off, the middleware is not installed at all.
+"""
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.logs import log_event
+
+log = logging.getLogger("sentinel.serving.access")
+
+
+class AccessLog:
+    """ASGI middleware logging every `every`-th HTTP request."""
+
+    def __init__(self, app: ASGIApp, every: int) -> None:
+        self.app = app
+        self.every = every
+        self.requests = 0
+        self._routes: frozenset[str] | None = None
+
+    def _route(self, scope: Scope) -> str:
+        if self._routes is None:
+            self._routes = frozenset(route.path for route in scope["app"].routes)
+        path: str = scope["path"]
+        return path if path in self._routes else "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.requests += 1
+        if self.requests % self.every:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            log_event(
+                log, logging.INFO, "request", method=scope["method"], route=self._route(scope),
+                status=status, ms=round((time.perf_counter() - started) * 1000, 3),
+            )  # fmt: skip
