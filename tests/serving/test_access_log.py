@@ -3,8 +3,6 @@ service's log, sampled on request, never a body or an id typed into a URL."""
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,24 +10,10 @@ from typer.testing import CliRunner
 
 from sentinel_dagster.cli import app as cli_app
 from serving.access_log import AccessLog
-from serving.logs import JsonFormatter
 from serving.registry import Registry
 from serving.settings import ServiceSettings
 from tests.serving.bundles import publish_small
 from tests.serving.test_app import RAW, client_for
-
-
-@pytest.fixture
-def logged() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("sentinel")
-    logger.addHandler(handler)
-    try:
-        yield stream
-    finally:
-        logger.removeHandler(handler)
 
 
 def requests_logged(stream: io.StringIO) -> list[dict]:
@@ -48,18 +32,20 @@ def _traffic(home: Path, **settings: str) -> None:
 
 
 def test_off_by_default_the_middleware_is_not_even_installed(
-    tmp_path: Path, logged: io.StringIO
+    tmp_path: Path, sentinel_logs: io.StringIO
 ) -> None:
     _traffic(tmp_path)
-    assert requests_logged(logged) == []
+    assert requests_logged(sentinel_logs) == []
     with client_for(tmp_path) as c:
         stack = c.app.middleware_stack  # type: ignore[attr-defined]
         assert not isinstance(stack, AccessLog)
 
 
-def test_on_logs_every_request_without_bodies_or_ids(tmp_path: Path, logged: io.StringIO) -> None:
+def test_on_logs_every_request_without_bodies_or_ids(
+    tmp_path: Path, sentinel_logs: io.StringIO
+) -> None:
     _traffic(tmp_path, access_log="on")
-    lines = requests_logged(logged)
+    lines = requests_logged(sentinel_logs)
     assert [(r["method"], r["route"], r["status"]) for r in lines] == [
         *[("POST", "/v1/score", 200)] * 4,
         ("GET", "/health", 200),
@@ -67,13 +53,13 @@ def test_on_logs_every_request_without_bodies_or_ids(tmp_path: Path, logged: io.
         ("POST", "/v1/score", 422),
     ]
     assert all(r["ms"] >= 0 and r["logger"] == "sentinel.serving.access" for r in lines)
-    text = logged.getvalue()
+    text = sentinel_logs.getvalue()
     assert "secret-txn" not in text and "4000123412341234" not in text
 
 
-def test_a_share_logs_every_nth_request(tmp_path: Path, logged: io.StringIO) -> None:
+def test_a_share_logs_every_nth_request(tmp_path: Path, sentinel_logs: io.StringIO) -> None:
     _traffic(tmp_path, access_log="0.5")
-    assert len(requests_logged(logged)) == 3  # 7 requests (and the lifespan), every 2nd
+    assert len(requests_logged(sentinel_logs)) == 3  # 7 requests (and the lifespan), every 2nd
 
 
 @pytest.mark.parametrize("value", ["sometimes", "2", "0.0001x", "-0.5"])

@@ -1,5 +1,6 @@
 """The scoring service through TestClient(create_app(...)), so the lifespan runs."""
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -289,28 +290,18 @@ def test_an_internal_error_is_a_json_500_that_leaks_nothing(client: TestClient) 
         assert response.json() == {"detail": "internal error"}
 
 
-def test_logs_are_json_events_without_card_data(tmp_path: Path, registry: Registry) -> None:
-    import io
-    import logging
-
-    from serving.logs import JsonFormatter
-
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("sentinel")
-    logger.addHandler(handler)
-    try:
-        champion, _ = publish_small(registry, seed=1)
-        (registry.root / "bundles" / "broken").mkdir(parents=True)
-        with client_for(tmp_path, inject_latency_ms=100, circuit_threshold_ms=5) as c:
-            secret = RAW | {"card_id": "4000123412341234", "transaction_id": "txn-secret-1"}
-            for i in range(25):
-                c.post("/v1/score", json=secret | {"transaction_id": f"txn-secret-{i}"})
-            registry.set_pointer("challenger", "broken")
-            c.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    finally:
-        logger.removeHandler(handler)
+def test_logs_are_json_events_without_card_data(
+    tmp_path: Path, registry: Registry, sentinel_logs: io.StringIO
+) -> None:
+    stream = sentinel_logs
+    champion, _ = publish_small(registry, seed=1)
+    (registry.root / "bundles" / "broken").mkdir(parents=True)
+    with client_for(tmp_path, inject_latency_ms=100, circuit_threshold_ms=5) as c:
+        secret = RAW | {"card_id": "4000123412341234", "transaction_id": "txn-secret-1"}
+        for i in range(25):
+            c.post("/v1/score", json=secret | {"transaction_id": f"txn-secret-{i}"})
+        registry.set_pointer("challenger", "broken")
+        c.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     names = {e["event"] for e in events}
     assert {"bundle_loaded", "bundle_rejected", "breaker_transition", "feature_state_saved"} <= (

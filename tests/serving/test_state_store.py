@@ -3,9 +3,7 @@ engine's guards on labels and on a restored clock."""
 
 import io
 import json
-import logging
 import math
-from collections.abc import Iterator
 from operator import attrgetter
 from pathlib import Path
 
@@ -13,7 +11,6 @@ import pytest
 
 from serving.feature_engine import FeatureEngine
 from serving.features import FEATURE_NAMES
-from serving.logs import JsonFormatter
 from serving.state_store import InMemoryStore
 
 T0 = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC
@@ -178,22 +175,6 @@ def test_a_label_before_its_event_is_refused_before_anything_changes() -> None:
     assert engine.apply_label("never-seen", True, T0 - 10) == "unknown"  # nothing to check
 
 
-@pytest.fixture
-def engine_logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("sentinel")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def poisoned_snapshot(path: Path) -> Path:
     """A snapshot of an engine that absorbed a year-9999 timestamp (an older version)."""
     engine = FeatureEngine()
@@ -205,7 +186,7 @@ def poisoned_snapshot(path: Path) -> Path:
 
 
 def test_a_restored_clock_beyond_the_limit_is_clamped_with_a_warning(
-    tmp_path: Path, engine_logs: io.StringIO
+    tmp_path: Path, sentinel_logs: io.StringIO
 ) -> None:
     path = poisoned_snapshot(tmp_path / "state.pkl")
     poisoned = FeatureEngine.restore(path)  # without a limit the poison is kept ...
@@ -217,17 +198,17 @@ def test_a_restored_clock_beyond_the_limit_is_clamped_with_a_warning(
     assert features(engine, "t2", 360, "a")["txn_count_1h"] == 1  # t1 is still there
     assert engine.last_state == "added"
     assert features(engine, "t3", 420, "a")["txn_count_1h"] == 2
-    (warning,) = [json.loads(line) for line in engine_logs.getvalue().splitlines()]
+    (warning,) = [json.loads(line) for line in sentinel_logs.getvalue().splitlines()]
     assert warning["event"] == "feature_state_clock_clamped"
     assert warning["level"] == "warning"
     assert (warning["snapshot_clock"], warning["max_clock"]) == (FAR_FUTURE, T0 + 600)
-    assert "secret-card" not in engine_logs.getvalue()
+    assert "secret-card" not in sentinel_logs.getvalue()
 
 
-def test_a_sane_restored_clock_is_left_alone(tmp_path: Path, engine_logs: io.StringIO) -> None:
+def test_a_sane_restored_clock_is_left_alone(tmp_path: Path, sentinel_logs: io.StringIO) -> None:
     engine = FeatureEngine()
     engine.process_event(event("t1", 0, "a"))
     engine.snapshot(tmp_path / "state.pkl")
     restored = FeatureEngine.restore(tmp_path / "state.pkl", max_clock=T0 + 300)
     assert restored.clock == T0
-    assert engine_logs.getvalue() == ""
+    assert sentinel_logs.getvalue() == ""
