@@ -297,28 +297,25 @@ class Scorer:
                 if refused is not None:
                     raise EventError(index, refused)
         stateful: list[EventArgs | None] = []
-        fingerprints: list[str] = []
         for index, (request, t) in enumerate(zip(requests, times, strict=True)):
             try:
-                args = event_args(request, t)
+                stateful.append(event_args(request, t))
             except ValueError as exc:
                 raise EventError(index, str(exc)) from None
-            stateful.append(args)
-            if args is not None:
-                fingerprints.append(fingerprint(request))
-        events = [e for e in stateful if e is not None]
+        at = [i for i, args in enumerate(stateful) if args is not None]  # the events' requests
+        events = [args for args in stateful if args is not None]
+        fingerprints = [fingerprint(requests[i]) for i in at]
         try:  # one round trip on Redis
             processed = iter(self.engine.process_many(events, fingerprints))
         except ConflictingEvent as exc:  # a retry with another body: nothing was processed
-            index = [i for i, e in enumerate(stateful) if e is not None][exc.index]
+            index = at[exc.index]
             self.counters.conflicts += 1
             changed = exc.changed
             if requests[index].event_time is None:  # stamped on arrival: not the caller's
                 changed = [name for name in changed if name != "event_time"]
             raise EventConflict(index, conflict_message(exc.txn_id, changed)) from None
         except RefusedEvent as exc:  # refused by the shared state's own clock
-            index = [i for i, e in enumerate(stateful) if e is not None][exc.index]
-            raise EventError(index, exc.message) from None
+            raise EventError(at[exc.index], exc.message) from None
         if self.journal is not None:
             for e in events:
                 self.journal.event(e)
@@ -339,12 +336,11 @@ class Scorer:
             for answer, vector, state in zip(stored, vectors, states, strict=True)
         ]  # a retry's stored answer; the others are scored below
         fresh = [i for i, answer in enumerate(stored) if answer is None]
-        if fresh:
-            rows = [(wanted[i], vectors[i]) for i in fresh]
-            scores = await self.batcher.submit(models, rows)
+        rows = [(wanted[i], vectors[i]) for i in fresh]
+        scores = await self.batcher.submit(models, rows) if rows else []
         kept: list[tuple[str, str, bytes]] = []
-        fingerprint_of = dict(zip((e[0] for e in events), fingerprints, strict=True))
-        for i, scored in zip(fresh, scores if fresh else (), strict=True):
+        fingerprint_of = dict(zip(at, fingerprints, strict=True))
+        for i, scored in zip(fresh, scores, strict=True):
             request = requests[i]
             rules = heuristic_score(vectors[i])
             outcome = self._outcome(models, wanted[i][0], vectors[i], states[i], scored, rules)
@@ -352,8 +348,7 @@ class Scorer:
             outcomes[i] = outcome
             args = stateful[i]
             if args is not None:
-                txn_id = args[0]
-                kept.append((txn_id, fingerprint_of[txn_id], orjson.dumps(outcome.answer)))
+                kept.append((args[0], fingerprint_of[i], orjson.dumps(outcome.answer)))
         self._keep(kept)
         self.log.write()  # one OS write per call, before its answer
         return cast(list[ScoreOutcome], outcomes)  # every one is set by now
