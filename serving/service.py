@@ -3,6 +3,7 @@ background loop: registry polling, log flushing and the in-memory state's durabi
 (journal fsync, snapshots: serving/journal.py), off the request path."""
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -198,14 +199,30 @@ class Service:
         )  # fmt: skip
 
 
+# Every FREEZE_EVERY_S the background loop moves what the process holds into the garbage
+# collector's permanent generation (after collecting the young generations), so a full
+# collection walks only what is newer. Full collections otherwise walk the whole online
+# state: 80-150 ms at 300,000 remembered ids, measured; p99 of `sentinel serve` under wrk
+# 58 -> 13 ms with this (docs/BENCHMARKS.md). Refcounting still frees frozen objects; only
+# reference cycles that were garbage at a freeze would stay, and none was found in 60,000
+# scored requests (unfreeze, collect: 0).
+FREEZE_EVERY_S = 10.0
+
+
+def freeze_long_lived() -> None:
+    gc.collect(1)
+    gc.freeze()
+
+
 async def run_background(service: Service) -> None:
-    """Poll the registry, retry failed log writes, fsync the journal and take snapshots until
-    cancelled. A failing step (a full disk, an unreadable registry) is logged and retried on
-    the next turn: it never ends the loop."""
+    """Poll the registry, retry failed log writes, fsync the journal, take snapshots and
+    keep the long-lived state out of full garbage collections until cancelled. A failing
+    step (a full disk, an unreadable registry) is logged and retried on the next turn: it
+    never ends the loop."""
     interval = service.settings.reload_interval_s
     fsync_s = service.settings.journal_fsync_ms / 1000.0
     period = min(1.0, interval, fsync_s) if fsync_s > 0 else min(1.0, interval)
-    last_reload = time.monotonic()
+    last_reload = last_freeze = time.monotonic()
     while True:
         await asyncio.sleep(period)
         try:
@@ -216,6 +233,9 @@ async def run_background(service: Service) -> None:
             await service.persist()
         except Exception as exc:
             log_event(log, logging.ERROR, "state_persist_failed", error=type(exc).__name__)
+        if time.monotonic() - last_freeze >= FREEZE_EVERY_S:
+            last_freeze = time.monotonic()
+            freeze_long_lived()
         if time.monotonic() - last_reload >= interval:
             last_reload = time.monotonic()
             try:

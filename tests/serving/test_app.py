@@ -359,6 +359,35 @@ def test_the_background_loop_survives_a_failing_reload(tmp_path: Path) -> None:
     assert len(calls) >= 3  # it kept polling after the first failure
 
 
+def test_the_background_loop_keeps_long_lived_state_out_of_full_collections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import gc
+
+    from serving import service as service_module
+
+    monkeypatch.setattr(service_module, "FREEZE_EVERY_S", 0.0)
+    service = service_module.Service(ServiceSettings(home=tmp_path, reload_interval_s=0.05))
+    gc.unfreeze()
+    held = [[i] for i in range(1_000)]  # long-lived containers, as the online state's
+
+    async def main() -> int:
+        task = asyncio.create_task(service_module.run_background(service))
+        for _ in range(600):  # generous: the loop turns every 50 ms
+            await asyncio.sleep(0.05)
+            if gc.get_freeze_count() >= len(held):
+                break
+        task.cancel()
+        return gc.get_freeze_count()
+
+    try:
+        frozen = asyncio.run(main())
+    finally:
+        gc.unfreeze()
+    assert frozen >= len(held)  # they were moved out of the collected generations
+
+
 @pytest.mark.parametrize("token", [None, ""])
 def test_admin_off_means_off(tmp_path: Path, token: str | None) -> None:
     """Unset or empty: the admin routes are disabled, whatever the request sends (an empty
