@@ -448,8 +448,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    server_log_level: Annotated[
+        str, typer.Option("--server-log-level", hidden=True, help="uvicorn's own log level.")
+    ] = "info",
 ) -> None:
-    """Run the scoring service (same as `uvicorn serving.app:app`); settings from SENTINEL_*.
+    """Run the scoring service (as `uvicorn serving.app:app --no-access-log`); settings from
+    SENTINEL_*.
 
     More than one worker needs SENTINEL_REDIS_URL: in-memory state would be split between
     the workers, each answering from the payments it happened to receive."""
@@ -467,8 +471,8 @@ def serve(
     # uvicorn's own access log stays off: a text line per request costs throughput; the
     # service's JSON one is opt-in (SENTINEL_ACCESS_LOG, serving/access_log.py).
     uvicorn.run(
-        "serving.app:app", host=host, port=port, workers=workers, log_level="info",
-        access_log=False,
+        "serving.app:app", host=host, port=port, workers=workers,
+        log_level=server_log_level, access_log=False,
     )  # fmt: skip
 
 

@@ -203,9 +203,10 @@ class Service:
 # collector's permanent generation (after collecting the young generations), so a full
 # collection walks only what is newer. Full collections otherwise walk the whole online
 # state: 80-150 ms at 300,000 remembered ids, measured; p99 of `sentinel serve` under wrk
-# 58 -> 13 ms with this (docs/BENCHMARKS.md). Refcounting still frees frozen objects; only
+# 55 -> 5 ms with this (docs/BENCHMARKS.md). Refcounting still frees frozen objects; only
 # reference cycles that were garbage at a freeze would stay, and none was found in 60,000
-# scored requests (unfreeze, collect: 0).
+# scored requests nor around keep-alive connections (unfreeze, collect: 0). A cycle that
+# dies after its objects were frozen is never collected either: the cost of this choice.
 FREEZE_EVERY_S = 10.0
 
 

@@ -24,6 +24,8 @@ def access_log_every(value: str) -> int:
         share = float(word)
     except ValueError:
         share = -1.0
+    if share == 0:
+        return 0
     if not 0 < share <= 1:
         raise ValueError(
             f"SENTINEL_ACCESS_LOG must be off, on or a share in (0, 1] such as 0.01 (got {value!r})"
@@ -56,9 +58,9 @@ class ServiceSettings(BaseSettings):
     )
     access_log: str = Field(
         default="off",
-        description="One JSON `request` line per request on the service log (method, path, "
-        "status, milliseconds; never a body): off (the default: the hot path pays nothing), "
-        "on, or a sampled share such as 0.01 (every 100th request).",
+        description="One JSON `request` line per request on the service log at INFO (method, "
+        "route, status, milliseconds; never a body): off (the default: the hot path pays "
+        "nothing), on, or a share such as 0.01 (every n-th request, n = round(1 / share)).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Service log level (JSON lines on stderr)."

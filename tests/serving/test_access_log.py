@@ -62,6 +62,13 @@ def test_a_share_logs_every_nth_request(tmp_path: Path, sentinel_logs: io.String
     assert len(requests_logged(sentinel_logs)) == 3  # 7 requests (and the lifespan), every 2nd
 
 
+@pytest.mark.parametrize(
+    ("value", "every"), [("off", 0), ("0.0", 0), ("on", 1), ("1", 1), ("0.01", 100), ("0.3", 3)]
+)
+def test_a_share_is_every_nth_request(value: str, every: int) -> None:
+    assert ServiceSettings(access_log=value).access_log_every() == every
+
+
 @pytest.mark.parametrize("value", ["sometimes", "2", "0.0001x", "-0.5"])
 def test_a_bad_value_refuses_to_start_naming_the_setting(
     value: str, monkeypatch: pytest.MonkeyPatch
@@ -82,3 +89,4 @@ def test_sentinel_serve_turns_uvicorns_access_log_off(monkeypatch: pytest.Monkey
     assert CliRunner().invoke(cli_app, ["serve", "--port", "8123"]).exit_code == 0
     (options,) = calls
     assert options["access_log"] is False and options["port"] == 8123
+    assert options["log_level"] == "info"  # uvicorn's start-up lines; `sentinel up` quiets them
