@@ -14,7 +14,7 @@ export GX_ANALYTICS_ENABLED := False
 setup: $(STAMP)
 
 # Re-installs only when the dependency files change, so a second `make setup` is instant.
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock setup.py serving/feature_kernels.pyx
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"

@@ -35,7 +35,7 @@ from sentinel_dagster.simulator import SimulationParams, simulate_events, simula
 from sentinel_dagster.training import TrainParams, train_candidate
 from sentinel_dagster.training_data import split_out_of_time
 from sentinel_dagster.validation import validate_transactions
-from serving.feature_engine import CardState, FeatureEngine
+from serving.feature_engine import CARD_FIELDS, CardState, FeatureEngine
 from serving.heuristic import heuristic_score
 from serving.predictor import CompiledPredictor
 
@@ -130,7 +130,7 @@ def _rss_bytes() -> int:
 
 def _card_state_bytes(card: CardState) -> int:
     """Container sizes plus the strings only this card holds (its transaction ids)."""
-    own = sum(sys.getsizeof(getattr(card, name)) for name in CardState.__slots__)
+    own = sum(sys.getsizeof(getattr(card, name)) for name in CARD_FIELDS)
     return sys.getsizeof(card) + own + sum(sys.getsizeof(i) for i in card.ids)
 
 

@@ -26,6 +26,7 @@ added to any state: events already scored must not change retroactively. Counted
 `counters["too_late"]`.
 """
 
+import importlib
 import logging
 import math
 from array import array
@@ -80,6 +81,14 @@ STATE_TABLES = {
 }  # fmt: skip
 log = logging.getLogger("sentinel.serving")
 
+# The per-event arithmetic compiled (serving/feature_kernels.pyx, built by `make setup`).
+_kernels: Any
+try:
+    _kernels = importlib.import_module("serving.feature_kernels")
+except ImportError:  # not built (e.g. no C compiler): the Python code computes the same
+    _kernels = None
+KERNELS_BUILT = _kernels is not None
+
 
 # `FeatureEngine.process`'s arguments: txn_id, t, card_id, merchant_id, amount, channel,
 # device_id, lat, lon, merchant_category.
@@ -93,6 +102,9 @@ class EngineConfig:
     # labels that carry only a transaction_id are attributed to its card and merchant.
     dedup_window_s: float = 2 * DAY
     features: FeatureSet = DEFAULT_FEATURE_SET
+    # Compute with the compiled kernels when they are built (same results, faster); False
+    # runs the Python reference, which the kernels are tested against.
+    compiled: bool = True
 
 
 class RefusedEvent(ValueError):
@@ -174,14 +186,19 @@ class VectorPlan:
         merchant = _EntityWindows(
             "m", "mts", "mp", None, "mf", features, Entity.MERCHANT, counted=merchant_counted
         )
-        self.merchant = merchant
+        self.card, self.merchant = card, merchant
         self.card_reach_s = max([_W30D, *card.offsets])  # the card payments any feature reads
+        # Each feature in order: a built-in's index, or the entity whose window it is (what
+        # the compiled kernels build their own vector from).
+        self.computed: list[tuple[str, int | str]] = []
         expressions = []
         for f in features.features:
             if not f.windowed:
                 expressions.append(f"b{builtin[f.name]}")
+                self.computed.append((f.name, builtin[f.name]))
             else:
                 expressions.append((card if f.entity is Entity.CARD else merchant).expression(f))
+                self.computed.append((f.name, str(f.entity)))
         # Built-ins come as arguments b0, b1, ... (BUILTIN order): cheaper than a tuple.
         values = ", ".join(f"b{i}" for i in range(len(BUILTIN)))
         lines = [f"def vector(t, ts, p, s24h, s30d, cum, cf, mts, mp, mf, {values}):"]
@@ -327,13 +344,20 @@ def _check_computable(features: FeatureSet) -> None:
         raise FeatureSetError("feature names must be unique")
 
 
-class CardState:
-    """A card's payments of the last 30 days (+ lateness), as parallel arrays sorted by time."""
+CARD_FIELDS = (
+    "cum", "device_times", "devices", "fraud_reported_at", "frauds", "ids", "last_seen", "lat",
+    "lon", "merchants", "ts",
+)  # fmt: skip
+MERCHANT_FIELDS = ("cards", "frauds", "ids", "last_seen", "ts", "window_cards", "window_start")
 
-    __slots__ = (
-        "cum", "device_times", "devices", "fraud_reported_at", "frauds", "ids", "last_seen",
-        "lat", "lon", "merchants", "ts",
-    )  # fmt: skip
+
+class CardState:
+    """A card's payments of the last 30 days (+ lateness), as parallel arrays sorted by time.
+
+    The compiled kernels have the same class with C fields (`feature_kernels.CardState`);
+    both pickle as their fields, so a snapshot loads into either."""
+
+    __slots__ = CARD_FIELDS
 
     def __init__(self) -> None:
         self.ts = array("d")
@@ -348,9 +372,12 @@ class CardState:
         self.frauds: KnownFrauds | None = None  # most cards never have one: no arrays
         self.last_seen = -math.inf
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return card_from_fields, (tuple(getattr(self, name) for name in CARD_FIELDS),)
+
 
 class MerchantState:
-    __slots__ = ("cards", "frauds", "ids", "last_seen", "ts", "window_cards", "window_start")
+    __slots__ = MERCHANT_FIELDS
 
     def __init__(self) -> None:
         self.ts = array("d")
@@ -363,6 +390,39 @@ class MerchantState:
         # None after a late insertion: rebuilt at the next in-order event.
         self.window_cards: dict[str, int] | None = {}
         self.window_start = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return merchant_from_fields, (tuple(getattr(self, name) for name in MERCHANT_FIELDS),)
+
+
+# The state classes this process uses by default (and unpickles snapshots into).
+STATE_CLASSES: tuple[type, type] = (
+    (CardState, MerchantState) if _kernels is None else (_kernels.CardState, _kernels.MerchantState)
+)
+
+
+def _from_fields(cls: type, names: tuple[str, ...], fields: Sequence[Any]) -> Any:
+    state = cls()
+    for name, value in zip(names, fields, strict=True):
+        setattr(state, name, value)
+    return state
+
+
+def card_from_fields(fields: Sequence[Any]) -> Any:
+    """A card's state from its pickled fields, as this process's default class."""
+    return _from_fields(STATE_CLASSES[0], CARD_FIELDS, fields)
+
+
+def merchant_from_fields(fields: Sequence[Any]) -> Any:
+    return _from_fields(STATE_CLASSES[1], MERCHANT_FIELDS, fields)
+
+
+def _as_class(table: MutableMapping[str, Any], cls: type, names: tuple[str, ...]) -> None:
+    """Every state in `table` as `cls` (a snapshot written by the other engine, or by a
+    version whose classes pickled by reference)."""
+    for key, state in table.items():
+        if type(state) is not cls:
+            table[key] = _from_fields(cls, names, [getattr(state, name) for name in names])
 
 
 def _merchant_hour(m: MerchantState, t: float, in_order: bool, mp: int) -> tuple[int, int]:
@@ -566,7 +626,28 @@ class FeatureEngine:
         self.feature_names = features.names
         self._reach = features.longest_reach_s()
         self.plan = VectorPlan(features)
-        self._vector = self.plan.vector
+        self._vector: Callable[..., list[float]] = self.plan.vector
+        self._feature_vector = feature_vector
+        self._merchant_hour = _merchant_hour
+        self._card_state: Callable[[], Any] = CardState
+        self._merchant_state: Callable[[], Any] = MerchantState
+        self.kernels = "python"
+        self.compiled_process: Any = None  # the compiled `process` (in-memory store), if any
+        if self.config.compiled and _kernels is not None:
+            self.kernels = "compiled"
+            self._vector = _kernels.WindowVector(self.plan)
+            self._feature_vector = _kernels.feature_vector
+            self._merchant_hour = _kernels.merchant_hour
+            self._card_state = _kernels.CardState
+            self._merchant_state = _kernels.MerchantState
+        if isinstance(self.store, InMemoryStore):
+            _as_class(self._cards, self._card_state, CARD_FIELDS)  # type: ignore[arg-type]
+            _as_class(self._merchants, self._merchant_state, MERCHANT_FIELDS)  # type: ignore[arg-type]
+            if self.kernels == "compiled" and type(self) is FeatureEngine:
+                # The whole step compiled. An instance attribute shadows the method, so
+                # `engine.process(...)` reaches it with no Python call in between.
+                self.compiled_process = _kernels.InMemoryProcess(self, _python_steps())
+                vars(self)["process"] = self.compiled_process.process
 
     # The first state-journal segment this state does not include, saved and restored with
     # the snapshot (None: not journaled; see serving/journal.py).
@@ -598,6 +679,7 @@ class FeatureEngine:
         features: FeatureSet | None = None,
         max_clock: float | None = None,
         dedup_window_s: float | None = None,
+        compiled: bool = True,
     ) -> "FeatureEngine":
         """An engine that continues exactly where the snapshotted one stopped.
 
@@ -616,6 +698,7 @@ class FeatureEngine:
             allowed_lateness_s=saved["allowed_lateness_s"],
             dedup_window_s=dedup_window_s or saved["dedup_window_s"],
             features=features or feature_set_from_declaration(saved["features"]),
+            compiled=compiled,
         )
         engine = cls(store=store, config=config)
         engine.clock = extra["clock"]
@@ -748,7 +831,7 @@ class FeatureEngine:
         card = self._cards.get(card_id)
         new_card = card is None or card.last_seen <= horizon  # expired state is no state
         if card is None or new_card:
-            card = CardState()
+            card = self._card_state()
         ts = card.ts
         p = len(ts)
         if p and (ts[-1] > t or (ts[-1] == t and card.ids[-1] >= txn_id)):
@@ -758,7 +841,7 @@ class FeatureEngine:
         merchant = self._merchants.get(merchant_id)
         new_merchant = merchant is None or merchant.last_seen <= horizon
         if merchant is None or new_merchant:
-            merchant = MerchantState()
+            merchant = self._merchant_state()
         mts = merchant.ts
         mp = len(mts)
         if mp and (mts[-1] > t or (mts[-1] == t and merchant.ids[-1] >= txn_id)):
@@ -766,9 +849,9 @@ class FeatureEngine:
         # Only an event that will be added slides the hour: a later event of this merchant
         # may be earlier than a too-late one or a retry.
         slides = mp == len(mts) and t >= watermark and not duplicate
-        _, cards1h = _merchant_hour(merchant, t, slides, mp)
+        _, cards1h = self._merchant_hour(merchant, t, slides, mp)
 
-        vector = feature_vector(
+        vector = self._feature_vector(
             self._vector, card, p, t, amount, channel, device_id, lat, lon, category,
             mts, mp, merchant.frauds, cards1h,
         )  # fmt: skip
@@ -893,7 +976,7 @@ class FeatureEngine:
 
         card = self._cards.get(card_id)
         if card is None or card.last_seen <= horizon:
-            card = CardState()
+            card = self._card_state()
         card.fraud_reported_at = min(card.fraud_reported_at, label_time)
         if card.frauds is None:
             card.frauds = KnownFrauds()
@@ -903,7 +986,7 @@ class FeatureEngine:
 
         merchant = self._merchants.get(merchant_id)
         if merchant is None or merchant.last_seen <= horizon:
-            merchant = MerchantState()
+            merchant = self._merchant_state()
         if merchant.frauds is None:
             merchant.frauds = KnownFrauds()
         merchant.frauds.add(event_time, label_time, horizon)
@@ -911,6 +994,22 @@ class FeatureEngine:
         store.add("merchant", merchant_id, merchant, merchant.last_seen)
         self.counters["labels_applied"] += 1
         return "applied"
+
+
+def _conflict(
+    txn_id: str, seen: tuple[str, str, float], fingerprint: str, card: str, merchant: str, t: float
+) -> None:
+    raise ConflictingEvent(0, txn_id, changed_fields((*seen, fingerprint), card, merchant, t))
+
+
+def _python_steps() -> dict[str, Any]:
+    """What the compiled `process` calls back into: the rare paths, written once, here."""
+    return {
+        "_position": _position,
+        "_insert_card_event": _insert_card_event, "_evict_card": _evict_card,
+        "_insert_merchant_event": _insert_merchant_event, "_evict_merchant": _evict_merchant,
+        "conflict": _conflict, "TRIM_SLACK_S": TRIM_SLACK_S, "EVICT_EVERY": EVICT_EVERY,
+    }  # fmt: skip
 
 
 def label_before_event(label_time: float, event_time: float) -> str:

@@ -38,14 +38,12 @@ from serving.feature_engine import (
     DAY,
     NAN,
     TRIM_SLACK_S,
-    CardState,
     EngineConfig,
     EventArgs,
     FeatureEngine,
     KnownFrauds,
     RefusedEvent,
     VectorPlan,
-    feature_vector,
     label_before_event,
 )
 from serving.retries import ConflictingEvent, Processed, Remembered, changed_fields, check_call
@@ -207,7 +205,7 @@ class RedisFeatureEngine(FeatureEngine):
         self.last_answer = reply[10] or None  # a retry's stored answer
         self.last_seq = seq  # this event's place in the order Redis applied all events
         self.clock = max(self.clock, float(clock))
-        card = CardState()
+        card = self._card_state()
         card.cum = array("d", [float(cum_before)])
         for i in range(0, len(entries), 2):
             fields = _text(entries[i]).split("\0")
@@ -231,7 +229,7 @@ class RedisFeatureEngine(FeatureEngine):
                 known.latest_label = max(known.latest_label, label_time)
         if fraud_reported:
             card.fraud_reported_at = float(fraud_reported)
-        return feature_vector(
+        return self._feature_vector(
             self._counted_vector, card, len(card.ts), t, amount, channel, device_id,
             math.radians(lat), math.radians(lon), category, array("d"), mp, counts, cards1h,
         )  # fmt: skip

@@ -69,10 +69,14 @@ def _brute_force(feature: Feature, maturity_s: float, t: float, txn: str,
     return min(1.0, len(known) / len(amounts)) if amounts else math.nan
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
 @pytest.mark.parametrize(("seed", "maturity_days"), [(1, 7.0), (2, 3.0), (3, 0.5), (4, 0.0)])
-def test_every_declared_window_matches_brute_force(seed: int, maturity_days: float) -> None:
+def test_every_declared_window_matches_brute_force(
+    seed: int, maturity_days: float, compiled: bool
+) -> None:
     features = FeatureSet(label_maturity_days=maturity_days)
-    engine = FeatureEngine(config=EngineConfig(features=features))
+    engine = FeatureEngine(config=EngineConfig(features=features, compiled=compiled))
+    assert engine.kernels == ("compiled" if compiled else "python")
     index = {name: i for i, name in enumerate(features.names)}
     history: dict[str, list[tuple]] = {}  # entity key -> (t, id, amount) stored so far
     frauds: dict[str, list[tuple]] = {}  # entity key -> (event_time, label_time) applied
