@@ -46,6 +46,7 @@ class RunReport:
     success: bool
     dagster_home: Path
     materialized: list[tuple[str, str | None]] = field(default_factory=list)  # (asset, path)
+    seconds: dict[str, float] = field(default_factory=dict)  # asset -> its body's wall time
     checks: list[tuple[str, bool]] = field(default_factory=list)  # (check, passed)
     check_failures: dict[str, list[str]] = field(default_factory=dict)  # check -> what failed
     refused_data: str | None = None  # where the data a blocking check refused was moved
@@ -60,8 +61,10 @@ class RunReport:
             refused = (
                 self.refused_data and where and Path(where).name == Path(self.refused_data).name
             )
+            took = f" ({self.seconds[key]:.1f} s)" if key in self.seconds else ""
             lines.append(
-                f"  asset {key}: {'refused (see below)' if refused else where or 'materialized'}"
+                f"  asset {key}{took}: "
+                f"{'refused (see below)' if refused else where or 'materialized'}"
             )
         for name, ok in self.checks:
             lines.append(f"  check {name}: {'passed' if ok else 'FAILED'}")
@@ -92,6 +95,8 @@ def _report(result: dg.ExecuteInProcessResult, home: Path) -> RunReport:
         key = materialization.asset_key.to_user_string()
         where = metadata.get("path")
         report.materialized.append((key, str(where.value) if where else None))
+        if "seconds" in metadata:  # sentinel_dagster/assets/timing.py
+            report.seconds[key] = float(metadata["seconds"].value)  # type: ignore[arg-type]
         if "role" in metadata and "version" in metadata:  # model_bundle published
             report.published = f"{metadata['version'].value} as {metadata['role'].value}"
         if key == "promotion_decision" and not metadata["passed"].value:

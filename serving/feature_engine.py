@@ -13,6 +13,11 @@ prefix sums, so the cost per event barely depends on how active a card is.
 
 Time is UTC epoch seconds (float) throughout.
 
+This module is the reference implementation. `serving/feature_kernels.pyx` compiles the
+per-event step (built-ins, declared windows, the merchant's hour, the in-memory `process`)
+and every engine uses it when it is built; `EngineConfig(compiled=False)` runs this code,
+and tests/serving/test_feature_kernels.py requires the two to agree bit for bit.
+
 What is computed comes from the feature set's declaration (`serving/features.py`): every
 card or merchant window (count, sum, mean, known frauds, fraud rate; any width, lagged by
 the label maturity or not) is derived from it, grouped by window so each is bisected once;

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from sentinel_dagster.assets.timing import timed
 from sentinel_dagster.dataset import DatasetError, SchemaError, load_transactions
 from sentinel_dagster.reporting import counts_markdown, frame_markdown
 from sentinel_dagster.simulator import SimulationParams, simulate_events
@@ -58,6 +59,7 @@ def _load(config: TransactionsConfig) -> tuple[pd.DataFrame, str]:
 
 
 @dg.asset(group_name="data", io_manager_key="parquet_io_manager", kinds={"pandas", "parquet"})
+@timed
 def transactions(config: TransactionsConfig) -> dg.Output[pd.DataFrame]:
     """The transaction event log: simulated, or your own Parquet file."""
     started = time.perf_counter()
@@ -82,6 +84,7 @@ def transactions(config: TransactionsConfig) -> dg.Output[pd.DataFrame]:
 
 
 @dg.asset(group_name="data", io_manager_key="parquet_io_manager", kinds={"pandas", "parquet"})
+@timed
 def daily_transaction_stats(transactions: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """Per-day volume, amounts, active cards and fraud (with how much of it was reported)."""
     stats = daily_stats(transactions)

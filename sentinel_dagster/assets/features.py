@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from sentinel_dagster.assets.timing import timed
 from sentinel_dagster.feature_replay import replay
 from sentinel_dagster.reporting import frame_markdown
 from sentinel_dagster.resources import GovernancePolicy
@@ -24,6 +25,7 @@ def feature_profile(table: pd.DataFrame) -> pd.DataFrame:
 
 
 @dg.asset(group_name="features", io_manager_key="parquet_io_manager", kinds={"pandas", "parquet"})
+@timed
 def transaction_features(
     transactions: pd.DataFrame, policy: GovernancePolicy
 ) -> dg.Output[pd.DataFrame]:

@@ -9,12 +9,14 @@ import dagster as dg
 from pydantic import Field
 
 from sentinel_dagster import champion, shadow_report
+from sentinel_dagster.assets.timing import timed
 from sentinel_dagster.assets.training import registry_of
 from sentinel_dagster.plots import shadow_comparison_png
 from sentinel_dagster.resources import GovernancePolicy, SentinelHome
 
 
 @dg.asset(group_name="shadow", deps=["model_bundle"], kinds={"python"})
+@timed
 def shadow_comparison_report(
     context: dg.AssetExecutionContext, sentinel_home: SentinelHome, policy: GovernancePolicy
 ) -> dg.MaterializeResult:

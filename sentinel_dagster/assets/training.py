@@ -19,6 +19,7 @@ import xgboost as xgb
 from pydantic import Field
 
 from sentinel_dagster import mlflow_tracking
+from sentinel_dagster.assets.timing import timed
 from sentinel_dagster.bundle_models import (
     FULL_MODEL,
     evaluate_model,
@@ -80,6 +81,7 @@ class SplitConfig(dg.Config):
 
 
 @dg.asset(group_name="training", io_manager_key="parquet_io_manager", kinds={"pandas"})
+@timed
 def training_set(
     config: SplitConfig, transaction_features: pd.DataFrame, policy: GovernancePolicy
 ) -> dg.Output[pd.DataFrame]:
@@ -122,6 +124,7 @@ PROFILES_DIR = "profiles"  # a candidate's profile models: <model_dir>/profiles/
 
 
 @dg.asset(group_name="training", kinds={"xgboost", "mlflow"})
+@timed
 def candidate_model(
     config: TrainConfig,
     training_set: pd.DataFrame,
@@ -212,6 +215,7 @@ class EvaluationConfig(dg.Config):
 
 
 @dg.asset(group_name="training", kinds={"mlflow"})
+@timed
 def candidate_evaluation(
     config: EvaluationConfig, candidate_model: dict[str, Any], training_set: pd.DataFrame
 ) -> dg.Output[dict[str, Any]]:
@@ -350,6 +354,7 @@ def champion_metrics(
 
 
 @dg.asset(group_name="training")
+@timed
 def promotion_decision(
     candidate_model: dict[str, Any],
     candidate_evaluation: dict[str, Any],
@@ -466,6 +471,7 @@ def profile_contents(
 
 
 @dg.asset(group_name="training", kinds={"mlflow"})
+@timed
 def model_bundle(
     context: dg.AssetExecutionContext,
     promotion_decision: dict[str, Any],

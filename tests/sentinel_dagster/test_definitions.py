@@ -146,7 +146,19 @@ def test_cli_runner_records_the_run_in_the_persistent_instance(sentinel_home: Pa
     )
     with local_instance(sentinel_home) as instance:
         runs = instance.get_runs()
+        # Each asset's time is on its materialization, in the run's record.
+        recorded = {
+            e.asset_materialization.asset_key.to_user_string(): e.asset_materialization.metadata
+            for e in instance.all_logs(report.run_id)
+            if e.asset_materialization is not None
+        }
     assert [r.run_id for r in runs] == [report.run_id]
+    materialized = {key for key, _ in report.materialized}
+    assert materialized == {"transactions", "daily_transaction_stats"} == set(report.seconds)
+    for key in materialized:
+        assert recorded[key]["seconds"].value == report.seconds[key] >= 0
+    assert any(f"asset transactions ({report.seconds['transactions']:.1f} s)" in line
+               for line in report.lines())  # fmt: skip
 
 
 @pytest.mark.parametrize("bad", [{"cards": 0}, {"fraud_rate": 0.9}])
