@@ -110,10 +110,11 @@ def replay(
     gc.disable()
     try:
         if engine.compiled_process is not None:
-            matrix = np.empty((n, len(names)))
+            # One contiguous row per feature: the table's columns without a transposing copy.
+            columns = np.empty((len(names), n))
             j = engine.compiled_process.replay(
                 ids, event_times, cards, merchants, amounts, channels, devices, lats, lons,
-                categories, label_at, label_row, is_fraud, engine.apply_label, matrix, progress,
+                categories, label_at, label_row, is_fraud, engine.apply_label, columns, progress,
                 PROGRESS_EVERY,
             )  # fmt: skip
         else:
@@ -121,7 +122,7 @@ def replay(
                 engine, ids, event_times, cards, merchants, amounts, channels, devices, lats,
                 lons, categories, label_at, label_row, is_fraud, progress,
             )  # fmt: skip
-            matrix = np.frombuffer(values, dtype="float64").reshape(n, len(names))
+            columns = np.frombuffer(values, dtype="float64").reshape(n, len(names)).T
     finally:
         if collecting:
             gc.enable()
@@ -133,13 +134,12 @@ def replay(
     if progress is not None:
         progress(n, n)
 
-    table = pd.concat(
-        [
-            frame[list(KEY_COLUMNS)],
-            pd.DataFrame(matrix, columns=names),
-            frame[[c for c in LABEL_COLUMNS if c in frame]],
-        ],
-        axis=1,
+    table = pd.DataFrame(
+        {
+            **{c: frame[c] for c in KEY_COLUMNS},
+            **dict(zip(names, columns, strict=True)),
+            **{c: frame[c] for c in LABEL_COLUMNS if c in frame},
+        }
     )
     return ReplayResult(table=table, engine=engine, seconds=time.perf_counter() - started)
 

@@ -553,12 +553,15 @@ cdef class InMemoryProcess:
         object progress, Py_ssize_t progress_every,
     ):
         """`feature_replay.replay`'s loop: the events in order, each label applied before
-        the first event at or after its arrival, each vector written to its row of `out`.
-        Returns how many labels were applied (the rest arrive after the last event)."""
-        cdef Py_ssize_t n = len(ids), n_labels = len(label_at), i, r, j = 0
+        the first event at or after its arrival, each vector written to its column of `out`
+        (one row per feature: the table's columns, contiguous). Returns how many labels were
+        applied (the rest arrive after the last event)."""
+        cdef Py_ssize_t n = len(ids), n_labels = len(label_at), i, k, r, j = 0
+        cdef Py_ssize_t size = self.plan.size
+        cdef double* values = self.plan.scratch
         cdef double t
-        if out.shape[0] != n or out.shape[1] != self.plan.size:
-            raise ValueError(f"out: needs shape ({n}, {self.plan.size})")
+        if out.shape[0] != size or out.shape[1] != n:
+            raise ValueError(f"out: needs shape ({size}, {n})")
         for i in range(n):
             t_obj = times[i]
             t = t_obj
@@ -570,8 +573,10 @@ cdef class InMemoryProcess:
                 j += 1
             self._step(
                 ids[i], t_obj, cards[i], merchants[i], amounts[i], channels[i], devices[i],
-                lats[i], lons[i], categories[i], "", &out[i, 0],
+                lats[i], lons[i], categories[i], "", values,
             )
+            for k in range(size):
+                out[k, i] = values[k]
             if progress is not None and i % progress_every == 0:
                 progress(i, n)
         return j
