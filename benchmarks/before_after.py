@@ -6,6 +6,9 @@ Run:
     git worktree add /tmp/before HEAD~1
     .venv/bin/python -m benchmarks.before_after /tmp/before --rounds 5
 
+`--stores redis` (or `memory`) serves only that store's pair; `--after DIR` serves another
+checkout as "after" (default: this one).
+
 Each server runs the checkout's own code (`PYTHONPATH`) with this checkout's virtualenv; the
 Redis servers share one redis-server, each under its own key prefix.
 """
@@ -24,22 +27,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("before", type=Path, help="the other checkout (e.g. a git worktree)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--stores", choices=["both", "memory", "redis"], default="both")
+    parser.add_argument("--after", type=Path, default=ROOT, help="default: this checkout")
     args = parser.parse_args()
-    trees = {"before": args.before.resolve(), "after": ROOT}
+    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    memory, redis = args.stores in ("both", "memory"), args.stores in ("both", "redis")
     runs: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        url, _ = stack.enter_context(redis_server(Path(tmp) / "redis"))
+        url = stack.enter_context(redis_server(Path(tmp) / "redis"))[0] if redis else ""
         targets = {}
         for name, tree in trees.items():
             home = Path(tmp) / name
             publish_models(home)
             code = {"PYTHONPATH": str(tree)}
-            targets[f"{name}, in memory"] = stack.enter_context(sentinel_serve(home, 1, **code))
-            targets[f"{name}, redis"] = stack.enter_context(
-                sentinel_serve(
-                    home, 1, SENTINEL_REDIS_URL=url, SENTINEL_REDIS_PREFIX=f"{name}:", **code
+            if memory:
+                targets[f"{name}, in memory"] = stack.enter_context(sentinel_serve(home, 1, **code))
+            if redis:
+                targets[f"{name}, redis"] = stack.enter_context(
+                    sentinel_serve(
+                        home, 1, SENTINEL_REDIS_URL=url, SENTINEL_REDIS_PREFIX=f"{name}:", **code
+                    )
                 )
-            )
         for round_ in range(args.rounds):
             # Every other round in reverse, so neither side always runs right after a Redis
             # round or first (measured: the position alone moves a server by ~10%).
@@ -59,6 +67,10 @@ def main() -> None:
         ]
         ratio = f"{statistics.median(ratios):.3f}" if name.startswith("after") else ""
         print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {ratio} |")
+    for store in dict.fromkeys(name.split(", ")[1] for name in runs):
+        after, before = runs[f"after, {store}"], runs[f"before, {store}"]
+        each = ", ".join(f"{a['rps'] / b['rps']:.3f}" for a, b in zip(after, before, strict=True))
+        print(f"{store}, after / before per round: {each}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ ranks (`ZCOUNT`, O(log n)) and its last hour's distinct cards from a per-merchan
 slid forward by each in-order payment, so a merchant with thousands of payments an hour
 costs the same per event as a quiet one. A batch is one pipelined round trip.
 
+Answers kept for retries (`remember_answers`) are not written on their own: they are queued
+and sent ahead of the next call's scripts in the same pipeline (see `remember_answers`).
+
 Durability is Redis's own (run it with `appendonly yes` to survive a restart); keys expire
 a day after the longest window could read them, measured on Redis's wall clock. A single
 Redis primary: each script touches a card's and a merchant's keys, which Redis Cluster
@@ -22,8 +25,10 @@ would place on different shards.
 """
 
 import contextlib
+import logging
 import math
 import os
+import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
@@ -46,12 +51,20 @@ from serving.feature_engine import (
     VectorPlan,
     label_before_event,
 )
+from serving.logs import log_event
 from serving.retries import ConflictingEvent, Processed, Remembered, changed_fields, check_call
 from serving.state_store import StateStoreError
 from serving.timeparse import iso
 
+log = logging.getLogger("sentinel.serving")
+
 _HOUR = 3600.0
 KEY_SLACK_S = DAY  # keys outlive the longest window by this much (Redis's wall clock)
+
+
+def store_failure(exc: Exception) -> str:
+    """What a Redis failure is reported as: its type only (a message may quote a key)."""
+    return f"the Redis state store failed: {type(exc).__name__}"
 
 
 @contextlib.contextmanager
@@ -60,7 +73,13 @@ def unavailable_as_store_error() -> Iterator[None]:
     try:
         yield
     except redis.RedisError as exc:
-        raise StateStoreError(f"the Redis state store failed: {type(exc).__name__}") from None
+        raise StateStoreError(store_failure(exc)) from None
+
+
+def log_answers_not_kept(count: int, error: str) -> None:
+    """The default report of queued answers Redis did not keep (the service also counts
+    them): how many and why, never their ids or contents (serving/logs.py)."""
+    log_event(log, logging.WARNING, "answers_not_kept", answers=count, error=error)
 
 
 def _script(name: str) -> str:
@@ -95,6 +114,14 @@ class RedisFeatureEngine(FeatureEngine):
         self.last_seq = 0
         self._caps = ("0", "0")  # no cap until `limit_state`
         self.max_clock_skew_s = max_clock_skew_s
+        # Answers `remember_answers` queued, in call order: (key, answer) for the next round
+        # trip, and when the oldest of them was queued (`monotonic`; tests inject a clock).
+        self._answers: list[tuple[str, bytes]] = []
+        self._answers_since = 0.0
+        self.monotonic: Callable[[], float] = time.monotonic
+        # Told how many queued answers Redis did not keep, and why (the service counts them
+        # in `answers_not_kept`); it is never raised to the call that carried them.
+        self.answers_not_kept: Callable[[int, str], None] = log_answers_not_kept
 
     @classmethod
     def from_url(
@@ -250,9 +277,50 @@ class RedisFeatureEngine(FeatureEngine):
     ) -> list[float]:
         e: EventArgs = (txn_id, t, card_id, merchant_id, amount, channel, device_id, lat, lon,
                         category)  # fmt: skip
-        with unavailable_as_store_error():
-            reply = self._event_script(args=self._event_args(e, fingerprint))
+        (reply,) = self._run_events([self._event_args(e, fingerprint)])
         return self._vector_from(e, reply)
+
+    def _run_events(self, scripts: list[list[str]]) -> list[Any]:
+        """The event scripts' replies, in one round trip, with the queued answers' `SET`s
+        ahead of them in the same pipeline (so a retry among these events finds its answer).
+        The `SET`s' own failures are reported to `answers_not_kept`, never raised; when the
+        round trip itself fails, the answers it carried are reported too and the call fails
+        as before (StateStoreError, a 503).
+
+        The scripts go as plain `EVALSHA`s: a pipeline that registers its scripts asks Redis
+        `SCRIPT EXISTS` first, one more round trip. A script Redis does not have (restarted,
+        or `SCRIPT FLUSH`) answers NOSCRIPT without running; it is loaded and those events
+        are sent again, in order."""
+        answers = self._answers
+        if not answers and len(scripts) == 1:  # nothing to carry: a bare EVALSHA
+            with unavailable_as_store_error():
+                return [self._event_script(args=scripts[0])]
+        self._answers = []
+        pipe = self._answers_pipeline(answers)
+        for args in scripts:
+            pipe.execute_command("EVALSHA", self._event_script.sha, 0, *args)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:  # the connection: the answers may not have arrived
+            if answers:
+                self.answers_not_kept(len(answers), store_failure(exc))
+            raise StateStoreError(store_failure(exc)) from None
+        failed = [r for r in replies[: len(answers)] if isinstance(r, Exception)]
+        if failed:
+            self.answers_not_kept(len(failed), store_failure(failed[0]))
+        replies = replies[len(answers) :]
+        again = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+        if again:
+            pipe = self.client.pipeline(transaction=False)
+            for i in again:
+                self._event_script([], scripts[i], client=pipe)  # loads it if need be
+            with unavailable_as_store_error():
+                for i, reply in zip(again, pipe.execute(raise_on_error=False), strict=True):
+                    replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, redis.RedisError):
+                raise StateStoreError(store_failure(reply))
+        return replies
 
     def process_many(
         self, events: Sequence[EventArgs], fingerprints: Sequence[str] | None = None
@@ -280,11 +348,9 @@ class RedisFeatureEngine(FeatureEngine):
             stored, clock = self._remembered_of(events)
             check_call(events, fingerprints, stored, clock, self._lateness + self._dedup_window)
         batch = os.urandom(8).hex()  # once one script refuses its event, the rest skip theirs
-        pipe = self.client.pipeline(transaction=False)
-        for e, fp in zip(events, fingerprints, strict=True):
-            self._event_script(args=self._event_args(e, fp, batch), client=pipe)
-        with unavailable_as_store_error():
-            replies = pipe.execute()
+        replies = self._run_events(
+            [self._event_args(e, fp, batch) for e, fp in zip(events, fingerprints, strict=True)]
+        )
         out = []
         for index, (e, reply) in enumerate(zip(events, replies, strict=True)):
             try:
@@ -316,13 +382,57 @@ class RedisFeatureEngine(FeatureEngine):
         return remembered.get, -math.inf if clock is None else float(clock)
 
     def remember_answers(self, answers: Sequence[tuple[str, str, bytes]]) -> None:
-        """One round trip: each answer kept as long as its transaction id (the first one
-        stays; the script deletes it when the id starts a new payment)."""
+        """Queue each answer, to be kept as long as its transaction id (`SET NX`: the first
+        one stays; the script deletes it when the id starts a new payment). Nothing is sent
+        here: the queue goes ahead of the next call's scripts in the same pipeline (under
+        load, no round trip of its own), or with `flush_answers`, in call order.
+
+        Why not one `SET` round trip per call, before the answer is sent: the engine's calls
+        block the worker's event loop, and that round trip cost the shipped service on Redis
+        25% of its throughput (docs/BENCHMARKS.md, "Idempotent retries"). Why not a writer
+        thread: it needs a round trip of its own per batch of answers, and its Python
+        (packing, parsing) competes with the event loop for the GIL on the same core, while
+        a piggybacked `SET` costs only its bytes in a round trip made anyway. The price: until
+        it is written (the next call, or the service's idle flush: `Scorer`), another worker
+        or host finds the retry's id but not its answer, and scores it again."""
+        if not answers:
+            return
+        if not self._answers:
+            self._answers_since = self.monotonic()
+        prefix = self.prefix + "a:"
+        self._answers += [(prefix + txn_id, answer) for txn_id, _, answer in answers]
+
+    def _answers_pipeline(self, answers: list[tuple[str, bytes]]) -> redis.client.Pipeline:
+        """A pipeline that starts with the answers' `SET NX PX` (as plain commands: cheaper
+        to build than `pipe.set`'s keywords, measured)."""
         pipe = self.client.pipeline(transaction=False)
-        for txn_id, _, answer in answers:
-            pipe.set(f"{self.prefix}a:{txn_id}", answer, nx=True, px=int(self._txn_ttl_ms))
-        with unavailable_as_store_error():
-            pipe.execute()
+        for key, answer in answers:
+            pipe.execute_command("SET", key, answer, "NX", "PX", self._txn_ttl_ms)
+        return pipe
+
+    def answers_due_in(self, delay_s: float) -> float | None:
+        """Seconds until the oldest queued answer has waited `delay_s` (0 or less: it has);
+        None when none is queued."""
+        if not self._answers:
+            return None
+        return self._answers_since + delay_s - self.monotonic()
+
+    def flush_answers(self) -> int:
+        """Write the queued answers now, in one round trip; how many were sent. A failure is
+        reported to `answers_not_kept` (they are not queued again), never raised."""
+        answers, self._answers = self._answers, []
+        if not answers:
+            return 0
+        pipe = self._answers_pipeline(answers)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            self.answers_not_kept(len(answers), store_failure(exc))
+            return len(answers)
+        failed = [r for r in replies if isinstance(r, Exception)]
+        if failed:
+            self.answers_not_kept(len(failed), store_failure(failed[0]))
+        return len(answers)
 
     # -- labels -------------------------------------------------------------------------
 

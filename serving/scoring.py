@@ -13,8 +13,9 @@ Idempotency: each event with a card carries its request body's fingerprint to th
 A retry (its transaction id remembered within the dedup window) with the same body gets the
 answer stored for the id, without a model call or a scored-log line; with another body the
 whole call is refused (409) before any of it is processed. Fresh answers are stored once
-they are known, before they are sent (journaled with the in-memory state; on Redis one more
-round trip per call, for every worker and host to see).
+they are known: in memory kept and journaled before they are sent; on Redis queued, and
+written ahead of the worker's next call in its pipeline or, when no call comes within
+`redis_answer_delay_ms`, by the idle flush (`flush_due_answers`); see `_keep`.
 
 Event-time guard: an event stamped more than `max_clock_skew_s` after the service's wall
 clock (`Scorer.clock`, injectable) is refused before any event of the call reaches the
@@ -39,11 +40,11 @@ from serving.bundle import Bundle, ServedModel
 from serving.feature_engine import EventArgs, FeatureEngine, RefusedEvent
 from serving.heuristic import HeuristicResult, heuristic_score
 from serving.journal import Journal
-from serving.logs import log_event
 from serving.metrics import HotPathCounters
 from serving.models import LoadedModels, ModelManager
 from serving.predictor import Rows
 from serving.profiles import FULL, wanted_profile
+from serving.redis_state import RedisFeatureEngine, log_answers_not_kept
 from serving.resolve import (
     cold_start_vector,
     event_args,
@@ -55,7 +56,6 @@ from serving.retries import ConflictingEvent, conflict_message
 from serving.schemas import ScoreRequest
 from serving.scored_log import ScoredLog
 from serving.settings import ServiceSettings
-from serving.state_store import StateStoreError
 from serving.timeparse import iso
 
 log = logging.getLogger("sentinel.serving")
@@ -169,6 +169,12 @@ class Scorer:
         self._ejecting: set[Path] = set()  # bundles whose ejection has been started
         self._background: set[asyncio.Task[None]] = set()  # strong references while they run
         self.batcher = TurnBatcher(self._predict)
+        # On Redis, answers are queued by the engine (see `_keep`); the idle flush's timer.
+        self._queued = engine if isinstance(engine, RedisFeatureEngine) else None
+        self._answer_delay_s = settings.redis_answer_delay_ms / 1000.0
+        self._flush_timer: asyncio.TimerHandle | None = None
+        if self._queued is not None:
+            self._queued.answers_not_kept = self._answers_not_kept
 
     async def _slow_predict(self, model: ServedModel, rows: Rows) -> list[float]:
         await asyncio.sleep(self.settings.inject_latency_ms / 1000.0)
@@ -372,21 +378,67 @@ class Scorer:
         return ScoreOutcome(answer, vector, state, False, disagrees)
 
     def _keep(self, answers: list[tuple[str, str, bytes]]) -> None:
-        """Store fresh answers for retries, then hand the journal's lines to the OS in one
-        write (and fsync when `journal_fsync_ms` is 0), before the answers are sent. A
-        shared store that fails here loses only the stored answer (logged): the answer is
-        still sent, and a retry is scored again on the same features."""
+        """Store fresh answers for retries. In memory they are kept, and the journal's lines
+        handed to the OS in one write (fsynced when `journal_fsync_ms` is 0), before the
+        answers are sent.
+
+        On Redis the engine queues them: they go as `SET NX`s ahead of the worker's next
+        call in that call's pipeline, so under load they cost no round trip; when no call
+        comes within `redis_answer_delay_ms` (5 ms), a timer writes them (`flush_due_answers`,
+        one round trip; armed only while answers wait, so an idle worker never wakes for it,
+        where the service's background loop ticks only once a second), and the service's
+        stop writes what is left (`flush_answers`). Until
+        then a retry on another worker or host is recognized (its fingerprint was stored by
+        its event's script) but finds no answer: it is scored again on the same features. A
+        write Redis fails is counted in `answers_not_kept` and logged; the answer was sent.
+        Measured: writing them before each answer cost 25% of the throughput on Redis
+        (docs/BENCHMARKS.md, "Idempotent retries"). With the delay 0 they are written so,
+        before the answers are sent (one more round trip per call)."""
         if answers:
-            try:
-                self.engine.remember_answers(answers)
-            except StateStoreError as exc:
-                self.counters.answers_not_kept += len(answers)
-                log_event(log, logging.WARNING, "answers_not_kept", error=str(exc))
+            self.engine.remember_answers(answers)  # in memory: kept; on Redis: queued
             if self.journal is not None:
                 for txn_id, fp, answer in answers:
                     self.journal.answer(txn_id, fp, answer)
+            if self._queued is not None:
+                if self._answer_delay_s <= 0:
+                    self._queued.flush_answers()
+                elif self._flush_timer is None:
+                    due_in = self._queued.answers_due_in(self._answer_delay_s)
+                    self._arm_answer_flush(self._answer_delay_s if due_in is None else due_in)
         if self.journal is not None:
             self.journal.write()  # kill -9 safe: every answered event is on its way to disk
+
+    def _arm_answer_flush(self, after_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._flush_timer = loop.call_later(max(after_s, 0.0), self.flush_due_answers)
+
+    def flush_due_answers(self) -> None:
+        """The idle flush (on the event loop, like every engine call): write the queued
+        answers once the oldest has waited `redis_answer_delay_ms` without a call carrying
+        it; otherwise wait for the rest of that. Under load each call carries the queue, so
+        this finds it younger than the delay and writes nothing."""
+        self._flush_timer = None
+        if self._queued is None:
+            return
+        due_in = self._queued.answers_due_in(self._answer_delay_s)
+        if due_in is None:
+            return
+        if due_in <= 0:
+            self._queued.flush_answers()
+        else:
+            self._arm_answer_flush(due_in)
+
+    def flush_answers(self) -> int:
+        """Write every queued answer now (the service's stop); how many. In memory: 0."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        return 0 if self._queued is None else self._queued.flush_answers()
+
+    def _answers_not_kept(self, count: int, error: str) -> None:
+        """Answers Redis failed to keep: a retry of theirs will be scored again."""
+        self.counters.answers_not_kept += count
+        log_answers_not_kept(count, error)
 
     def _log(
         self,

@@ -179,7 +179,9 @@ class Service:
         self.persistence.tick()
 
     def shutdown(self) -> None:
-        """Write the logs, then the final snapshot (inline); the journal is then dropped."""
+        """Write the answers still queued for Redis and the logs, then the final snapshot
+        (inline); the journal is then dropped."""
+        self.scorer.flush_answers()  # a failure is counted and logged, never raised
         try:
             self.flush()
         except OSError as exc:

@@ -127,6 +127,13 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="A Redis call that takes longer fails (503) instead of stalling the worker.",
     )
+    redis_answer_delay_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="Answers kept for retries go to Redis with the worker's next call, or "
+        "after this long without one (until then a retry on another worker is scored "
+        "again); 0: written before each answer is sent (one more round trip per call).",
+    )
     # The in-memory state's durability (serving/journal.py).
     journal_fsync_ms: float = Field(
         default=1000.0,

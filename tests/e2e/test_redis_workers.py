@@ -119,8 +119,12 @@ def test_a_retry_on_another_worker_or_host_gets_the_original_answer(two_hosts) -
     now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
     payment = {"transaction_id": "retried-1", "card_id": "card-r", "merchant_id": "shop",
                "amount": 42.0, "event_time": now.isoformat()}  # fmt: skip
-    first = post(f"{urls[1]}/v1/score", payment)  # the other host
+    first = post(f"{urls[1]}/v1/score", payment)  # the other host (one worker)
     assert first["state"] == "added"
+    # Its answer is queued there until its next call's pipeline carries it (or its idle
+    # flush, a few ms later): that call, so the retries below cannot come earlier.
+    nudge = payment | {"transaction_id": "retried-0", "card_id": "card-q"}
+    assert post(f"{urls[1]}/v1/score", nudge)["state"] == "added"
     for url in (urls[0],) * 4 + (urls[1],):  # the two workers (new connections), and back
         retry = post(f"{url}/v1/score", payment)
         assert retry == first | {"state": "duplicate"}

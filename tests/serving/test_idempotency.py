@@ -1,8 +1,10 @@
 """Retries are idempotent with a fingerprint: the same transaction_id with the same body gets
 the answer stored for it; with another body it is refused (409) and nothing changes. On the
 in-memory engine (kept across snapshots and the journal) and on a real redis-server (shared
-by every worker)."""
+by every worker, once the worker's queued answer is written: with its next call's pipeline,
+its idle flush or its stop)."""
 
+import io
 import json
 import math
 from collections.abc import Iterator
@@ -12,11 +14,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from serving.feature_engine import FeatureEngine
+from serving.feature_engine import FeatureEngine, RefusedEvent
 from serving.journal import Journal, replay
 from serving.redis_state import RedisFeatureEngine
 from serving.registry import Registry
-from serving.resolve import fingerprint
+from serving.resolve import event_args, event_timestamp, fingerprint
 from serving.retries import ConflictingEvent
 from serving.schemas import ScoreRequest
 from tests.redis_server import redis_server
@@ -181,6 +183,110 @@ def test_a_redis_batch_racing_a_conflict_applies_nothing_after_it(redis_url: str
     assert states == ["duplicate", "added"]  # t1 was applied, t3 was not
 
 
+# -- Redis: answers queued, written with the next call's pipeline or a flush -------------------
+
+
+def _answer_seen_by(other: RedisFeatureEngine, e: tuple, fp: str) -> bytes | None:
+    """What a retry on another worker (its own engine, nothing queued) gets back."""
+    (retry,) = other.process_many([e], [fp])
+    assert retry.state == "duplicate"  # recognized either way: its script stored `P.f`
+    return retry.answer
+
+
+def test_a_queued_answer_reaches_other_workers_with_the_next_call_or_a_flush(
+    redis_url: str,
+) -> None:
+    worker = RedisFeatureEngine.from_url(redis_url, prefix="queued:")
+    other = RedisFeatureEngine.from_url(redis_url, prefix="queued:")
+    worker.process_many([event("t1")], ["fp-1"])
+    worker.remember_answers([("t1", "fp-1", b'{"p":1}')])  # queued: nothing sent
+    assert _answer_seen_by(other, event("t1"), "fp-1") is None  # scored again, not replayed
+    worker.process_many([event("t2", T0 + 1)], ["fp-2"])  # its pipeline carries the answer
+    assert _answer_seen_by(other, event("t1"), "fp-1") == b'{"p":1}'
+    # A batch carries them too, in call order (the first answer kept for an id stays).
+    worker.remember_answers([("t2", "fp-2", b'{"p":2}'), ("t2", "fp-2", b'{"p":"later"}')])
+    worker.process_many([event("t3", T0 + 2), event("t4", T0 + 3)], ["fp-3", "fp-4"])
+    assert _answer_seen_by(other, event("t2", T0 + 1), "fp-2") == b'{"p":2}'
+    # With no call to carry it, `flush_answers` writes it (the service's idle flush, stop).
+    worker.remember_answers([("t3", "fp-3", b'{"p":3}')])
+    assert _answer_seen_by(other, event("t3", T0 + 2), "fp-3") is None
+    assert worker.flush_answers() == 1
+    assert worker.answers_due_in(0.0) is None and worker.flush_answers() == 0  # none left
+    assert _answer_seen_by(other, event("t3", T0 + 2), "fp-3") == b'{"p":3}'
+    # A retry on the worker that queued an answer gets it: its own pipeline carries it first.
+    worker.remember_answers([("t4", "fp-4", b'{"p":4}')])
+    (retry,) = worker.process_many([event("t4", T0 + 3)], ["fp-4"])
+    assert (retry.state, retry.answer) == ("duplicate", b'{"p":4}')
+
+
+def test_a_conflict_or_a_refused_batch_does_not_drop_the_queued_answers(redis_url: str) -> None:
+    import time
+
+    worker = RedisFeatureEngine.from_url(redis_url, prefix="refused:")
+    other = RedisFeatureEngine.from_url(redis_url, prefix="refused:")
+    worker.process_many([event("t1"), event("t2", T0 + 1)], ["fp-1", "fp-2"])
+    worker.remember_answers([("t1", "fp-1", b'{"p":1}')])
+    # A batch refused before anything is sent (its conflict is found first): still queued.
+    with pytest.raises(ConflictingEvent):
+        worker.process_many([event("t5", T0 + 5), event("t1", amount=2.0)], ["fp-5", "fp-x"])
+    assert worker.answers_due_in(0.0) is not None
+    # A call its script refuses (here a conflict): the answers went ahead of it.
+    with pytest.raises(ConflictingEvent):
+        worker.process_many([event("t1", amount=2.0)], ["fp-x"])
+    assert worker.answers_due_in(0.0) is None
+    assert _answer_seen_by(other, event("t1"), "fp-1") == b'{"p":1}'
+    # A batch refused part-way by Redis's clock: the answers went ahead of it too.
+    worker.remember_answers([("t2", "fp-2", b'{"p":2}')])
+    ahead = event("t9", time.time() + 3_600)
+    with pytest.raises(RefusedEvent) as refused:
+        worker.process_many([event("t6", T0 + 6), ahead], ["fp-6", "fp-9"])
+    assert refused.value.index == 1
+    assert _answer_seen_by(other, event("t2", T0 + 1), "fp-2") == b'{"p":2}'
+
+
+def test_a_write_redis_refuses_is_reported_and_the_call_that_carried_it_answers(
+    redis_url: str,
+) -> None:
+    """A worker whose Redis user may not write answers (an ACL: a genuine error reply for
+    the `SET`s only): the call that carried them still gets its own reply."""
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser("no-answers", enabled=True, passwords=["+pw"], commands=["+@all"],
+                      keys=["%R~*", "~denied:[^a]*"])  # fmt: skip
+    full = RedisFeatureEngine.from_url(redis_url, prefix="denied:")
+    url = redis_url.replace("redis://", "redis://no-answers:pw@")
+    worker = RedisFeatureEngine.from_url(url, prefix="denied:")
+    lost: list[tuple[int, str]] = []
+    worker.answers_not_kept = lambda count, error: lost.append((count, error))
+    full.process_many([event("t1")], ["fp-1"])
+    worker.remember_answers([("t1", "fp-1", b'{"p":1}')])
+    (retry,) = worker.process_many([event("t1")], ["fp-1"])  # a retry: writes only `P.g`
+    assert (retry.state, retry.answer) == ("duplicate", None)
+    assert lost == [(1, "the Redis state store failed: NoPermissionError")]
+    worker.remember_answers([("t1", "fp-1", b'{"p":1}')])
+    assert worker.flush_answers() == 1  # the flush reports it the same way, never raises
+    assert lost[1] == (1, "the Redis state store failed: NoPermissionError")
+    assert _answer_seen_by(full, event("t1"), "fp-1") is None
+
+
+def test_answers_aboard_a_round_trip_that_fails_are_reported_with_the_calls_failure(
+    tmp_path: Path,
+) -> None:
+    """Redis gone: the call fails for its own event (a 503), and the answers it carried
+    are reported as not kept, not queued again."""
+    from serving.state_store import StateStoreError
+
+    with redis_server(tmp_path / "redis") as url:
+        worker = RedisFeatureEngine.from_url(url, prefix="gone:")
+        lost: list[tuple[int, str]] = []
+        worker.answers_not_kept = lambda count, error: lost.append((count, error))
+        worker.process_many([event("t1")], ["fp-1"])
+        worker.remember_answers([("t1", "fp-1", b'{"p":1}')])
+    with pytest.raises(StateStoreError):
+        worker.process_many([event("t2", T0 + 1)], ["fp-2"])
+    assert lost == [(1, "the Redis state store failed: ConnectionError")]
+    assert worker.answers_due_in(0.0) is None and worker.flush_answers() == 0
+
+
 def test_stored_answers_survive_a_snapshot_and_a_journal_replay(tmp_path: Path) -> None:
     engine = FeatureEngine()
     journal = Journal(tmp_path / "journal")
@@ -343,3 +449,91 @@ def test_the_dedup_window_is_configurable(tmp_path: Path) -> None:
         c.post("/v1/score", json=RAW)
         c.post("/v1/score", json=later)
         assert c.post("/v1/score", json=changed).status_code == 409
+
+
+# -- the service on Redis: when queued answers are written ------------------------------------
+
+
+def _stored(redis_url: str, prefix: str, txn_id: str) -> dict | None:
+    kept = redis.Redis.from_url(redis_url).get(f"{prefix}a:{txn_id}")
+    return None if kept is None else json.loads(kept)
+
+
+def test_on_redis_the_service_stop_writes_the_answers_still_queued(
+    tmp_path: Path, redis_url: str
+) -> None:
+    publish_small(Registry(tmp_path / "registry"), seed=1)
+    prefix = "stop:"  # an idle flush an hour away: only the stop can write it
+    with client_for(tmp_path, redis_url=redis_url, redis_prefix=prefix,
+                    redis_answer_delay_ms=3_600_000) as c:  # fmt: skip
+        first = c.post("/v1/score", json=RAW).json()
+        assert first["state"] == "added"
+        assert _stored(redis_url, prefix, "t1") is None  # queued, not written yet
+    assert _stored(redis_url, prefix, "t1") == _without(first, "state")
+
+
+def test_on_redis_with_the_delay_0_the_answer_is_written_before_it_is_sent(
+    tmp_path: Path, redis_url: str
+) -> None:
+    publish_small(Registry(tmp_path / "registry"), seed=1)
+    with client_for(tmp_path, redis_url=redis_url, redis_prefix="at-once:",
+                    redis_answer_delay_ms=0) as c:  # fmt: skip
+        first = c.post("/v1/score", json=RAW).json()
+        assert _stored(redis_url, "at-once:", "t1") == _without(first, "state")
+
+
+def test_on_redis_the_idle_flush_writes_once_the_oldest_answer_has_waited_the_delay(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The engine's clock is injected (stopped): the service's own timer may fire any
+    number of times, and writes nothing until the test moves the clock past the delay."""
+    publish_small(Registry(tmp_path / "registry"), seed=1)
+    now = [1_000.0]
+    with client_for(tmp_path, redis_url=redis_url, redis_prefix="idle:",
+                    redis_answer_delay_ms=5) as c:  # fmt: skip
+        service = c.app.state.service  # type: ignore[attr-defined]
+        service.engine.monotonic = lambda: now[0]
+        first = c.post("/v1/score", json=RAW).json()
+        later = RAW | {"transaction_id": "t2", "event_time": "2026-01-01T12:00:01Z"}
+        c.post("/v1/score", json=later)  # carries t1's answer; queues its own
+        assert _stored(redis_url, "idle:", "t1") == _without(first, "state")
+        now[0] += 0.004  # t2's answer has waited 4 ms: not yet
+        c.portal.call(service.scorer.flush_due_answers)  # type: ignore[union-attr]
+        assert _stored(redis_url, "idle:", "t2") is None
+        now[0] += 0.002  # 6 ms
+        c.portal.call(service.scorer.flush_due_answers)  # type: ignore[union-attr]
+        assert _stored(redis_url, "idle:", "t2") is not None
+        assert service.engine.answers_due_in(0.0) is None
+
+
+def test_on_redis_an_answer_redis_refuses_is_counted_and_its_carrier_still_answers(
+    tmp_path: Path, redis_url: str, sentinel_logs: io.StringIO
+) -> None:
+    """Redis refuses the answers' `SET`s (the worker's user may not write them): the request
+    whose pipeline carried them is answered, and they are counted and logged (no ids)."""
+    publish_small(Registry(tmp_path / "registry"), seed=1)
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser("no-answers-2", enabled=True, passwords=["+pw"], commands=["+@all"],
+                      keys=["%R~*", "~refused-http:[^a]*"])  # fmt: skip
+    # The payment itself is stored by another worker (this one may not delete `P.a`).
+    request = ScoreRequest(**RAW)
+    payment = event_args(request, event_timestamp(request, 0.0))
+    assert payment is not None
+    RedisFeatureEngine.from_url(redis_url, prefix="refused-http:").process_many(
+        [payment], [fingerprint(request)]
+    )
+    url = redis_url.replace("redis://", "redis://no-answers-2:pw@")
+    with client_for(tmp_path, redis_url=url, redis_prefix="refused-http:",
+                    redis_answer_delay_ms=3_600_000) as c:  # fmt: skip
+        first = c.post("/v1/score", json=RAW)  # a retry, scored again: its answer queued
+        again = c.post("/v1/score", json=RAW)  # carries the refused `SET`
+        assert (first.status_code, again.status_code) == (200, 200)
+        assert first.json()["state"] == again.json()["state"] == "duplicate"
+        assert _metric(c, "sentinel_answers_not_kept_total") == 1
+    assert _stored(redis_url, "refused-http:", "t1") is None  # the stop's flush: refused too
+    logged = [json.loads(line) for line in sentinel_logs.getvalue().splitlines()]
+    refused = [e for e in logged if e["event"] == "answers_not_kept"]
+    assert [(e["answers"], e["error"]) for e in refused] == [
+        (1, "the Redis state store failed: NoPermissionError")
+    ] * 2
+    assert '"t1"' not in sentinel_logs.getvalue()

@@ -344,3 +344,27 @@ def test_a_hung_redis_is_a_503_within_the_timeout_not_a_stalled_worker() -> None
         with pytest.raises(StateStoreError, match="Redis state store failed: TimeoutError"):
             engine.process("t", T0, "c", "m", 1.0)
         assert engine.unavailable() is not None
+
+
+def test_events_are_sent_again_when_redis_has_forgotten_the_script(redis_url: str) -> None:
+    """Scripts go as plain EVALSHA (no `SCRIPT EXISTS` round trip first): after a Redis
+    restart or `SCRIPT FLUSH` they answer NOSCRIPT without running, and are loaded and sent
+    again: a single event, one carrying queued answers, and a batch."""
+    client = redis.Redis.from_url(redis_url)
+    engine = RedisFeatureEngine.from_url(redis_url, prefix="noscript:")
+    reference = FeatureEngine()
+    calls: list[list[tuple]] = [
+        [("n1", T0, "c1", "m1", 1.0)],
+        [("n2", T0 + 1, "c1", "m1", 2.0)],  # carries n1's answer
+        [("n3", T0 + 2, "c1", "m1", 3.0), ("n4", T0 + 3, "c2", "m1", 4.0)],
+    ]
+    for i, call in enumerate(calls):
+        client.script_flush()
+        events = [(*e, None, None, math.nan, math.nan, None) for e in call]
+        got = engine.process_many(events, ["fp"] * len(events))
+        for e, one in zip(events, got, strict=True):
+            assert identical(one.vector, reference.process(*e)) and one.state == "added"
+        engine.remember_answers([(e[0], "fp", b"answer-%d" % i) for e in call])
+    assert engine.flush_answers() == 2
+    expected = [b"answer-0", b"answer-1", b"answer-2", b"answer-2"]
+    assert client.mget([f"noscript:a:n{i}" for i in range(1, 5)]) == expected
