@@ -347,10 +347,37 @@ cdef class WindowVector:
 
 def merchant_hour(MerchantState m, double t, bint in_order, Py_ssize_t mp):
     """`feature_engine._merchant_hour`: (start of the last hour, distinct cards in it)."""
-    return _merchant_hour(m, t, in_order, mp)
+    cdef Py_ssize_t start
+    count = _merchant_hour(m, t, in_order, mp, &start)
+    return start, count
 
 
-cdef tuple _merchant_hour(MerchantState m, double t, bint in_order, Py_ssize_t mp):
+cdef Py_ssize_t _distinct(list values, Py_ssize_t lo, Py_ssize_t hi, bint skip_none) except -1:
+    """len(set(values[lo:hi])), None not counted if `skip_none`: for the few values of a
+    card's day compared pairwise (no set, no slice), as a set would (equal is equal)."""
+    cdef Py_ssize_t i, j, n = 0
+    if hi - lo > 16:
+        seen = set(values[lo:hi])
+        if skip_none:
+            seen.discard(None)
+        return len(seen)
+    for i in range(lo, hi):
+        value = values[i]
+        if skip_none and value is None:
+            continue
+        for j in range(lo, i):
+            other = values[j]
+            if other is value or other == value:
+                break
+        else:
+            n += 1
+    return n
+
+
+cdef Py_ssize_t _merchant_hour(
+    MerchantState m, double t, bint in_order, Py_ssize_t mp, Py_ssize_t* start_out
+) except -1:
+    """Distinct cards in the merchant's last hour before `mp`; where the hour starts."""
     cdef double cutoff = t - _W1H
     cdef array.array ts_a = m.ts
     cdef const double* ts = _doubles(ts_a)
@@ -358,8 +385,8 @@ cdef tuple _merchant_hour(MerchantState m, double t, bint in_order, Py_ssize_t m
     cdef dict counts
     cdef Py_ssize_t start
     if not in_order:
-        start = _right(ts, cutoff, 0, mp)
-        return start, len(set(cards[start:mp]))
+        start = start_out[0] = _right(ts, cutoff, 0, mp)
+        return _distinct(cards, start, mp, False)
     counts = m.window_cards
     if counts is None:  # rebuild after a late insertion
         start = _right(ts, cutoff, 0, mp)
@@ -367,8 +394,8 @@ cdef tuple _merchant_hour(MerchantState m, double t, bint in_order, Py_ssize_t m
         m.window_cards = counts
         for card in cards[start:mp]:
             counts[card] = counts.get(card, 0) + 1
-        m.window_start = start
-        return start, len(counts)
+        m.window_start = start_out[0] = start
+        return len(counts)
     start = m.window_start
     while start < mp and ts[start] <= cutoff:
         card = cards[start]
@@ -378,8 +405,8 @@ cdef tuple _merchant_hour(MerchantState m, double t, bint in_order, Py_ssize_t m
         else:
             del counts[card]
         start += 1
-    m.window_start = start
-    return start, len(counts)
+    m.window_start = start_out[0] = start
+    return len(counts)
 
 
 def feature_vector(
@@ -421,7 +448,7 @@ cdef int _builtins(
     b[3] = NAN if channel is None else (1.0 if channel == "online" else 0.0)
     b[4] = NAN if category is None else _CATEGORY_CODE.get(category, _OTHER_CATEGORY)
     if n24h > 1:
-        b[5] = len(set(card.merchants[s24h:p]))
+        b[5] = _distinct(card.merchants, s24h, p, False)
     else:
         b[5] = n24h
     b[6] = (t - ts[p - 1]) / _DAY if n30d else NAN
@@ -450,9 +477,7 @@ cdef int _builtins(
     else:
         b[10] = 1.0 if device_id in devices[s30d:p] else 0.0
     if n24h:
-        recent = set(devices[s24h:p])
-        recent.discard(None)
-        b[11] = len(recent)
+        b[11] = _distinct(devices, s24h, p, True)
     else:
         b[11] = 0
     b[12] = cards1h
@@ -604,7 +629,7 @@ cdef class InMemoryProcess:
         cdef WindowVector plan = self.plan
         cdef double[_N_BUILTIN] b
         cdef double* values
-        cdef Py_ssize_t s24h, s30d, cards1h
+        cdef Py_ssize_t s24h, s30d, cards1h, hour_start
         if t > <double>clock_obj:
             clock_obj = t_obj
         clock = clock_obj
@@ -651,7 +676,7 @@ cdef class InMemoryProcess:
         )):
             mp = self.position(mts, mids, t_obj, txn_id)
         slides = mp == Py_SIZE(mts) and t >= watermark and not duplicate
-        cards1h = _merchant_hour(merchant, t, slides, mp)[1]
+        cards1h = _merchant_hour(merchant, t, slides, mp, &hour_start)
 
 
         _builtins(
