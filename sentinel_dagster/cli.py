@@ -4,15 +4,21 @@ User mistakes (a missing file, a bad option) end with a one-line message and a n
 exit code, never a traceback.
 """
 
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sentinel_dagster import paths
 from sentinel_dagster.simulation_params import SimulationParams
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+# --help and argument errors answer at once: nothing heavy is imported before a command's
+# body runs (rich, the data and ML libraries; typer < 0.29, which converts values without
+# pydantic: pyproject.toml).
 
 app = typer.Typer(
     help="Sentinel-Stream: real-time card-fraud scoring, orchestrated by Dagster.",
@@ -21,21 +27,38 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain click errors: "Error: Invalid value for '--days'"
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
 
 EXIT_INVALID = 1  # the data (or model) was judged and failed
 EXIT_UNUSABLE = 2  # the input could not be read at all, or the arguments are wrong
 
 
-def say(text: str, to: Console = out) -> None:
-    """Print literally: data (e.g. "[amount]") is never read as markup, lines never wrap."""
-    to.print(text, markup=False, highlight=False, soft_wrap=True)
+# Bell, backspace, vertical tab, form feed, carriage return: data must not rewrite the line.
+_LINE_REWRITING = dict.fromkeys((7, 8, 11, 12, 13))
+
+
+def say(text: str, err: bool = False) -> None:
+    """Print literally: data (e.g. "[amount]") is never read as markup, lines never wrap.
+
+    Plain print, not rich: importing rich costs about 0.15 s of every command's startup,
+    --help and argument errors included."""
+    print(text.translate(_LINE_REWRITING), file=sys.stderr if err else sys.stdout, flush=True)
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    say(f"error: {message}", err)
+    say(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def progress_bar(label: str, count: str | None = None) -> "Progress":
+    """A transient bar on stderr: label, bar, [count], time elapsed. rich is imported here,
+    by the commands that show one, not at startup."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+
+    columns: list[ProgressColumn] = [TextColumn(label), BarColumn()]
+    if count is not None:
+        columns.append(TextColumn(count))
+    return Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True), transient=True)
 
 
 def require_file(path: Path | None) -> None:
@@ -82,17 +105,16 @@ def simulate(
     except ValueError as exc:
         raise fail(str(exc), EXIT_UNUSABLE) from None
     target = out_path or paths.default_simulation_path(paths.sentinel_home())
-    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("simulating", total=1.0)
-        try:
+    try:  # a failure is said once the bar is gone
+        with progress_bar("{task.description}") as bar:
+            task = bar.add_task("simulating", total=1.0)
             summary = simulate_to_parquet(
                 params,
                 target,
                 lambda done, stage: bar.update(task, completed=done, description=stage),
             )
-        except OSError as exc:
-            raise fail(f"cannot write {target}: {exc.strerror or exc}", EXIT_INVALID) from None
+    except OSError as exc:
+        raise fail(f"cannot write {target}: {exc.strerror or exc}", EXIT_INVALID) from None
     say(f"wrote {target}: {summary.one_line()}")
 
 
@@ -142,13 +164,13 @@ def _print_failures(report: Any) -> None:
     say(
         f"invalid: {len(failures)} of {len(report.outcomes)} expectations "
         f"failed on {report.rows:,} rows",
-        err,
+        err=True,
     )
     for o in failures:
         column = f" ({o.column})" if o.column else ""
-        say(f"  ✗ [{o.check}] {o.expectation}{column}: {o.observed}", err)
+        say(f"  ✗ [{o.check}] {o.expectation}{column}: {o.observed}", err=True)
         for example in o.examples:
-            say(f"      e.g. {example}", err)
+            say(f"      e.g. {example}", err=True)
 
 
 @app.command()
@@ -189,17 +211,16 @@ def features(
         raise fail(str(exc), EXIT_UNUSABLE) from None
     except SchemaError as exc:
         raise fail(f"{in_path}: {exc}", EXIT_INVALID) from None
-    columns = (TextColumn("replaying events"), BarColumn(), TextColumn("{task.completed:,}"))
-    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("replay", total=len(frame))
-        try:
+    try:
+        with progress_bar("replaying events", "{task.completed:,}") as bar:
+            task = bar.add_task("replay", total=len(frame))
             result = replay(
                 frame,
                 EngineConfig(features=FeatureSet(label_maturity_days=maturity)),
                 progress=lambda done, _: bar.update(task, completed=done),
             )
-        except ValueError as exc:
-            raise fail(f"{in_path}: {exc}", EXIT_INVALID) from None
+    except ValueError as exc:
+        raise fail(f"{in_path}: {exc}", EXIT_INVALID) from None
     try:
         write_parquet_frame(result.table, out_path)
         if snapshot is not None:
@@ -258,7 +279,7 @@ def check_promotion(
         say(f"  {'ok ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
     if not decision.passed:
         for line in decision.refusal():  # every failed check together, at the end
-            say(line, err)
+            say(line, err=True)
         raise typer.Exit(EXIT_INVALID)
     say("promotion gate passed")
 
@@ -416,7 +437,7 @@ def _train_precomputed(
         say(f"  {'ok ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
     if run.published is None:
         for line in run.decision.refusal():
-            say(line, err)
+            say(line, err=True)
         raise typer.Exit(EXIT_INVALID)
     version, role = run.published
     if role == "champion":
@@ -513,17 +534,16 @@ def replay(
         frame = frame[frame["event_time"] >= start]
     if limit is not None:
         frame = frame.sort_values("event_time", kind="stable").head(limit)
-    columns = (TextColumn("replaying"), BarColumn(), TextColumn("{task.completed:,} events"))
-    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("replay", total=len(frame))
-        try:
+    try:
+        with progress_bar("replaying", "{task.completed:,} events") as bar:
+            task = bar.add_task("replay", total=len(frame))
             summary = replay_traffic(
                 frame, client, rate or None, lambda n: bar.update(task, completed=n), drain_labels
             )
-        except ServiceError as exc:
-            raise fail(f"the service is not answering: {exc}", EXIT_UNUSABLE) from None
-        finally:
-            client.close()
+    except ServiceError as exc:
+        raise fail(f"the service is not answering: {exc}", EXIT_UNUSABLE) from None
+    finally:
+        client.close()
     say(summary.one_line())
     if summary.events and summary.errors == summary.events:
         raise fail("every event was refused by the service", EXIT_INVALID)
@@ -543,7 +563,7 @@ def rollback() -> None:
         raise fail(str(exc), EXIT_INVALID) from None
     say(f"champion: {move.replaced} -> {move.champion}")
     if move.alias_error:
-        say(f"warning: MLflow aliases did not follow: {move.alias_error}", err)
+        say(f"warning: MLflow aliases did not follow: {move.alias_error}", err=True)
 
 
 @app.command()
