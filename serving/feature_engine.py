@@ -31,6 +31,7 @@ added to any state: events already scored must not change retroactively. Counted
 `counters["too_late"]`.
 """
 
+import hashlib
 import importlib
 import logging
 import math
@@ -86,12 +87,27 @@ STATE_TABLES = {
 }  # fmt: skip
 log = logging.getLogger("sentinel.serving")
 
-# The per-event arithmetic compiled (serving/feature_kernels.pyx, built by `make setup`).
-_kernels: Any
-try:
-    _kernels = importlib.import_module("serving.feature_kernels")
-except ImportError:  # not built (e.g. no C compiler): the Python code computes the same
-    _kernels = None
+KERNELS_SOURCE = Path(__file__).with_name("feature_kernels.pyx")
+
+
+def _compiled_kernels() -> tuple[Any, str]:
+    """The compiled kernels (serving/feature_kernels.pyx, built by `make setup`), or None
+    and why not: not built (no C compiler: the Python code computes the same, slower), or
+    built from another source than the one beside them (edited and not rebuilt)."""
+    try:
+        kernels = importlib.import_module("serving.feature_kernels")
+    except ModuleNotFoundError as exc:
+        if exc.name != "serving.feature_kernels":
+            raise  # a bug inside the kernels' own imports: not a missing build
+        return None, "not built (make setup builds them with a C compiler)"
+    if KERNELS_SOURCE.exists():  # a source checkout: the build must be of this source
+        source = hashlib.sha256(KERNELS_SOURCE.read_bytes()).hexdigest()
+        if source != kernels.BUILT_FROM:
+            return None, f"built from another {KERNELS_SOURCE.name} (make setup rebuilds them)"
+    return kernels, "compiled"
+
+
+_kernels, KERNELS = _compiled_kernels()  # the service logs which at its start
 KERNELS_BUILT = _kernels is not None
 
 
@@ -359,8 +375,9 @@ MERCHANT_FIELDS = ("cards", "frauds", "ids", "last_seen", "ts", "window_cards", 
 class CardState:
     """A card's payments of the last 30 days (+ lateness), as parallel arrays sorted by time.
 
-    The compiled kernels have the same class with C fields (`feature_kernels.CardState`);
-    both pickle as their fields, so a snapshot loads into either."""
+    The compiled kernels have the same class with C fields (`feature_kernels.CardState`),
+    which pickles as this one: snapshots keep the layout of the versions before (a rollback
+    reads them), and an engine takes over state of the other class when it starts."""
 
     __slots__ = CARD_FIELDS
 
@@ -376,9 +393,6 @@ class CardState:
         self.fraud_reported_at = math.inf  # earliest label_time of a fraud on this card
         self.frauds: KnownFrauds | None = None  # most cards never have one: no arrays
         self.last_seen = -math.inf
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return card_from_fields, (tuple(getattr(self, name) for name in CARD_FIELDS),)
 
 
 class MerchantState:
@@ -396,30 +410,12 @@ class MerchantState:
         self.window_cards: dict[str, int] | None = {}
         self.window_start = 0
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return merchant_from_fields, (tuple(getattr(self, name) for name in MERCHANT_FIELDS),)
-
-
-# The state classes this process uses by default (and unpickles snapshots into).
-STATE_CLASSES: tuple[type, type] = (
-    (CardState, MerchantState) if _kernels is None else (_kernels.CardState, _kernels.MerchantState)
-)
-
 
 def _from_fields(cls: type, names: tuple[str, ...], fields: Sequence[Any]) -> Any:
     state = cls()
     for name, value in zip(names, fields, strict=True):
         setattr(state, name, value)
     return state
-
-
-def card_from_fields(fields: Sequence[Any]) -> Any:
-    """A card's state from its pickled fields, as this process's default class."""
-    return _from_fields(STATE_CLASSES[0], CARD_FIELDS, fields)
-
-
-def merchant_from_fields(fields: Sequence[Any]) -> Any:
-    return _from_fields(STATE_CLASSES[1], MERCHANT_FIELDS, fields)
 
 
 def _as_class(table: MutableMapping[str, Any], cls: type, names: tuple[str, ...]) -> None:

@@ -21,12 +21,20 @@ as in the Python code; compiled with -ffp-contract=off so no multiply-add is fus
 """
 
 from cpython cimport array
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport Py_SIZE
 from libc.math cimport NAN, asin, cos, sin, sqrt
+from libc.string cimport memcmp
 
+import copyreg
 import math
+import weakref
 
 from serving.features import DAY, HOUR, MERCHANT_CATEGORIES, OTHER_CATEGORY
+
+# The SHA-256 of this file when it was compiled (setup.py): the engine uses these kernels
+# only if their source is the one beside them.
+BUILT_FROM = SOURCE_SHA256
 
 # The Python engine's constants (a test checks they are equal).
 EARTH_RADIUS_KM = 6371.0088
@@ -44,14 +52,13 @@ cdef object _NAN = math.nan
 cdef object _NEG_INF = -math.inf
 cdef double _DEG_TO_RAD = math.radians(1.0)  # math.radians(x) is x * this, exactly
 
-# Operations of a compiled window: (op, first bound, second bound, known frauds slot).
 cdef double _INF = math.inf
 
 
 cdef class CardState:
     """`feature_engine.CardState` with C fields: the same attributes, read without a lookup.
-    Pickled as its fields (`feature_engine.card_from_fields`), so a snapshot is the same
-    whichever engine wrote it."""
+    Pickled as the Python class (`_as_python`), so a snapshot has one layout whichever
+    engine wrote it, the layout of the versions before (a rollback still reads it)."""
 
     cdef public array.array ts, cum, lat, lon
     cdef public list ids, merchants, devices
@@ -73,9 +80,9 @@ cdef class CardState:
         self.last_seen = -_INF
 
     def __reduce__(self):
-        from serving.feature_engine import CARD_FIELDS, card_from_fields
+        from serving.feature_engine import CARD_FIELDS, CardState
 
-        return card_from_fields, (tuple([getattr(self, name) for name in CARD_FIELDS]),)
+        return _as_python(self, CardState, CARD_FIELDS)
 
 
 cdef class MerchantState:
@@ -97,9 +104,19 @@ cdef class MerchantState:
         self.window_start = 0
 
     def __reduce__(self):
-        from serving.feature_engine import MERCHANT_FIELDS, merchant_from_fields
+        from serving.feature_engine import MERCHANT_FIELDS, MerchantState
 
-        return merchant_from_fields, (tuple([getattr(self, name) for name in MERCHANT_FIELDS]),)
+        return _as_python(self, MerchantState, MERCHANT_FIELDS)
+
+
+cdef tuple _as_python(object state, type cls, tuple names):
+    """An instance of the Python class `cls` with these slots, as pickle rebuilds one
+    (`copyreg._reconstructor`: pickle allows `__newobj__` of the object's own class only)."""
+    return (
+        copyreg._reconstructor,
+        (cls, object, None),
+        (None, {name: getattr(state, name) for name in names}),
+    )
 
 
 # The window kinds are feature_engine's `_KIND` values (a test checks they agree).
@@ -144,10 +161,31 @@ cdef inline Py_ssize_t _left(const double* a, double x, Py_ssize_t lo, Py_ssize_
 
 
 cdef inline const double* _doubles(array.array values) except? NULL:
-    # NULL for an empty array: never read, as no index is below its length.
-    if values.ob_descr.typecode != b"d":
+    """The raw doubles of a state array, after checking it holds doubles (the state is
+    C-typed: a None or another typecode would be misread). NULL for an empty array: never
+    read, as no index is below its length."""
+    if values is None or values.ob_descr.typecode != b"d":
         raise TypeError("feature state arrays hold doubles (typecode 'd')")
     return values.data.as_doubles
+
+
+cdef double _NAN_VALUE = math.nan
+
+
+cdef inline object _nan(double value):
+    """A NaN as the Python code returns it: its `math.nan` (one object, so vectors compare
+    equal) where it wrote the constant; a NaN that arithmetic made (inf - inf: other bits)
+    as a float of its own bits."""
+    if memcmp(&value, &_NAN_VALUE, sizeof(double)) == 0:
+        return _NAN
+    return value
+
+
+cdef Py_ssize_t* _slots(Py_ssize_t n) except NULL:
+    cdef Py_ssize_t* slots = <Py_ssize_t*>PyMem_Malloc(max(n, 1) * sizeof(Py_ssize_t))
+    if slots == NULL:
+        raise MemoryError()
+    return slots
 
 
 cdef class _Entity:
@@ -161,6 +199,19 @@ cdef class _Entity:
     cdef long long[:] start_at  # per fraud window: its start's index in fraud_offsets
     cdef long long[:] end_at  # its end's index, or -1 when not lagged
     cdef bint any_now
+    # Work space of one event (the engine is used from one thread at a time): the bound per
+    # offset, the known frauds per fraud window, the bisection per fraud offset.
+    cdef Py_ssize_t* bound
+    cdef Py_ssize_t* known_frauds
+    cdef Py_ssize_t* at
+
+    def __cinit__(self):
+        self.bound = self.known_frauds = self.at = NULL
+
+    def __dealloc__(self):
+        PyMem_Free(self.bound)
+        PyMem_Free(self.known_frauds)
+        PyMem_Free(self.at)
 
     def __init__(self, windows, dict given):
         offsets = list(windows.offsets)
@@ -174,8 +225,9 @@ cdef class _Entity:
         self.start_at = array.array("q", [points.index(s) for s, _ in spans])
         self.end_at = array.array("q", [-1 if e is None else points.index(e) for _, e in spans])
         self.any_now = any(e is None for _, e in spans)
-        if max(len(offsets), len(points), len(spans)) > 64:
-            raise ValueError("at most 64 windows per entity are compiled")
+        self.bound = _slots(len(offsets))
+        self.known_frauds = _slots(len(spans))
+        self.at = _slots(len(points))
 
     cdef void bounds(
         self, const double* ts, double t, Py_ssize_t p, Py_ssize_t s24h, Py_ssize_t s30d,
@@ -196,7 +248,7 @@ cdef class _Entity:
     cdef int known(self, object frauds, object t_obj, double t, Py_ssize_t* out) except -1:
         """Known frauds per fraud window, as `VectorPlan`'s generated code counts them."""
         cdef Py_ssize_t i, n = self.fraud_start.shape[0]
-        cdef Py_ssize_t[64] at
+        cdef Py_ssize_t* at = self.at
         cdef Py_ssize_t now = 0
         cdef array.array ft_a
         cdef const double* ft
@@ -245,7 +297,7 @@ cdef class WindowVector:
     cdef long long[:] slot  # known frauds index, or built-in index
     cdef long long[:] whole  # 1 where the Python code returns an int
     cdef array.array _scratch
-    cdef double* scratch  # one vector's values (calls never overlap: the GIL is held)
+    cdef double* scratch  # one vector's values (an engine is used by one thread at a time)
     cdef readonly Py_ssize_t size
 
     def __init__(self, plan):
@@ -291,7 +343,10 @@ cdef class WindowVector:
         Py_ssize_t mp, object merchant_frauds, const double* builtins, double* out,
     ) except -1:
         """The vector's values as doubles into `out` (what `as_list` makes the list of)."""
-        cdef Py_ssize_t[64] cb, mb, ck, mk
+        cdef Py_ssize_t* cb = self.card.bound
+        cdef Py_ssize_t* mb = self.merchant.bound
+        cdef Py_ssize_t* ck = self.card.known_frauds
+        cdef Py_ssize_t* mk = self.merchant.known_frauds
         cdef Py_ssize_t i, a, b, k, n, op, own
         cdef Py_ssize_t* bounds
         self.card.bounds(ts, t, p, s24h, s30d, cb)
@@ -339,7 +394,7 @@ cdef class WindowVector:
             elif self.whole[i]:
                 out[i] = <Py_ssize_t>values[i]
             elif values[i] != values[i]:
-                out[i] = _NAN  # the Python code's one NaN object: lists compare equal
+                out[i] = _nan(values[i])
             else:
                 out[i] = values[i]
         return out
@@ -505,7 +560,7 @@ cdef list _feature_vector(
             _doubles(mts), mp, mf, b, plan.scratch,
         )
         return plan.as_list(plan.scratch, amount_obj)
-    builtins = [_NAN if b[i] != b[i] else b[i] for i in range(_N_BUILTIN)]
+    builtins = [_nan(b[i]) if b[i] != b[i] else b[i] for i in range(_N_BUILTIN)]
     builtins[_AMOUNT] = amount_obj
     for i in _WHOLE_BUILTINS:
         builtins[i] = <Py_ssize_t>b[i]
@@ -514,7 +569,9 @@ cdef list _feature_vector(
 
 
 cdef inline int _append(array.array values, double x) except -1:
-    cdef Py_ssize_t n = Py_SIZE(values)
+    cdef Py_ssize_t n
+    _doubles(values)  # checked before it is written
+    n = Py_SIZE(values)
     array.resize_smart(values, n + 1)
     values.data.as_doubles[n] = x
     return 0
@@ -526,10 +583,11 @@ cdef class InMemoryProcess:
     rare paths (a late insertion, trimming, eviction sweeps, a conflicting retry) call the
     engine module's own Python functions, handed over by the engine."""
 
-    # The engine's attributes (its __dict__): clock, _events, counters, last_state, ...
-    cdef dict engine
+    # The engine, weakly: it holds this object (its `process`), and a cycle would keep a
+    # replay's gigabytes of state alive until a full collection.
+    cdef object engine
     cdef dict cards, merchants, txns, kept
-    cdef object remember_txn, keep, add, evict_idle
+    cdef object remember_txn, keep, add
     cdef readonly WindowVector plan
     cdef object position, insert_card, evict_card
     cdef object insert_merchant, evict_merchant, conflict
@@ -538,7 +596,7 @@ cdef class InMemoryProcess:
 
     def __init__(self, engine, dict python):
         store = engine.store
-        self.engine = vars(engine)
+        self.engine = weakref.ref(engine)
         self.cards = store.table("card")
         self.merchants = store.table("merchant")
         self.txns = store.table("txn")
@@ -546,7 +604,6 @@ cdef class InMemoryProcess:
         self.remember_txn = store.adder("txn")
         self.keep = store.adder("answer")
         self.add = store.add
-        self.evict_idle = engine._evict_idle
         self.plan = engine._vector
         self.lateness = engine._lateness
         self.dedup_window = engine._dedup_window
@@ -561,14 +618,14 @@ cdef class InMemoryProcess:
         self.evict_every = python["EVICT_EVERY"]
 
     def process(
-        self, object txn_id, object t_obj, object card_id, object merchant_id,
-        object amount_obj, object channel=None, object device_id=None, double lat=NAN,
-        double lon=NAN, object category=None, object fingerprint="",
+        self, object txn_id, object t, object card_id, object merchant_id, object amount,
+        object channel=None, object device_id=None, double lat=NAN, double lon=NAN,
+        object category=None, object fingerprint="",
     ):
-        """`FeatureEngine.process`: the event's vector (a list), and the state updated."""
+        """`FeatureEngine.process` (same parameters): the event's vector, the state updated."""
         return self._step(
-            txn_id, t_obj, card_id, merchant_id, amount_obj, channel, device_id, lat, lon,
-            category, fingerprint, NULL,
+            txn_id, t, card_id, merchant_id, amount, channel, device_id, lat, lon, category,
+            fingerprint, NULL,
         )
 
     def replay(
@@ -612,8 +669,9 @@ cdef class InMemoryProcess:
         object category, object fingerprint, double* out,
     ):
         """One event; the vector as a list, or into `out` (then None)."""
-        cdef dict engine = self.engine
-        cdef object clock_obj = engine["clock"]
+        cdef object owner = self.engine()
+        cdef dict engine  # the engine's attributes: clock, _events, counters, last_state, ...
+        cdef object clock_obj
         cdef double t = t_obj
         cdef double amount = amount_obj
         cdef double clock, watermark, horizon
@@ -621,6 +679,8 @@ cdef class InMemoryProcess:
         cdef bint reused, duplicate, new_card, new_merchant, slides
         cdef Py_ssize_t p, mp, n
         cdef array.array ts, cum, mts
+        cdef const double* tsd
+        cdef const double* mtsd
         cdef list ids, mids
         cdef long long events
         cdef CardState card
@@ -630,6 +690,10 @@ cdef class InMemoryProcess:
         cdef double[_N_BUILTIN] b
         cdef double* values
         cdef Py_ssize_t s24h, s30d, cards1h, hour_start
+        if owner is None:
+            raise ReferenceError("the engine of this process step is gone")
+        engine = owner.__dict__
+        clock_obj = engine["clock"]
         if t > <double>clock_obj:
             clock_obj = t_obj
         clock = clock_obj
@@ -656,9 +720,10 @@ cdef class InMemoryProcess:
             card = CardState()
         ts = card.ts
         ids = card.ids
+        tsd = _doubles(ts)
         p = Py_SIZE(ts)
-        if p and (ts.data.as_doubles[p - 1] > t or (
-            ts.data.as_doubles[p - 1] == t and ids[p - 1] >= txn_id
+        if p and (tsd[p - 1] > t or (
+            tsd[p - 1] == t and ids[p - 1] >= txn_id
         )):
             p = self.position(ts, ids, t_obj, txn_id)
         lat = lat * _DEG_TO_RAD  # NaN stays NaN
@@ -670,9 +735,10 @@ cdef class InMemoryProcess:
             merchant = MerchantState()
         mts = merchant.ts
         mids = merchant.ids
+        mtsd = _doubles(mts)
         mp = Py_SIZE(mts)
-        if mp and (mts.data.as_doubles[mp - 1] > t or (
-            mts.data.as_doubles[mp - 1] == t and mids[mp - 1] >= txn_id
+        if mp and (mtsd[mp - 1] > t or (
+            mtsd[mp - 1] == t and mids[mp - 1] >= txn_id
         )):
             mp = self.position(mts, mids, t_obj, txn_id)
         slides = mp == Py_SIZE(mts) and t >= watermark and not duplicate
@@ -710,7 +776,7 @@ cdef class InMemoryProcess:
         if p == Py_SIZE(ts):  # in order: append
             _append(ts, t)
             ids.append(txn_id)
-            _append(cum, cum.data.as_doubles[p] + amount)
+            _append(cum, _doubles(cum)[p] + amount)
             card.merchants.append(merchant_id)
             card.devices.append(device_id)
             if device_id is not None:
@@ -721,7 +787,7 @@ cdef class InMemoryProcess:
                 card.last_seen = t
         else:
             self.insert_card(card, p, t_obj, txn_id, amount_obj, merchant_id, device_id, lat, lon)
-        if ts.data.as_doubles[0] <= horizon - self.trim_slack:
+        if _doubles(ts)[0] <= horizon - self.trim_slack:
             self.evict_card(card, horizon)
         if new_card:
             self.add("card", card_id, card, t_obj)
@@ -736,10 +802,10 @@ cdef class InMemoryProcess:
                 merchant.last_seen = t
         else:
             self.insert_merchant(merchant, mp, t_obj, txn_id, card_id)
-        if mts.data.as_doubles[0] <= horizon - self.trim_slack:
+        if _doubles(mts)[0] <= horizon - self.trim_slack:
             self.evict_merchant(merchant, horizon)
         if new_merchant:
             self.add("merchant", merchant_id, merchant, t_obj)
         if events % self.evict_every == 0:
-            self.evict_idle(horizon, watermark)
+            owner._evict_idle(horizon, watermark)
         return vector

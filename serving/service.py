@@ -8,7 +8,7 @@ import logging
 import time
 
 from serving.breaker import CircuitBreaker
-from serving.feature_engine import FeatureEngine
+from serving.feature_engine import KERNELS, FeatureEngine
 from serving.journal import (
     REPLAY_NONE,
     Journal,
@@ -50,6 +50,11 @@ class Service:
                 self.journal, self.journal_refused = None, True
         self._from_snapshot: int | None = None  # events in the loaded snapshot
         self.engine = self._restore_engine()
+        # Which feature kernels compute (the compiled ones unless not built: then slower).
+        if self.engine.kernels == "compiled":
+            log_event(log, logging.INFO, "feature_kernels", kernels="compiled")
+        else:
+            log_event(log, logging.WARNING, "feature_kernels", kernels="python", reason=KERNELS)
         self.engine.limit_state(*self._state_caps())
         # After the caps: the journal replays as it ran, under them.
         self.persistence = self._replay_journal(journal)

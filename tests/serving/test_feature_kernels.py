@@ -9,9 +9,12 @@ answer (each value's type and bits, the event's state, a stored answer, an error
 and the whole state at the end must be the same.
 """
 
+import gc
 import math
 import pickle
 import random
+import struct
+import weakref
 from array import array
 from dataclasses import replace
 from pathlib import Path
@@ -66,8 +69,9 @@ def exact(value: Any) -> Any:
     """A value as comparable data: floats by their bits (-0.0; NaN, and which NaN object),
     types kept."""
     if isinstance(value, float):
-        # The Python code's NaNs are all `math.nan`, so lists of them compare equal.
-        return ("float", value.hex(), value is math.nan)
+        # The Python code's NaNs it wrote as a constant are all `math.nan` (lists of them
+        # compare equal); a NaN arithmetic made is its own object with its own bits.
+        return (type(value).__name__, value.hex(), struct.pack("<d", value), value is math.nan)
     if isinstance(value, bool | int | str | bytes) or value is None:
         return (type(value).__name__, value)
     if isinstance(value, list | tuple):
@@ -335,3 +339,112 @@ def test_a_state_array_of_another_type_is_refused_not_misread() -> None:
 def test_features_match_the_declaration_order() -> None:
     engine = FeatureEngine()
     assert engine.compiled_process.plan.size == len(FEATURES)
+
+
+def test_more_windows_than_a_fixed_buffer_holds_are_computed_identically() -> None:
+    windows = tuple(
+        Feature(f"w{entity}{k}", entity, 600.0 * (k + 1), Aggregation.COUNT, "many", Of.PAYMENTS)
+        for entity in (Entity.CARD, Entity.MERCHANT)
+        for k in range(90)
+    ) + tuple(
+        Feature(f"f{k}", Entity.MERCHANT, DAY * (k + 1), Aggregation.RATE, "many", Of.FRAUDS, True)
+        for k in range(70)
+    )
+    run_both(stream(41, n=600), EngineConfig(features=FeatureSet(FEATURES + windows)))
+
+
+def test_a_nan_made_by_arithmetic_keeps_its_own_bits() -> None:
+    """Amounts near the float limit: a window's sum is inf - inf, a NaN whose sign bit is
+    set, returned as its own object (not `math.nan`) by both engines."""
+    times = [T0, T0 + 1, T0 + 2, T0 + 7200, T0 + 7201, T0 + 7202]  # the last hour: inf - inf
+    ops = [("event", f"x{i}", t, "c", "m", 1e308, None, None, math.nan, math.nan, None, "")
+           for i, t in enumerate(times)]  # fmt: skip
+    run_both(ops, EngineConfig())
+    engine = FeatureEngine()
+    vectors = [call(engine, op)[0] for op in ops]
+    made = [v for v in vectors[-1] if v[0] == "float" and v[1] == "nan" and not v[3]]
+    assert made, "no NaN from arithmetic: the test no longer covers it"
+
+
+def test_process_takes_the_same_keywords() -> None:
+    compiled, python = FeatureEngine(), FeatureEngine(config=EngineConfig(compiled=False))
+    for engine in (compiled, python):
+        engine.process(txn_id="a", t=T0, card_id="c", merchant_id="m", amount=5.0)
+    kwargs = {"txn_id": "b", "t": T0 + 1, "card_id": "c", "merchant_id": "m", "amount": 7,
+              "channel": "online", "lat": 10.0, "lon": 20.0, "fingerprint": "fp"}  # fmt: skip
+    assert exact(compiled.process(**kwargs)) == exact(python.process(**kwargs))
+
+
+@pytest.mark.parametrize("field", ["ts", "cum", "lat", "lon"])
+@pytest.mark.parametrize("bad", [None, "f"], ids=["none", "float32"])
+def test_state_arrays_of_another_kind_are_refused_not_misread(field: str, bad: str | None) -> None:
+    engine = FeatureEngine()
+    engine.process("a", T0, "c", "m", 1.0, lat=1.0, lon=1.0)
+    card = engine.store.table("card")["c"]
+    setattr(card, field, None if bad is None else array(bad, [0.0] * len(getattr(card, field))))
+    with pytest.raises(TypeError, match="typecode 'd'"):
+        engine.process("b", T0 + 1, "c", "m", 1.0)  # no location: lat and lon only appended
+
+
+def test_a_dropped_engine_is_freed_at_once() -> None:
+    """The compiled step holds its engine weakly: no cycle keeps a replay's state alive."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        engine = FeatureEngine()
+        engine.process("a", T0, "c", "m", 1.0)
+        ref = weakref.ref(engine)
+        step = engine.process
+        del engine
+        assert ref() is None
+        with pytest.raises(ReferenceError):
+            step("b", T0 + 1, "c", "m", 1.0)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def test_kernels_built_from_another_source_are_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert fe.hashlib.sha256(fe.KERNELS_SOURCE.read_bytes()).hexdigest() == kernels.BUILT_FROM
+    edited = tmp_path / "feature_kernels.pyx"
+    edited.write_text(fe.KERNELS_SOURCE.read_text() + "\n# edited, not rebuilt\n")
+    monkeypatch.setattr(fe, "KERNELS_SOURCE", edited)
+    assert fe._compiled_kernels() == (
+        None,
+        "built from another feature_kernels.pyx (make setup rebuilds them)",
+    )
+
+
+class _Names(pickle.Unpickler):
+    """Records every class and function a pickle names."""
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file)
+        self.names: set[tuple[str, str]] = set()
+
+    def find_class(self, module: str, name: str) -> Any:
+        self.names.add((module, name))
+        return super().find_class(module, name)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_a_snapshot_names_only_what_the_previous_version_has(
+    tmp_path: Path, compiled: bool
+) -> None:
+    """A rollback reads the snapshot: the state pickles as the Python classes, with their
+    slots, whichever engine wrote it."""
+    engine = FeatureEngine(config=EngineConfig(compiled=compiled))
+    for op in stream(51, n=500):
+        call(engine, op)
+    engine.snapshot(tmp_path / "state.pkl")
+    with open(tmp_path / "state.pkl", "rb") as f:
+        names = _Names(f)
+        names.load()
+    ours = {(m, n) for m, n in names.names if m.startswith("serving")}
+    assert ours == {
+        ("serving.feature_engine", "CardState"),
+        ("serving.feature_engine", "MerchantState"),
+        ("serving.feature_engine", "KnownFrauds"),
+    }
