@@ -183,7 +183,7 @@ def bench_online(repeats: int) -> dict:
 
 
 # Cards x days: ~1.7 payments per card per day, so events grow with both.
-SCALING_GRID = ((10_000, 60), (10_000, 300), (50_000, 60), (100_000, 30), (100_000, 60))
+SCALING_GRID = ((10_000, 60), (100_000, 6), (10_000, 300), (50_000, 60), (100_000, 30))
 
 
 def bench_scaling(repeats: int) -> dict:
