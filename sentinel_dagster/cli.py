@@ -580,7 +580,7 @@ def up(
     _service_settings()  # a bad SENTINEL_* setting: say so before starting anything
     home = paths.sentinel_home()
     if Registry(home / "registry").pointer("champion") is None:
-        say("no champion yet: materializing the lineage (about 90 s on the default data)")
+        say("no champion yet: materializing the lineage (90-150 s on the default data)")
         _materialize_and_report(None, None)
     local_instance(home).dispose()  # the instance the UI shows: the one runs are recorded in
     stack.stop_on_signals()
