@@ -1,12 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""The feature engine's per-event arithmetic, compiled: the same results as the Python code.
+"""The feature engine's per-event step, compiled: the same results as the Python code.
 
-`serving/feature_engine.py` stays the reference and runs everything that is not arithmetic
-on the card's and merchant's arrays (state lookup, insertion, eviction, labels, stores). What
-it spends most of its time on per event is here, in C: the built-in features
-(`feature_vector`), every declared card and merchant window (`WindowVector`, from the same
-`VectorPlan` the Python engine generates its code from) and the merchant's sliding hour
-(`merchant_hour`).
+`serving/feature_engine.py` stays the reference (`EngineConfig(compiled=False)`). Here, in
+C: the built-in features (`feature_vector`), every declared card and merchant window
+(`WindowVector`, from the same `VectorPlan` the Python engine generates its code from), the
+merchant's sliding hour (`merchant_hour`), the state classes with C fields (`CardState`,
+`MerchantState`) and the whole in-memory `process` step and replay loop (`InMemoryProcess`).
+The rare paths (a late insertion, trimming, eviction sweeps, a conflicting retry, labels,
+the Redis store's step, which computes through `feature_vector`) stay Python, written once.
 
 Why Cython over the alternatives, measured on a 200k-event replay of the default stream
 (2026-11-29): compiling the unchanged `feature_engine.py` with Cython gained ~1.15x and
