@@ -29,7 +29,6 @@ from libc.string cimport memcmp
 
 import copyreg
 import math
-import weakref
 
 from serving.features import DAY, HOUR, MERCHANT_CATEGORIES, OTHER_CATEGORY
 
@@ -584,11 +583,13 @@ cdef class InMemoryProcess:
     rare paths (a late insertion, trimming, eviction sweeps, a conflicting retry) call the
     engine module's own Python functions, handed over by the engine."""
 
-    # The engine, weakly: it holds this object (its `process`), and a cycle would keep a
-    # replay's gigabytes of state alive until a full collection.
-    cdef object engine
+    # The engine's attributes (its __dict__: clock, _events, counters, last_state, ...).
+    # The engine holds this object (as its `process`) and this holds the engine: a cycle,
+    # freed by the cyclic collector. Held weakly, `FeatureEngine().process(...)` would
+    # lose its engine before the call.
+    cdef dict engine
     cdef dict cards, merchants, txns, kept
-    cdef object remember_txn, keep, add
+    cdef object remember_txn, keep, add, evict_idle
     cdef readonly WindowVector plan
     cdef object position, insert_card, evict_card
     cdef object insert_merchant, evict_merchant, conflict
@@ -597,7 +598,8 @@ cdef class InMemoryProcess:
 
     def __init__(self, engine, dict python):
         store = engine.store
-        self.engine = weakref.ref(engine)
+        self.engine = vars(engine)
+        self.evict_idle = engine._evict_idle
         self.cards = store.table("card")
         self.merchants = store.table("merchant")
         self.txns = store.table("txn")
@@ -670,9 +672,8 @@ cdef class InMemoryProcess:
         object category, object fingerprint, double* out,
     ):
         """One event; the vector as a list, or into `out` (then None)."""
-        cdef object owner = self.engine()
-        cdef dict engine  # the engine's attributes: clock, _events, counters, last_state, ...
-        cdef object clock_obj
+        cdef dict engine = self.engine
+        cdef object clock_obj = engine["clock"]
         cdef double t = t_obj
         cdef double amount = amount_obj
         cdef double clock, watermark, horizon
@@ -691,10 +692,6 @@ cdef class InMemoryProcess:
         cdef double[_N_BUILTIN] b
         cdef double* values
         cdef Py_ssize_t s24h, s30d, cards1h, hour_start
-        if owner is None:
-            raise ReferenceError("the engine of this process step is gone")
-        engine = owner.__dict__
-        clock_obj = engine["clock"]
         if t > <double>clock_obj:
             clock_obj = t_obj
         clock = clock_obj
@@ -808,5 +805,5 @@ cdef class InMemoryProcess:
         if new_merchant:
             self.add("merchant", merchant_id, merchant, t_obj)
         if events % self.evict_every == 0:
-            owner._evict_idle(horizon, watermark)
+            self.evict_idle(horizon, watermark)
         return vector
