@@ -666,6 +666,17 @@ cdef class InMemoryProcess:
                 progress(i, n)
         return j
 
+    cdef Py_ssize_t _place(
+        self, array.array ts, list ids, double t, object t_obj, object txn_id
+    ) except -1:
+        """Where the event (t, txn_id) goes in an entity's history: at the end when it is
+        the latest (the common case), else where `_position` finds."""
+        cdef const double* times = _doubles(ts)
+        cdef Py_ssize_t n = Py_SIZE(ts)
+        if n and (times[n - 1] > t or (times[n - 1] == t and ids[n - 1] >= txn_id)):
+            return self.position(ts, ids, t_obj, txn_id)
+        return n
+
     cdef object _step(
         self, object txn_id, object t_obj, object card_id, object merchant_id,
         object amount_obj, object channel, object device_id, double lat, double lon,
@@ -681,8 +692,6 @@ cdef class InMemoryProcess:
         cdef bint reused, duplicate, new_card, new_merchant, slides
         cdef Py_ssize_t p, mp, n
         cdef array.array ts, cum, mts
-        cdef const double* tsd
-        cdef const double* mtsd
         cdef list ids, mids
         cdef long long events
         cdef CardState card
@@ -718,12 +727,7 @@ cdef class InMemoryProcess:
             card = CardState()
         ts = card.ts
         ids = card.ids
-        tsd = _doubles(ts)
-        p = Py_SIZE(ts)
-        if p and (tsd[p - 1] > t or (
-            tsd[p - 1] == t and ids[p - 1] >= txn_id
-        )):
-            p = self.position(ts, ids, t_obj, txn_id)
+        p = self._place(ts, ids, t, t_obj, txn_id)
         lat = lat * _DEG_TO_RAD  # NaN stays NaN
         lon = lon * _DEG_TO_RAD
 
@@ -733,12 +737,7 @@ cdef class InMemoryProcess:
             merchant = MerchantState()
         mts = merchant.ts
         mids = merchant.ids
-        mtsd = _doubles(mts)
-        mp = Py_SIZE(mts)
-        if mp and (mtsd[mp - 1] > t or (
-            mtsd[mp - 1] == t and mids[mp - 1] >= txn_id
-        )):
-            mp = self.position(mts, mids, t_obj, txn_id)
+        mp = self._place(mts, mids, t, t_obj, txn_id)
         slides = mp == Py_SIZE(mts) and t >= watermark and not duplicate
         cards1h = _merchant_hour(merchant, t, slides, mp, &hour_start)
 
