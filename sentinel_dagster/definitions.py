@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from sentinel_dagster.assets.analysis import feature_ablation
 from sentinel_dagster.assets.data import daily_transaction_stats, transactions
 from sentinel_dagster.assets.features import transaction_features
 from sentinel_dagster.assets.shadow import promote_job, rollback_job, shadow_comparison_report
@@ -32,6 +33,7 @@ def build_defs(home: str = "") -> dg.Definitions:
             promotion_decision,
             model_bundle,
             shadow_comparison_report,
+            feature_ablation,
         ],
         asset_checks=[transactions_expectations, transaction_features_valid],
         jobs=[main_job, retrain_job, publish_job, shadow_report_job, promote_job, rollback_job],

@@ -48,6 +48,9 @@ def test_all_definitions_load() -> None:
     retrain = defs.resolve_job_def("retrain_job").asset_layer.executable_asset_keys
     assert dg.AssetKey("promotion_decision") in retrain
     assert dg.AssetKey("model_bundle") not in retrain
+    lineage = defs.resolve_job_def("main_job").asset_layer.executable_asset_keys
+    assert dg.AssetKey("model_bundle") in lineage
+    assert dg.AssetKey("feature_ablation") not in lineage | retrain  # on demand only
     checks = defs.resolve_asset_graph().asset_check_keys
     assert {c.name for c in checks if c.asset_key.to_user_string() == "transactions"} == set(CHECKS)
     assert {c.name for c in checks if c.asset_key.to_user_string() != "transactions"} == {

@@ -13,13 +13,14 @@ from typer.testing import CliRunner
 
 from sentinel_dagster import mlflow_tracking
 from sentinel_dagster.cli import app
+from sentinel_dagster.feature_importance import ALL_FEATURES
 from sentinel_dagster.definitions import defs
 from sentinel_dagster.resources import GovernancePolicy, ParquetIOManager, SentinelHome
 from sentinel_dagster.runner import local_instance
 from sentinel_dagster.sensors import promotion_sensor
 from serving.app import create_app
 from serving.bundle import BundleError, load_bundle
-from serving.features import SEED_FEATURES
+from serving.features import SEED_FEATURES, feature_groups
 from serving.registry import Registry
 from serving.settings import ServiceSettings
 from tests.serving.test_heuristic import BENIGN, RISKY
@@ -165,6 +166,25 @@ def test_mlflow_records_the_run_and_mirrors_the_pointers(lineage: Lineage) -> No
     assert client.get_model_version_by_alias(name, "champion").run_id == model["run_id"]
     second = _output(lineage.second, "candidate_model")
     assert client.get_model_version_by_alias(name, "challenger").run_id == second["run_id"]
+
+
+def test_the_ablation_runs_on_demand_on_the_latest_candidate(lineage: Lineage) -> None:
+    assert not lineage.first.asset_materializations_for_node("feature_ablation")  # not default
+    config = {"ops": {"feature_ablation": {"config": {"max_train_rows": 5_000}}}}
+    with local_instance(lineage.home) as instance:
+        result = _materialize(lineage.home, instance, [dg.AssetKey("feature_ablation")], config)
+    assert result.success
+    rows = {row["removed"]: row for row in _output(result, "feature_ablation")}
+    assert set(rows) == {ALL_FEATURES, *feature_groups()}
+    assert rows[ALL_FEATURES]["pr_auc_change"] == 0.0
+    assert any(row["pr_auc_change"] != 0.0 for row in rows.values())
+    model = _output(lineage.second, "candidate_model")  # the latest candidate
+    assert (Path(model["model_dir"]) / "ablation.csv").exists()
+    mlflow_tracking.use_local_store(lineage.home)
+    artifacts = {a.path for a in MlflowClient().list_artifacts(model["run_id"])}
+    assert "ablation.csv" in artifacts
+    metadata = result.asset_materializations_for_node("feature_ablation")[0].metadata
+    assert metadata["seconds"].value > 0 and ALL_FEATURES in metadata["ablation"].value
 
 
 def test_a_failing_gate_publishes_nothing_and_keeps_the_champion(lineage: Lineage) -> None:
