@@ -35,6 +35,19 @@ def epoch_seconds(times: pd.Series) -> np.ndarray:
     return times.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy() / 1e6
 
 
+def in_replay_order(times: np.ndarray, ids: pd.Series) -> bool:
+    """True when the rows are already in (event_time, transaction_id) order, as a log
+    usually is: checked in milliseconds where sorting 1M rows by both keys takes 0.6 s."""
+    steps = np.diff(times)
+    if (steps < 0).any():
+        return False
+    ties = np.flatnonzero(steps == 0)  # only equal times need their ids compared
+    if len(ties) == 0:
+        return True
+    values = ids.to_numpy()
+    return all(str(values[i]) <= str(values[i + 1]) for i in ties)
+
+
 def _strings(frame: pd.DataFrame, column: str) -> list[str | None]:
     if column not in frame:
         return [None] * len(frame)
@@ -83,8 +96,14 @@ def replay(
     """The feature table of `frame`, one row per transaction, in (event_time, id) order."""
     started = time.perf_counter()
     check_replayable(frame)
-    frame = frame.sort_values(["event_time", "transaction_id"], kind="stable", ignore_index=True)
     times = epoch_seconds(frame["event_time"])
+    if in_replay_order(times, frame["transaction_id"]):
+        frame = frame.reset_index(drop=True)  # the table's rows line up with the vectors
+    else:
+        frame = frame.sort_values(
+            ["event_time", "transaction_id"], kind="stable", ignore_index=True
+        )
+        times = epoch_seconds(frame["event_time"])
     ids = frame["transaction_id"].astype(str).tolist()
     cards = frame["card_id"].astype(str).tolist()
     merchants = frame["merchant_id"].astype(str).tolist()
@@ -134,13 +153,15 @@ def replay(
     if progress is not None:
         progress(n, n)
 
-    table = pd.DataFrame(
-        {
-            **{c: frame[c] for c in KEY_COLUMNS},
-            **dict(zip(names, columns, strict=True)),
-            **{c: frame[c] for c in LABEL_COLUMNS if c in frame},
-        }
-    )
+    # The features as one block over `columns` (no copy: a dict of columns would be
+    # consolidated into a new 2-D block, 0.65 s and 300 MB for 1M rows), then the keys in
+    # front and the labels behind.
+    table = pd.DataFrame(columns.T, columns=names, copy=False)
+    for position, column in enumerate(KEY_COLUMNS):
+        table.insert(position, column, frame[column])
+    for column in LABEL_COLUMNS:
+        if column in frame:
+            table[column] = frame[column]
     return ReplayResult(table=table, engine=engine, seconds=time.perf_counter() - started)
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from sentinel_dagster.cli import app
 from sentinel_dagster.definitions import defs
 from sentinel_dagster.feature_checks import leakage_probe, sanity_outcomes
-from sentinel_dagster.feature_replay import epoch_seconds, replay
+from sentinel_dagster.feature_replay import epoch_seconds, in_replay_order, replay
 from sentinel_dagster.runner import local_instance
 from serving.feature_engine import EngineConfig, FeatureEngine
 from serving.features import FEATURE_NAMES, FeatureSet
@@ -87,6 +87,24 @@ def test_replay_does_not_depend_on_input_row_order(
     shuffled = small_frame.sample(frac=1.0, random_state=4)
     again = replay(shuffled).table
     pd.testing.assert_frame_equal(again, replayed)
+
+
+def test_ties_in_time_are_ordered_by_id_and_any_index_lines_up(
+    small_frame: pd.DataFrame, replayed: pd.DataFrame
+) -> None:
+    # Every event at one of a few instants: the order is then the ids' alone.
+    tied = small_frame.head(300).copy()
+    tied["event_time"] = tied["event_time"].min().floor("D")
+    backwards = tied.iloc[::-1].set_axis(range(1000, 1300))  # ids descending, odd index
+    table = replay(backwards).table
+    assert table["transaction_id"].tolist() == sorted(tied["transaction_id"])
+    pd.testing.assert_frame_equal(table, replay(tied.sort_values("transaction_id")).table)
+    # Already in order under another index: the rows keep their own keys and labels.
+    shifted = small_frame.set_axis(range(5, 5 + len(small_frame)))
+    pd.testing.assert_frame_equal(replay(shifted).table, replayed)
+    assert in_replay_order(np.array([1.0, 2.0, 2.0]), pd.Series(["a", "b", "c"]))
+    assert not in_replay_order(np.array([1.0, 2.0, 2.0]), pd.Series(["a", "c", "b"]))
+    assert not in_replay_order(np.array([2.0, 1.0]), pd.Series(["a", "b"]))
 
 
 def test_fraud_shows_in_the_features(small_frame: pd.DataFrame, replayed: pd.DataFrame) -> None:
