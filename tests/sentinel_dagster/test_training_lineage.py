@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from sentinel_dagster import mlflow_tracking
 from sentinel_dagster.cli import app
-from sentinel_dagster.feature_importance import ALL_FEATURES
 from sentinel_dagster.definitions import defs
+from sentinel_dagster.feature_importance import ALL_FEATURES
 from sentinel_dagster.resources import GovernancePolicy, ParquetIOManager, SentinelHome
 from sentinel_dagster.runner import local_instance
 from sentinel_dagster.sensors import promotion_sensor
