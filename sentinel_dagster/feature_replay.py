@@ -44,8 +44,11 @@ def in_replay_order(times: np.ndarray, ids: pd.Series) -> bool:
     ties = np.flatnonzero(steps == 0)  # only equal times need their ids compared
     if len(ties) == 0:
         return True
-    values = ids.to_numpy()
-    return all(str(values[i]) <= str(values[i + 1]) for i in ties)
+    values = ids.to_numpy()  # compared as the sort compares them (numbers as numbers)
+    try:
+        return all(values[i] <= values[i + 1] for i in ties)
+    except TypeError:  # mixed types: let the sort decide
+        return False
 
 
 def _strings(frame: pd.DataFrame, column: str) -> list[str | None]:

@@ -105,6 +105,8 @@ def test_ties_in_time_are_ordered_by_id_and_any_index_lines_up(
     assert in_replay_order(np.array([1.0, 2.0, 2.0]), pd.Series(["a", "b", "c"]))
     assert not in_replay_order(np.array([1.0, 2.0, 2.0]), pd.Series(["a", "c", "b"]))
     assert not in_replay_order(np.array([2.0, 1.0]), pd.Series(["a", "b"]))
+    assert not in_replay_order(np.array([1.0, 1.0]), pd.Series([10, 9]))  # numbers, not text
+    assert in_replay_order(np.array([1.0, 1.0]), pd.Series([9, 10]))
 
 
 def test_fraud_shows_in_the_features(small_frame: pd.DataFrame, replayed: pd.DataFrame) -> None:
