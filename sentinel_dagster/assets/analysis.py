@@ -20,7 +20,7 @@ from sentinel_dagster.feature_importance import ABLATION_TRAIN_ROWS, ablation
 from sentinel_dagster.reporting import frame_markdown
 from sentinel_dagster.resources import SentinelHome
 from sentinel_dagster.training import TrainParams
-from sentinel_dagster.training_data import from_frame
+from sentinel_dagster.training_data import TrainingSet, from_frame
 from serving.features import feature_groups
 
 
@@ -29,18 +29,15 @@ class AblationConfig(dg.Config):
 
 
 def candidate_ablation(
-    candidate_model: dict[str, Any], training_set: pd.DataFrame, max_train_rows: int
+    candidate_model: dict[str, Any],
+    data: TrainingSet,
+    compromised: frozenset[str],
+    max_train_rows: int = ABLATION_TRAIN_ROWS,
 ) -> pd.DataFrame:
     """The candidate's training, without each feature group in turn; written beside the
     candidate's model as `ablation.csv`."""
-    data = from_frame(training_set)
-    table = ablation(
-        data,
-        TrainParams(**candidate_model["params"]),
-        feature_groups(),
-        compromised_before_holdout(data),
-        max_train_rows,
-    )
+    params = TrainParams(**candidate_model["params"])
+    table = ablation(data, params, feature_groups(), compromised, max_train_rows)
     table.to_csv(Path(candidate_model["model_dir"]) / "ablation.csv", index=False)
     return table
 
@@ -55,7 +52,9 @@ def feature_ablation(
 ) -> dg.Output[list[dict[Any, Any]]]:
     """Holdout metrics the candidate loses without each feature group (retrained on a
     sample of its training rows), logged to the candidate's MLflow run."""
-    table = candidate_ablation(candidate_model, training_set, config.max_train_rows)
+    data = from_frame(training_set)
+    compromised = compromised_before_holdout(data)
+    table = candidate_ablation(candidate_model, data, compromised, config.max_train_rows)
     mlflow_tracking.use_local_store(sentinel_home.root())  # this run may be its own process
     with mlflow.start_run(run_id=candidate_model["run_id"]):
         mlflow.log_artifact(str(Path(candidate_model["model_dir"]) / "ablation.csv"))

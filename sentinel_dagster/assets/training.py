@@ -32,7 +32,7 @@ from sentinel_dagster.bundle_models import (
 )
 from sentinel_dagster.evaluation import Metrics, compromised_before_holdout
 from sentinel_dagster.events_table import SCENARIOS
-from sentinel_dagster.feature_importance import ABLATION_TRAIN_ROWS, gain_importance
+from sentinel_dagster.feature_importance import gain_importance
 from sentinel_dagster.plots import pr_curve_png, score_distribution_png
 from sentinel_dagster.promotion import decide_bundle
 from sentinel_dagster.publishing import BundleContent, ProfileContent, publish
@@ -259,7 +259,7 @@ def candidate_evaluation(
     importance.to_csv(model_dir / "feature_importance.csv", index=False)
     ablated = None
     if config.ablation:
-        ablated = candidate_ablation(candidate_model, training_set, ABLATION_TRAIN_ROWS)
+        ablated = candidate_ablation(candidate_model, data, compromised)
     result = {
         "metrics": model_metrics.flat(),
         "heuristic_metrics": heuristic_metrics.flat(),

@@ -185,6 +185,16 @@ def test_the_ablation_runs_on_demand_on_the_latest_candidate(lineage: Lineage) -
     assert "ablation.csv" in artifacts
     metadata = result.asset_materializations_for_node("feature_ablation")[0].metadata
     assert metadata["seconds"].value > 0 and ALL_FEATURES in metadata["ablation"].value
+    assert _output(lineage.first, "candidate_evaluation")["ablation"] is None
+
+
+def test_the_evaluation_still_runs_the_ablation_when_its_config_asks(lineage: Lineage) -> None:
+    config = {"ops": {"candidate_evaluation": {"config": {"ablation": True}}}}
+    with local_instance(lineage.home) as instance:
+        result = _materialize(lineage.home, instance, [dg.AssetKey("candidate_evaluation")], config)
+    assert result.success
+    rows = {row["removed"] for row in _output(result, "candidate_evaluation")["ablation"]}
+    assert rows == {ALL_FEATURES, *feature_groups()}
 
 
 def test_a_failing_gate_publishes_nothing_and_keeps_the_champion(lineage: Lineage) -> None:
