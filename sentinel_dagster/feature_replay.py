@@ -146,6 +146,7 @@ def replay(
             )  # fmt: skip
             columns = np.frombuffer(values, dtype="float64").reshape(n, len(names)).T
     finally:
+        _age_into_oldest_generation()
         if collecting:
             gc.enable()
     apply_label = engine.apply_label
@@ -166,6 +167,16 @@ def replay(
         if column in frame:
             table[column] = frame[column]
     return ReplayResult(table=table, engine=engine, seconds=time.perf_counter() - started)
+
+
+def _age_into_oldest_generation() -> None:
+    """Move the objects made with the collector off (the engine's state) into its oldest
+    generation without walking them: `freeze` then `unfreeze` splices the lists. Left
+    young, the first collections after `gc.enable` walk every one of them (0.5 s per 1M
+    events, measured). Skipped where the process froze objects of its own."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 def _replay_python(

@@ -1,5 +1,6 @@
 """Offline features: replay parity with one-at-a-time online processing, checks, CLI, asset."""
 
+import gc
 import math
 from pathlib import Path
 
@@ -107,6 +108,22 @@ def test_ties_in_time_are_ordered_by_id_and_any_index_lines_up(
     assert not in_replay_order(np.array([2.0, 1.0]), pd.Series(["a", "b"]))
     assert not in_replay_order(np.array([1.0, 1.0]), pd.Series([10, 9]))  # numbers, not text
     assert in_replay_order(np.array([1.0, 1.0]), pd.Series([9, 10]))
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_the_replayed_state_is_not_left_for_young_collections_to_walk(
+    small_frame: pd.DataFrame, compiled: bool
+) -> None:
+    # The state is made with the collector off; left in the youngest generation, the next
+    # collections would walk all of it. It is handed over as old, and nothing stays frozen.
+    engine = replay(small_frame, EngineConfig(compiled=compiled)).engine
+    card = next(iter(engine.store.table("card").values()))
+    merchant = next(iter(engine.store.table("merchant").values()))
+    young = {id(o) for generation in (0, 1) for o in gc.get_objects(generation)}
+    assert id(card) not in young and id(merchant) not in young
+    old = {id(o) for o in gc.get_objects(2)}
+    assert id(card) in old and id(merchant) in old
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
 
 
 def test_fraud_shows_in_the_features(small_frame: pd.DataFrame, replayed: pd.DataFrame) -> None:
