@@ -19,6 +19,20 @@ from serving.logs import log_event
 log = logging.getLogger("sentinel.serving.access")
 
 
+class RouteNames:
+    """A request's route as logs and metrics name it: the path of a route the app serves,
+    or `unmatched` (so no id typed into a URL becomes a log field or a metric label)."""
+
+    def __init__(self) -> None:
+        self._routes: frozenset[str] | None = None
+
+    def __call__(self, scope: Scope) -> str:
+        if self._routes is None:
+            self._routes = frozenset(route.path for route in scope["app"].routes)
+        path: str = scope["path"]
+        return path if path in self._routes else "unmatched"
+
+
 class AccessLog:
     """ASGI middleware logging every `every`-th HTTP request."""
 
@@ -26,13 +40,7 @@ class AccessLog:
         self.app = app
         self.every = every
         self.requests = 0
-        self._routes: frozenset[str] | None = None
-
-    def _route(self, scope: Scope) -> str:
-        if self._routes is None:
-            self._routes = frozenset(route.path for route in scope["app"].routes)
-        path: str = scope["path"]
-        return path if path in self._routes else "unmatched"
+        self._route = RouteNames()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

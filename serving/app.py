@@ -31,6 +31,7 @@ from serving.openapi import (
     FEEDBACK_EXAMPLES,
     SCORE_EXAMPLES,
     ReadyResponse,
+    add_docs_pages,
     errors,
     json_body,
 )
@@ -145,7 +146,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         title="Sentinel-Stream scoring",
         version="1.0",
         lifespan=lifespan,
+        docs_url=None,  # add_docs_pages: the same pages, without a CDN
+        redoc_url=None,
     )  # the routes that read a body enforce its limit themselves: a 413 in JSON, documented
+    add_docs_pages(app)
     app.access_log_every = settings.access_log_every()
 
     @app.exception_handler(RequestValidationError)
@@ -339,10 +343,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def metrics(request: Request) -> Response:
         service = service_of(request)
         m = service.metrics
-        for state in ("closed", "open", "half_open"):
-            m.breaker_state.labels(state).set(1.0 if str(service.breaker.state) == state else 0.0)
-        for transition, count in service.breaker.transitions.items():
-            m.breaker_transitions.labels(transition).set(count)
         with contextlib.suppress(StateStoreError):  # a shared store down: sizes unknown
             m.state.update(service.engine.state_stats())
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

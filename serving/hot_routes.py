@@ -18,8 +18,9 @@ from urllib.parse import parse_qs
 
 import orjson
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.access_log import RouteNames
 from serving.features import FEATURE_NAMES
 from serving.logs import log_event
 from serving.resolve import ResolveError, stateful_ids
@@ -76,8 +77,9 @@ def _answer(service: Service, outcome: ScoreOutcome, explain: bool) -> dict[str,
         service.metrics.hot.count_replay()
     else:
         service.metrics.hot.count_outcome(
-            body["decision"], body["scored_by"], outcome.shadow_disagrees, outcome.state
-        )
+            body["decision"], body["scored_by"], outcome.shadow_disagrees, outcome.state,
+            body["fraud_probability"], body.get("shadow_fraud_probability"),
+        )  # fmt: skip
     body["state"] = outcome.state  # added, duplicate, too_late; stateless without a card
     if explain:  # orjson writes the NaN of a missing feature as null
         body["features"] = dict(zip(FEATURE_NAMES, outcome.vector, strict=True))
@@ -186,6 +188,7 @@ class HotRoutes:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._route = RouteNames()
 
     @staticmethod
     async def _respond(
@@ -206,10 +209,32 @@ class HotRoutes:
             return error(415, NOT_JSON)
         return await handler(service, raw, explain)
 
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Another route, through FastAPI: counted by status, timed."""
+        started = time.perf_counter()
+        status = 500  # the server answers 500 if the app raises before starting a response
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            service: Service | None = getattr(scope["app"].state, "service", None)
+            if service is not None:  # None before the lifespan has started the service
+                seconds = time.perf_counter() - started
+                service.metrics.hot.observe_request(self._route(scope), status, seconds)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = HANDLERS.get(scope["path"]) if scope["type"] == "http" else None
-        if handler is None or scope["method"] != "POST":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        handler = HANDLERS.get(scope["path"])
+        if handler is None or scope["method"] != "POST":
+            await self._counted(scope, receive, send)
             return
         started = time.perf_counter()
         service: Service = scope["app"].state.service
@@ -223,4 +248,4 @@ class HotRoutes:
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        service.metrics.hot.observe_latency(scope["path"], time.perf_counter() - started)
+        service.metrics.hot.observe_request(scope["path"], status, time.perf_counter() - started)

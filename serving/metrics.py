@@ -7,7 +7,11 @@ percent of a request. Everything that updates them runs on the event-loop thread
 does `/metrics`, so no lock is needed.
 
 The online state's size and evictions are read from the engine when `/metrics` is scraped
-(`StateCollector.update`), not counted per event.
+(`StateCollector.update`), not counted per event; so are the breaker's state and transitions.
+
+Names follow Prometheus's conventions: counters end in `_total`, durations are
+`_duration_seconds`, and the process (`process_*`), interpreter (`python_info`) and garbage
+collector (`python_gc_*`) are exported by prometheus_client's own collectors.
 """
 
 from bisect import bisect_left
@@ -15,7 +19,14 @@ from collections import Counter as Tally
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -24,24 +35,31 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from serving.breaker import BreakerState, CircuitBreaker
 from serving.feature_engine import STATE_TABLES
 
+SCORERS = ("champion", "heuristic", "challenger")
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.06, 0.1, 0.25, 0.5, 1.0)
+SCORE_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
-class _LatencyHistogram:
-    def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+class _Histogram:
+    """Prometheus's `le` buckets (a value equal to a bound falls in that bound's bucket)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
         self.total = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.total += seconds
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
 
     def buckets(self) -> list[tuple[str, float]]:
         cumulative = 0
         out: list[tuple[str, float]] = []
-        for bound, count in zip([*map(str, LATENCY_BUCKETS), "+Inf"], self.counts, strict=True):
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
             cumulative += count
             out.append((bound, cumulative))
         return out
@@ -49,7 +67,7 @@ class _LatencyHistogram:
 
 class HotPathCounters(Collector):
     """Decisions, who answered, what happened to the state, shadow disagreements and
-    failures, and request latency."""
+    failures, the scores, and requests: their count by route and status, and latency."""
 
     def __init__(self) -> None:
         self.decisions: Tally[str] = Tally()
@@ -61,26 +79,39 @@ class HotPathCounters(Collector):
         self.replays = 0  # retries answered with their stored answer
         self.conflicts = 0  # calls refused: a transaction id reused with another body
         self.answers_not_kept = 0  # answers the shared store failed to keep for retries
-        self.latency: dict[str, _LatencyHistogram] = {}
+        self.latency: dict[str, _Histogram] = {}
+        self.requests: Tally[tuple[str, str]] = Tally()  # (route, status code)
+        # Who gave the score: the champion's model, the heuristic, the challenger (shadow).
+        self.scores = {name: _Histogram(SCORE_BUCKETS) for name in SCORERS}
 
     def count_outcome(
-        self, decision: str, scored_by: str, shadow_disagrees: bool, state: str
+        self,
+        decision: str,
+        scored_by: str,
+        shadow_disagrees: bool,
+        state: str,
+        score: float,
+        shadow_score: float | None,
     ) -> None:
         self.decisions[decision] += 1
         self.scored_by[scored_by] += 1
         self.state_updates[state] += 1
         if shadow_disagrees:
             self.shadow_disagreements += 1
+        self.scores["champion" if scored_by == "model" else scored_by].observe(score)
+        if shadow_score is not None:
+            self.scores["challenger"].observe(shadow_score)
 
     def count_replay(self) -> None:
         """A retry answered with its stored answer: the decision is not counted again."""
         self.replays += 1
         self.state_updates["duplicate"] += 1
 
-    def observe_latency(self, route: str, seconds: float) -> None:
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.requests[route, str(status)] += 1
         histogram = self.latency.get(route)
         if histogram is None:
-            histogram = self.latency[route] = _LatencyHistogram()
+            histogram = self.latency[route] = _Histogram(LATENCY_BUCKETS)
         histogram.observe(seconds)
 
     def collect(self) -> Iterator[Metric]:
@@ -97,14 +128,29 @@ class HotPathCounters(Collector):
         for state, n in sorted(self.state_updates.items()):
             states.add_metric([state], n)
         latency = HistogramMetricFamily(
-            "sentinel_request_seconds", "Request latency", labels=["route"]
-        )
+            "sentinel_request_duration_seconds", "Time to answer a request, by route",
+            labels=["route"],
+        )  # fmt: skip
         for route, histogram in sorted(self.latency.items()):
             latency.add_metric([route], histogram.buckets(), histogram.total)
+        requests = CounterMetricFamily(
+            "sentinel_requests", "HTTP requests answered, by route and status code",
+            labels=["route", "status"],
+        )  # fmt: skip
+        for (route, status), n in sorted(self.requests.items()):
+            requests.add_metric([route, status], n)
+        scores = HistogramMetricFamily(
+            "sentinel_score", "Fraud probabilities given, by who gave them (champion: its "
+            "model; heuristic: the fallback; challenger: in shadow)", labels=["scorer"],
+        )  # fmt: skip
+        for scorer, histogram in self.scores.items():
+            scores.add_metric([scorer], histogram.buckets(), histogram.total)
         yield decisions
         yield scored_by
         yield states
         yield latency
+        yield requests
+        yield scores
         counters = (
             ("sentinel_shadow_disagreements", "Champion and challenger decided differently",
              self.shadow_disagreements),
@@ -153,20 +199,41 @@ class StateCollector(Collector):
         yield evicted
 
 
+class BreakerCollector(Collector):
+    """The deadline breaker's state (1 for the current one) and its transitions so far, read
+    from the breaker at each scrape."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "sentinel_breaker_state", "1 for the breaker's current state", labels=["state"]
+        )
+        current = str(self.breaker.state)
+        for name in BreakerState:
+            state.add_metric([name], 1.0 if name == current else 0.0)
+        transitions = CounterMetricFamily(
+            "sentinel_breaker_transitions", "Breaker transitions (from_to)", labels=["transition"]
+        )
+        for transition, n in sorted(self.breaker.transitions.items()):
+            transitions.add_metric([transition], n)
+        yield state
+        yield transitions
+
+
 class ServiceMetrics:
-    def __init__(self) -> None:
+    def __init__(self, breaker: CircuitBreaker) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.hot = HotPathCounters()
         r.register(self.hot)
         self.state = StateCollector()
         r.register(self.state)
-        self.breaker_state = Gauge(
-            "sentinel_breaker_state", "1 for the current state", ["state"], registry=r
-        )
-        self.breaker_transitions = Gauge(
-            "sentinel_breaker_transitions", "Breaker transitions so far", ["transition"], registry=r
-        )
+        r.register(BreakerCollector(breaker))
+        ProcessCollector(registry=r)  # CPU seconds, resident memory, open descriptors
+        PlatformCollector(registry=r)  # python_info
+        GCCollector(registry=r)  # collections per generation
         self.reloads = Counter("sentinel_reloads", "Bundle loads", ["outcome"], registry=r)
         self.model_info = Info("sentinel_model", "Loaded model versions", registry=r)
         self.feedback = Counter("sentinel_feedback", "Labels received", ["outcome"], registry=r)

@@ -1,13 +1,23 @@
 """What the OpenAPI document says beyond the routes' own models: every status code each route
-can answer with its error body, request examples (the README's), the limits.
+can answer with its error body, request examples (the README's), the limits; and the pages
+that show it, `/docs` (Swagger UI) and `/redoc`, served with their scripts and styles from
+the `fastapi-offline` package, not a CDN: scoring services run where the internet is not
+reachable, and FastAPI's default pages are blank there.
 
 Checked in `make test` by schemathesis against the running app (tests/serving/
 test_contract.py): the document and the service must agree.
 """
 
+from importlib.resources import files
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
+
+DOCS_ASSETS = "/docs-assets"
 
 
 class ErrorItem(BaseModel):
@@ -77,3 +87,33 @@ def json_body(schema: dict[str, Any], limit: str, examples: dict[str, Any]) -> d
         "description": limit,
         "content": {"application/json": {"schema": schema, "examples": examples}},
     }
+
+
+def add_docs_pages(app: FastAPI) -> None:
+    """`/docs` and `/redoc` over locally served files (the app is made with both off)."""
+    assets = str(files("fastapi_offline") / "static")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+    title = app.title
+    favicon = f"{DOCS_ASSETS}/favicon.png"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{title}: API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=favicon,
+            # No badge fetched from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None, "tryItOutEnabled": True},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{title}: API",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=favicon,
+            with_google_fonts=False,
+        )

@@ -36,7 +36,8 @@ class Service:
         Redis store (`redis_url`) persists itself and never journals."""
         journal = journal and settings.redis_url is None
         self.settings = settings
-        self.metrics = ServiceMetrics()
+        self.breaker = CircuitBreaker(settings.breaker_config())
+        self.metrics = ServiceMetrics(self.breaker)
         self.manager = ModelManager(settings)
         self.snapshot_path = settings.home / "serving" / STATE_SNAPSHOT
         self.journal_dir = settings.home / "serving" / JOURNAL_DIR
@@ -58,7 +59,6 @@ class Service:
         self.engine.limit_state(*self._state_caps())
         # After the caps: the journal replays as it ran, under them.
         self.persistence = self._replay_journal(journal)
-        self.breaker = CircuitBreaker(settings.breaker_config())
         self.log = ScoredLog(settings.home / "scored")
         self.feedback_log = ScoredLog(settings.home / "scored", prefix="feedback")
         self.scorer = Scorer(

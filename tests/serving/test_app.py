@@ -192,23 +192,82 @@ def test_batch_scores_in_order(client: TestClient) -> None:
     assert after["features"]["txn_count_10m"] == 2
 
 
-def test_metrics_expose_decisions_latency_and_reloads(client: TestClient) -> None:
-    for i in range(3):
-        client.post("/v1/score", json=SEED_REQUEST | {"amount": float(i)})
-    client.post("/v1/score/batch", json={"events": [SEED_REQUEST, SEED_REQUEST]})
-    samples = {
+def _samples(client: TestClient) -> dict[str, float]:
+    return {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in client.get("/metrics").text.splitlines()
-        if line.startswith("sentinel_")
+        if line and not line.startswith("#")
     }
+
+
+def test_metrics_expose_decisions_requests_scores_and_reloads(
+    tmp_path: Path, registry: Registry
+) -> None:
+    publish_small(registry, seed=1)
+    publish_small(registry, seed=2, minute=1)  # a challenger, scored in shadow
+    with client_for(tmp_path) as client:
+        for i in range(3):
+            client.post("/v1/score", json=SEED_REQUEST | {"amount": float(i)})
+        client.post("/v1/score/batch", json={"events": [SEED_REQUEST, SEED_REQUEST]})
+        client.post("/v1/score", json={"amount": -1})  # 422
+        client.post("/v1/score", content=b"{}", headers={"content-type": "text/plain"})  # 415
+        client.get("/health")
+        client.get("/v1/cards/4111111111111111")  # not a route: its path is no label
+        service = client.app.state.service  # type: ignore[attr-defined]
+        for _ in range(service.breaker.config.minimum_calls):
+            service.breaker.record(True)  # closed -> open
+        samples = _samples(client)
     decided = sum(v for k, v in samples.items() if k.startswith("sentinel_decisions_total"))
     assert decided == 5  # every scored event, batch members included
     assert samples['sentinel_scored_by_total{scored_by="model"}'] == 5
-    assert samples['sentinel_request_seconds_count{route="/v1/score"}'] == 3
-    assert samples['sentinel_request_seconds_count{route="/v1/score/batch"}'] == 1
-    assert samples['sentinel_reloads_total{outcome="loaded"}'] == 1
-    assert samples['sentinel_breaker_state{state="closed"}'] == 1
+    requests = {k: v for k, v in samples.items() if k.startswith("sentinel_requests_total")}
+    assert requests == {
+        'sentinel_requests_total{route="/v1/score",status="200"}': 3,
+        'sentinel_requests_total{route="/v1/score",status="422"}': 1,
+        'sentinel_requests_total{route="/v1/score",status="415"}': 1,
+        'sentinel_requests_total{route="/v1/score/batch",status="200"}': 1,
+        'sentinel_requests_total{route="/health",status="200"}': 1,
+        'sentinel_requests_total{route="unmatched",status="404"}': 1,
+    }  # the scrape itself is counted once it has answered
+    assert not any("4111" in k for k in samples)
+    assert samples['sentinel_request_duration_seconds_count{route="/v1/score"}'] == 5
+    assert samples['sentinel_request_duration_seconds_count{route="/v1/score/batch"}'] == 1
+    assert samples['sentinel_request_duration_seconds_bucket{le="+Inf",route="/health"}'] == 1
+    # Every answered score in its scorer's histogram; the challenger's shadow scores too.
+    assert samples['sentinel_score_count{scorer="champion"}'] == 5
+    assert samples['sentinel_score_count{scorer="challenger"}'] == 5
+    assert samples['sentinel_score_count{scorer="heuristic"}'] == 0
+    assert samples['sentinel_score_bucket{le="1.0",scorer="champion"}'] == 5
+    assert 0 < samples['sentinel_score_sum{scorer="champion"}'] < 5
+    assert samples['sentinel_reloads_total{outcome="loaded"}'] == 2
+    assert samples['sentinel_breaker_state{state="open"}'] == 1
+    assert samples['sentinel_breaker_state{state="closed"}'] == 0
+    assert samples['sentinel_breaker_transitions_total{transition="closed->open"}'] == 1
     assert "sentinel_model_info" in "".join(samples)
+    # prometheus_client's own collectors: the process, the interpreter, the collector.
+    assert samples["process_resident_memory_bytes"] > 0
+    assert 'python_gc_collections_total{generation="0"}' in samples
+    assert any(k.startswith("python_info") for k in samples)
+
+
+def test_metric_names_follow_prometheus_conventions(client: TestClient) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.post("/v1/score", json=SEED_REQUEST)
+    families = list(text_string_to_metric_families(client.get("/metrics").text))
+    ours = [f for f in families if f.name.startswith("sentinel_")]
+    assert len(ours) >= 15
+    for family in ours:
+        if family.type == "counter":  # the exposition names counter samples `_total`
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples), family
+        if family.type == "histogram":
+            assert family.name.endswith("_seconds") or family.name == "sentinel_score", family
+        assert not family.name.endswith("_total_total")
+    types = {f.name: f.type for f in ours}
+    assert types["sentinel_breaker_transitions"] == "counter"
+    assert types["sentinel_requests"] == "counter"
+    assert types["sentinel_request_duration_seconds"] == "histogram"
+    assert types["sentinel_score"] == "histogram"
 
 
 def test_state_survives_a_restart(tmp_path: Path, registry: Registry) -> None:
@@ -462,3 +521,21 @@ def test_an_epoch_number_in_a_string_is_not_a_timestamp(client: TestClient, valu
     answer = client.post("/v1/score", json=RAW | {"event_time": value})
     assert answer.status_code == 422
     assert answer.json()["detail"][0]["loc"] == ["body", "event_time"]
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_pages_load_nothing_from_the_internet(client: TestClient, page: str) -> None:
+    import re
+
+    html = client.get(page)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    assert "http://" not in html.text and "https://" not in html.text  # no CDN, no fonts
+    links = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+    assert any(link.endswith(".js") for link in links)
+    for link in links:  # every script, style and icon the page loads is served here
+        assert link.startswith("/docs-assets/"), link
+        asset = client.get(link)
+        assert asset.status_code == 200 and len(asset.content) > 1000, link
+    assert "'/openapi.json'" in html.text or '"/openapi.json"' in html.text
+    if page == "/docs":
+        assert '"validatorUrl": null' in html.text  # no badge fetched from swagger.io
