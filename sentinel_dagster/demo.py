@@ -68,7 +68,8 @@ def run_demo(home: Path, api_url: str, say: Callable[[str], None]) -> str:
     say(f"champion served now: {champion}")
 
     say("1/4 training a challenger on newer data (Dagster run; see the UI's Runs page)")
-    run = materialize_lineage("*model_bundle", {"ops": {"transactions": {"config": NEWER_DATA}}})
+    newer = {"ops": {"transactions": {"config": NEWER_DATA}}}
+    run = materialize_lineage(run_config=newer, job="main_job", launched_by="demo")
     if not run.success:
         raise DemoError(f"the training run {run.run_id} failed: {run.failure}")
     challenger = registry.pointer("challenger")
@@ -90,7 +91,7 @@ def run_demo(home: Path, api_url: str, say: Callable[[str], None]) -> str:
     say(f"    {summary.one_line()}")  # every answered event is in the scored-event log
 
     say("3/4 materializing shadow_comparison_report")
-    report_run = materialize_lineage("shadow_comparison_report")
+    report_run = materialize_lineage(job="shadow_report_job", launched_by="demo")
     if not report_run.success:
         raise DemoError(f"the report run {report_run.run_id} failed: {report_run.failure}")
     report = _latest_report(home)

@@ -157,34 +157,49 @@ def with_policy(run_config: dict[str, Any] | None, policy: Path) -> dict[str, An
     return config
 
 
+SELECTION_JOB = "materialize"  # the job a `--select` runs as (not `__ephemeral_asset_job__`)
+LAUNCHED_BY = "sentinel/launched_by"  # run tag: cli, demo, make-run (the UI filters by tags)
+
+
+def _selection_job(defs: dg.Definitions, select: str) -> dg.JobDefinition:
+    """The selection as a named asset job over the code location's assets and checks."""
+    named = dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        resources=defs.resources,
+        jobs=[dg.define_asset_job(SELECTION_JOB, selection=select)],
+    )
+    return named.resolve_job_def(SELECTION_JOB)
+
+
 def materialize_lineage(
     select: str | None = None,
     run_config: dict[str, Any] | None = None,
     home: Path | None = None,
+    *,
+    job: str | None = None,
+    launched_by: str = "cli",
 ) -> RunReport:
-    """Run `main_job`, or materialize an asset selection such as 'group:data'."""
+    """Run a job of the code location (`main_job` unless `select` or `job` is given), or
+    an asset selection such as 'group:data' as the job `materialize`; tagged with who
+    launched it and what it selected."""
     from sentinel_dagster.definitions import build_defs
 
     defs = build_defs(str(home) if home else "")
     home = home or paths.sentinel_home()
     config = {**QUIET_LOGS, **(run_config or {})}
+    what = select or job or "main_job"
+    tags = {LAUNCHED_BY: launched_by, "sentinel/selection": what}
     with local_instance(home) as instance:
         try:
             if select is None:
-                job = defs.resolve_job_def("main_job")
-                result = job.execute_in_process(
-                    run_config=config, instance=instance, raise_on_error=False
-                )
+                job_def = defs.resolve_job_def(job or "main_job")
             else:
-                result = dg.materialize(
-                    [*(defs.assets or []), *(defs.asset_checks or [])],  # type: ignore[list-item]
-                    selection=select,
-                    run_config=config,
-                    instance=instance,
-                    resources=defs.resources,
-                    raise_on_error=False,
-                )
+                job_def = _selection_job(defs, select)
+            result = job_def.execute_in_process(
+                run_config=config, instance=instance, raise_on_error=False, tags=tags
+            )
         except dg.DagsterError as exc:
             reason = exc.__cause__ or exc  # Dagster wraps the useful message
-            raise MaterializeError(f"cannot materialize {select or 'main_job'}: {reason}") from None
+            raise MaterializeError(f"cannot materialize {what}: {reason}") from None
         return _report(result, home)

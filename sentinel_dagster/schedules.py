@@ -9,6 +9,7 @@ nightly_retrain_schedule = dg.ScheduleDefinition(
     job=retrain_job,
     cron_schedule="0 2 * * *",
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,  # the README's "all automation runs"
     description="Retrain at 02:00 UTC; a passing candidate is published by promotion_sensor.",
 )
 

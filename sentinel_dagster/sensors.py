@@ -6,13 +6,31 @@ import dagster as dg
 from sentinel_dagster.assets.shadow import promote_job
 from sentinel_dagster.jobs import publish_job
 
+BUNDLE_STEP = "model_bundle"
 
-def publish_request(event: dg.EventLogEntry) -> dg.RunRequest | dg.SkipReason:
-    """One run request per passing decision, keyed by the run that made the decision."""
+
+def publishes_itself(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether the run that made the decision also has the `model_bundle` step in its plan
+    (main_job, `sentinel materialize`, a selection with it): it publishes then, and a
+    publish run would only repeat it."""
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.execution_plan_snapshot_id is None:
+        return False
+    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    return any(step.key == BUNDLE_STEP for step in plan.steps)
+
+
+def publish_request(
+    event: dg.EventLogEntry, instance: dg.DagsterInstance
+) -> dg.RunRequest | dg.SkipReason:
+    """One run request per passing decision, keyed by the run that made the decision,
+    unless that run publishes the bundle itself."""
     materialization = event.asset_materialization
     passed = materialization.metadata.get("passed") if materialization is not None else None
     if passed is None or passed.value is not True:
         return dg.SkipReason(f"promotion decision of run {event.run_id} did not pass")
+    if publishes_itself(instance, event.run_id):
+        return dg.SkipReason(f"run {event.run_id} publishes the bundle itself")
     return dg.RunRequest(run_key=f"publish-{event.run_id}")
 
 
@@ -25,7 +43,7 @@ def publish_request(event: dg.EventLogEntry) -> dg.RunRequest | dg.SkipReason:
 def promotion_sensor(
     context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
 ) -> dg.RunRequest | dg.SkipReason:
-    return publish_request(asset_event)
+    return publish_request(asset_event, context.instance)
 
 
 def promotion_request(event: dg.EventLogEntry) -> dg.RunRequest | dg.SkipReason:

@@ -43,7 +43,13 @@ def test_all_definitions_load() -> None:
     }
     for job in ("main_job", "retrain_job", "publish_job"):
         assert defs.resolve_job_def(job) is not None
-    assert defs.resolve_schedule_def("nightly_retrain_schedule").cron_schedule == "0 2 * * *"
+    nightly = defs.resolve_schedule_def("nightly_retrain_schedule")
+    assert nightly.cron_schedule == "0 2 * * *"
+    # Every schedule and sensor runs once the daemon does: none waits to be switched on.
+    for schedule in defs.schedules or []:
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING, schedule.name
+    for sensor in defs.sensors or []:
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, sensor.name
     assert defs.resolve_sensor_def("promotion_sensor") is not None
     retrain = defs.resolve_job_def("retrain_job").asset_layer.executable_asset_keys
     assert dg.AssetKey("promotion_decision") in retrain
@@ -156,6 +162,10 @@ def test_cli_runner_records_the_run_in_the_persistent_instance(sentinel_home: Pa
             if e.asset_materialization is not None
         }
     assert [r.run_id for r in runs] == [report.run_id]
+    # A named job with tags in the UI's run list, not `__ephemeral_asset_job__`.
+    assert runs[0].job_name == "materialize"
+    assert runs[0].tags["sentinel/launched_by"] == "cli"
+    assert runs[0].tags["sentinel/selection"] == "group:data"
     materialized = {key for key, _ in report.materialized}
     assert materialized == {"transactions", "daily_transaction_stats"} == set(report.seconds)
     for key in materialized:
@@ -167,10 +177,14 @@ def test_cli_runner_records_the_run_in_the_persistent_instance(sentinel_home: Pa
 @pytest.mark.parametrize("bad", [{"cards": 0}, {"fraud_rate": 0.9}])
 def test_invalid_simulator_config_fails_with_a_clear_reason(sentinel_home: Path, bad: dict) -> None:
     config = {"ops": {"transactions": {"config": bad}}}
-    report = materialize_lineage(run_config=config, home=sentinel_home)
+    report = materialize_lineage(run_config=config, home=sentinel_home, launched_by="demo")
     assert not report.success
     assert report.failure is not None
     assert "invalid simulator config" in report.failure
+    with local_instance(sentinel_home) as instance:
+        run = instance.get_run_by_id(report.run_id)
+    assert run is not None and run.job_name == "main_job"
+    assert run.tags["sentinel/launched_by"] == "demo"
 
 
 def test_the_command_lines_asset_names_are_the_definitions() -> None:

@@ -228,9 +228,20 @@ def test_a_later_passing_candidate_becomes_challenger(lineage: Lineage) -> None:
 
 def test_sensor_requests_one_publish_run_per_passing_decision(lineage: Lineage) -> None:
     with local_instance(lineage.home) as instance:
+        # The latest passing decision's run published its bundle itself: nothing to repeat.
         context = dg.build_sensor_context(instance=instance, definitions=defs)
         tick = promotion_sensor.evaluate_tick(context)
-        assert [r.run_key for r in tick.run_requests] == [f"publish-{lineage.second.run_id}"]
+        assert tick.run_requests == []
+        assert f"run {lineage.second.run_id} publishes the bundle itself" in str(tick.skip_message)
+        # A decision made without the bundle (as retrain_job makes it) is published.
+        loose = lineage.home / "loose_policy.yaml"
+        decided = _materialize(
+            lineage.home, instance, [dg.AssetKey("promotion_decision")], {}, policy=loose
+        )
+        assert _output(decided, "promotion_decision")["passed"] is True
+        after = dg.build_sensor_context(instance=instance, cursor=tick.cursor, definitions=defs)
+        tick = promotion_sensor.evaluate_tick(after)
+        assert [r.run_key for r in tick.run_requests] == [f"publish-{decided.run_id}"]
         again = dg.build_sensor_context(instance=instance, cursor=tick.cursor, definitions=defs)
         assert promotion_sensor.evaluate_tick(again).run_requests == []
 
