@@ -74,6 +74,12 @@ class ShadowPolicy(BaseModel):
     max_flip_rate: float = Field(default=0.05, ge=0.0, le=1.0)  # decisions that differ
     label_maturity_days: float = Field(default=7.0, ge=0.0)  # set from the policy's top level
     target_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)  # for recall at this FPR
+    # Events older than the service's lateness window when they arrived were scored without
+    # their card's recent history: above this share the comparison is not judged.
+    max_too_late_share: float = Field(default=0.1, ge=0.0, le=1.0)
+    # PSI of the challenger's scores against the champion's on the same events: above this
+    # the two models see the traffic too differently to swap one for the other unreviewed.
+    max_score_psi: float = Field(default=0.25, ge=0.0)
 
 
 class Policy(BaseModel):

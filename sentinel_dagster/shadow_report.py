@@ -36,6 +36,9 @@ class ShadowReport:
     score_correlation: float | None = None  # Pearson
     score_rank_correlation: float | None = None  # Spearman
     psi: float | None = None  # challenger's score distribution against the champion's
+    # Events scored after the service's lateness window (`state: too_late` in the log):
+    # their features lacked the card's recent history. Logs before the field: 0.
+    too_late_events: int = 0
     labelled_events: int = 0
     fraud_labels: int = 0
     pr_auc: dict[str, float] = field(default_factory=dict)
@@ -172,6 +175,8 @@ def judge(
         report.score_correlation = float(np.corrcoef(a, b)[0, 1])
         report.score_rank_correlation = float(pd.Series(a).corr(pd.Series(b), method="spearman"))
     report.psi = population_stability(a, b)
+    if "state" in events:
+        report.too_late_events = int((events["state"] == "too_late").sum())
     for name, column in (("champion", "champion_call_us"), ("challenger", "challenger_call_us")):
         if column in events:
             calls = events[column].dropna().to_numpy(float)
@@ -239,6 +244,19 @@ def compare(
 
 def _hold_reasons(report: ShadowReport, policy: ShadowPolicy) -> list[str]:
     reasons = []
+    late = report.too_late_events / report.events_compared if report.events_compared else 0.0
+    if late > policy.max_too_late_share:
+        reasons.append(
+            f"{report.too_late_events} of {report.events_compared} events ({late:.0%}) reached "
+            f"the service too late for its online state (more than "
+            f"{policy.max_too_late_share:.0%}): scored without their cards' recent history, "
+            "they cannot judge either model; replay traffic with fresh ids and times"
+        )
+    if report.psi is not None and report.psi > policy.max_score_psi:
+        reasons.append(
+            f"score PSI {report.psi:.3f} is above {policy.max_score_psi:.3f}: the challenger "
+            "scores this traffic very differently from the champion; review it first"
+        )
     if report.labelled_events < policy.min_labelled_events:
         reasons.append(
             f"too few labelled events: {report.labelled_events} < {policy.min_labelled_events}"
@@ -282,6 +300,17 @@ def _profile_regressions(
     return reasons
 
 
+def _psi_words(psi: float | None) -> str:
+    """The usual reading of a population stability index."""
+    if psi is None:
+        return "not computed"
+    if psi < 0.1:
+        return "the score distributions barely differ"
+    if psi <= 0.25:
+        return "they differ moderately"
+    return "the challenger scores this traffic very differently"
+
+
 def _number(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -305,7 +334,9 @@ def to_markdown(report: ShadowReport, now: dt.datetime) -> str:
         f"| flips: decline → approve | {report.flips_to_approve} |",
         f"| score correlation (Pearson / Spearman) | {_number(report.score_correlation)} / "
         f"{_number(report.score_rank_correlation)} |",
-        f"| PSI (challenger vs champion scores) | {_number(report.psi)} |",
+        f"| PSI (challenger vs champion scores) | {_number(report.psi)}: "
+        f"{_psi_words(report.psi)} |",
+        f"| events too late for the online state | {report.too_late_events} |",
         f"| labelled events / fraud labels | {report.labelled_events} / {report.fraud_labels} |",
         "",
         "| on labelled events | champion | challenger |",
@@ -331,6 +362,13 @@ def to_markdown(report: ShadowReport, now: dt.datetime) -> str:
                 f"{_number(p['pr_auc_champion'])} | {_number(p['pr_auc_challenger'])} |"
             )
         lines.append("")
+    lines += [
+        "PSI (population stability index) compares the challenger's score distribution with "
+        "the champion's on the same events, over ten bins of the champion's scores: the sum "
+        "of (share b - share a) x ln(share b / share a). Under 0.1 the two barely differ, "
+        "0.1-0.25 moderately, above 0.25 a lot (the `shadow:` policy's `max_score_psi`).",
+        "",
+    ]
     if report.reasons:
         lines += ["Held because:", *[f"- {reason}" for reason in report.reasons]]
     else:

@@ -469,5 +469,8 @@ class Scorer:
                 "challenger_call_us": scored.challenger_us,
                 "decision": answer["decision"],
                 "scored_by": answer["scored_by"],
+                # added, too_late (the card's history lacks it: its features are partial),
+                # duplicate, stateless: the shadow report weighs the evidence by it
+                "state": outcome.state,
             }
         )

@@ -68,6 +68,45 @@ def test_each_unmet_condition_holds_with_its_reason(policy_change: dict, reason:
     assert report.reasons == [reason]
 
 
+def test_traffic_mostly_too_late_for_the_online_state_is_not_judged() -> None:
+    scored, feedback = logs()
+    scored["state"] = "added"
+    scored.loc[: int(0.3 * len(scored)) - 1, "state"] = "too_late"  # e.g. an old log replayed
+    report = compare(scored, feedback, "A", "B", POLICY)
+    assert report.verdict == "hold" and report.too_late_events == 120
+    assert report.reasons == [
+        "120 of 400 events (30%) reached the service too late for its online state (more "
+        "than 10%): scored without their cards' recent history, they cannot judge either "
+        "model; replay traffic with fresh ids and times"
+    ]
+    assert "| events too late for the online state | 120 |" in to_markdown(
+        report, pd.Timestamp("2026-02-01").to_pydatetime()
+    )
+    # A few late events are the normal life of a stream: judged.
+    scored["state"] = "added"
+    scored.loc[:19, "state"] = "too_late"
+    assert compare(scored, feedback, "A", "B", POLICY).verdict == "promote"
+
+
+def test_a_score_distribution_moved_beyond_the_psi_bound_holds_and_psi_is_explained() -> None:
+    scored, feedback = logs()
+    report = compare(scored, feedback, "A", "B", POLICY)
+    assert report.verdict == "promote" and 0 < report.psi < POLICY.max_score_psi
+    text = to_markdown(report, pd.Timestamp("2026-02-01").to_pydatetime())
+    assert "PSI (population stability index) compares" in text
+    assert "the score distributions barely differ" in text
+    scored["challenger_score"] = np.clip(scored["challenger_score"] + 0.4, 0, 1)  # shifted up
+    shifted = compare(scored, feedback, "A", "B", POLICY.model_copy(update={"max_flip_rate": 1}))
+    assert shifted.psi > 0.25
+    assert shifted.reasons == [
+        f"score PSI {shifted.psi:.3f} is above 0.250: the challenger scores this traffic very "
+        "differently from the champion; review it first"
+    ]
+    assert "the challenger scores this traffic very differently" in to_markdown(
+        shifted, pd.Timestamp("2026-02-01").to_pydatetime()
+    )
+
+
 def test_no_uplift_holds() -> None:
     scored, feedback = logs(challenger_good=False)
     report = compare(scored, feedback, "A", "B", POLICY)
@@ -82,7 +121,7 @@ def test_labels_of_one_class_only_hold_instead_of_skipping_the_comparison() -> N
     frauds = scored[scored["transaction_id"].isin(feedback["transaction_id"])]
     lenient = POLICY.model_copy(
         update={"min_labelled_events": 1, "min_fraud_labels": 1, "label_maturity_days": 1_000,
-                "max_flip_rate": 1.0}
+                "max_flip_rate": 1.0, "max_score_psi": 100.0}
     )  # fmt: skip
     report = compare(frauds, feedback, "A", "B", lenient)
     assert report.verdict == "hold"

@@ -118,6 +118,7 @@ def test_a_challenger_is_scored_in_shadow(tmp_path: Path, registry: Registry) ->
     record = json.loads(log[0])
     assert record["challenger_version"] == challenger
     assert record["scored_by"] == "model"
+    assert record["state"] == "stateless"  # no card: nothing of the online state involved
     assert 0 < record["champion_threshold"] < 1
     assert record["champion_call_us"] > 0 and record["challenger_call_us"] > 0
 
