@@ -249,7 +249,8 @@ def check_promotion(
         Path | None, typer.Option(help="Policy YAML [default: mlops/promotion_policy.yaml].")
     ] = None,
 ) -> None:
-    """Judge a candidate's metrics against the promotion policy (the seed's exit codes).
+    """Judge a candidate's metrics against the promotion policy (the seed's exit codes),
+    beside the heuristic and the champion served from $SENTINEL_HOME/registry.
 
     Exit 0 when it passes, 1 listing every failed check, 2 when a file is missing or unreadable.
     """
@@ -258,10 +259,12 @@ def check_promotion(
     from sentinel_dagster.bundle_models import models_of
     from sentinel_dagster.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy
     from sentinel_dagster.promotion import decide_bundle
+    from serving.bundle import BundleError
 
-    source = metadata or paths.sentinel_home() / "candidates" / "latest_evaluation.json"
+    home = paths.sentinel_home()
+    source = metadata or home / "candidates" / "latest_evaluation.json"
     try:
-        rules = load_policy(policy or DEFAULT_POLICY_PATH).promotion
+        rules = load_policy(policy or DEFAULT_POLICY_PATH)
         data = json.loads(source.read_text())
         evaluation = _bundle_evaluation(source) or data
         models = models_of(evaluation)  # the full model and each request profile's
@@ -273,8 +276,22 @@ def check_promotion(
         raise fail(f"metadata file not found: {source}", EXIT_UNUSABLE) from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise fail(f"{source} has no readable 'metrics' object: {exc}", EXIT_UNUSABLE) from None
-    champion = data.get("champion_metrics")
-    decision = decide_bundle(models, rules, champion={"full": champion} if champion else None)
+    seeded = data.get("champion_metrics")  # the earlier system's metadata carried them
+    if seeded:
+        decision = decide_bundle(models, rules.promotion, champion={"full": seeded})
+    else:
+        try:
+            champion = _served_champion(home, data.get("data_fingerprint"), rules)
+        except BundleError as exc:
+            raise fail(f"the champion bundle cannot be read: {exc}", EXIT_UNUSABLE) from None
+        if champion.version is not None:
+            say(f"champion {champion.version}: metrics {champion.measured}")
+        decision = decide_bundle(
+            models,
+            rules.promotion,
+            champion=champion.for_gate(),
+            champion_incomparable=champion.incomparable,
+        )
     for check in decision.checks:
         say(f"  {'ok ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
     if not decision.passed:
@@ -282,6 +299,21 @@ def check_promotion(
             say(line, err=True)
         raise typer.Exit(EXIT_INVALID)
     say("promotion gate passed")
+
+
+def _served_champion(home: Path, data_fingerprint: Any, rules: Any) -> Any:
+    """The champion the registry under `home` points at, scored as the lineage's gate scores
+    it when the stored training set is the judged candidate's (champion_score.py)."""
+    from sentinel_dagster.champion_score import champion_for
+    from serving.features import FeatureSet
+    from serving.registry import Registry
+
+    return champion_for(
+        Registry(home / "registry"),
+        FeatureSet(label_maturity_days=rules.label_maturity_days),
+        data_fingerprint if isinstance(data_fingerprint, str) else None,
+        paths.asset_path(home, "training_set"),
+    )
 
 
 def _bundle_evaluation(source: Path) -> dict[str, Any] | None:
@@ -333,15 +365,21 @@ def materialize(
     _materialize_and_report(select, run_config)
 
 
-def _materialize_and_report(select: str | None, run_config: dict[str, Any] | None) -> None:
-    """Run the selection (main_job by default), print what it made; fail on a failed run."""
+def _materialize_and_report(
+    select: str | None,
+    run_config: dict[str, Any] | None,
+    launched_by: str = "cli",
+    ui_hint: bool = True,
+) -> None:
+    """Run the selection (main_job by default), saying each asset and check as it is done
+    and then what else the run did; fail on a failed run."""
     from sentinel_dagster.runner import MaterializeError, materialize_lineage
 
     try:
-        report = materialize_lineage(select, run_config)
+        report = materialize_lineage(select, run_config, launched_by=launched_by, progress=say)
     except MaterializeError as exc:
         raise fail(str(exc), EXIT_UNUSABLE) from None
-    for line in report.lines():
+    for line in report.lines(listed=True, ui_hint=ui_hint):
         say(line)
     if not report.success:
         raise fail(f"run {report.run_id} failed: {report.failure}", EXIT_INVALID)
@@ -580,8 +618,8 @@ def up(
     _service_settings()  # a bad SENTINEL_* setting: say so before starting anything
     home = paths.sentinel_home()
     if Registry(home / "registry").pointer("champion") is None:
-        say("no champion yet: materializing the lineage (90-150 s on the default data)")
-        _materialize_and_report(None, None)
+        say("no champion yet: materializing the lineage (about a minute on an idle machine)")
+        _materialize_and_report(None, None, launched_by="sentinel-up", ui_hint=False)
     local_instance(home).dispose()  # the instance the UI shows: the one runs are recorded in
     stack.stop_on_signals()
     try:
@@ -592,14 +630,8 @@ def up(
     try:  # whatever happens from here, the children are stopped
         problem = stack.wait_until_ready(running)
         if problem is None:
-            say(f"Dagster UI (schedules and sensors running): {running.ui_url}")
-            say(f"scoring service: {running.api_url}  (models: {running.api_url}/v1/models)")
-            say(
-                f"try: curl -s -X POST {running.api_url}/v1/score "
-                """-H 'Content-Type: application/json' """
-                """-d '{"amount": 120.0, "hour_of_day": 14, "channel_online": 0}'"""
-            )
-            say("then, in another terminal: sentinel demo    (Ctrl-C here stops everything)")
+            for line in stack.banner(running):
+                say(line)
             problem = stack.wait_for_exit(running)
     except KeyboardInterrupt:
         problem = None

@@ -16,6 +16,11 @@ def dagster_home(home: Path) -> Path:
     return home / "dagster"
 
 
+def log_path(home: Path, process: str) -> Path:
+    """Where `sentinel up` writes a child's output (`dagster`, `service`)."""
+    return home / "logs" / f"{process}.log"
+
+
 def asset_path(home: Path, asset_name: str) -> Path:
     return home / "assets" / f"{asset_name}.parquet"
 

@@ -3,11 +3,17 @@
 Uses matplotlib's object API (no pyplot): no global state, no display backend.
 """
 
+import base64
 import io
 
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
+
+
+def png_markdown(title: str, png: bytes) -> str:
+    """A PNG as Markdown the Dagster UI shows inline (a data URI: no file to serve)."""
+    return f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 def _png(figure: Figure) -> bytes:

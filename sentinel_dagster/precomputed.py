@@ -18,7 +18,8 @@ request profile's features and `is_fraud`) to a published model of that profile:
 
 There is no event log to replay, so this runs as plain functions rather than through the
 Dagster lineage (whose assets are the event log, its validation and its replay); MLflow
-records the run and the registered model version as the lineage does.
+records the run, its datasets, the registered model version and the served ONNX model as the
+lineage does (mlflow_tracking.py), the run named after the profile and the file.
 """
 
 import datetime as dt
@@ -265,26 +266,31 @@ def _card_fields(c: _Candidate, mlflow_run_id: str) -> dict[str, str]:
     }
 
 
-def _log_to_mlflow(c: _Candidate, params: TrainParams, home: Path) -> tuple[str, str]:
-    """The run (tagged as trained from precomputed features) and the registered model
-    version: (run id, model version)."""
+def _log_to_mlflow(
+    c: _Candidate, data: TrainingSet, params: TrainParams, home: Path
+) -> tuple[str, str]:
+    """The run (tagged as trained from precomputed features, named after the profile and
+    the file), its datasets and the registered model version: (run id, model version)."""
     name = c.profile.name
-    experiment = mlflow_tracking.use_local_store(home)
-    tags = {"training_data": "precomputed", "split": "stratified_random", "profile": name}
-    with mlflow.start_run(experiment_id=experiment, tags=tags) as run:
+    tags = {
+        "training_data": "precomputed",
+        "split": "stratified_random",
+        "profile": name,
+        **mlflow_tracking.run_tags(c.data_fingerprint),
+    }
+    run_name = f"train-{name}-{Path(c.source).stem}"
+    with mlflow_tracking.training_run(home, run_name, tags) as run:
         mlflow.log_params({**vars(params), "source": c.source, "profile": name})
         mlflow.log_metrics(
             {f"{name}.holdout_{k}": v for k, v in c.judged.metrics.flat().items()}
             | {f"{name}.threshold": c.model.threshold}
             | {f"{name}.onnx_parity_max_abs_diff": c.model.parity_max_abs_diff}
         )
-        logged = mlflow.xgboost.log_model(
-            c.model.trained.booster,
-            name="model",
-            registered_model_name=mlflow_tracking.REGISTERED_MODEL,
-            pip_requirements=["xgboost-cpu"],
+        mlflow_tracking.log_split(
+            data, list(c.profile.features), LABEL, Path(c.source).stem, c.source
         )
-    return run.info.run_id, str(logged.registered_model_version)
+        model_version = mlflow_tracking.log_models(c.model, data.train.frame)
+    return run.info.run_id, model_version
 
 
 def _bundle_content(
@@ -357,9 +363,10 @@ def train_precomputed(
     decision = decide_bundle(
         {profile.name: candidate.summary()}, policy.promotion, champion_models, incomparable
     )
-    run_id, model_version = _log_to_mlflow(candidate, params, home)
+    run_id, model_version = _log_to_mlflow(candidate, data, params, home)
     published = None
     if decision.passed:
         published = publish(registry, _bundle_content(candidate, run_id, model_version, champion))
+        mlflow_tracking.record_bundle(run_id, model_version, published[0])
         mlflow_tracking.set_alias(published[1], model_version)
     return PrecomputedRun(profile, model, judged, decision, champion, run_id, published)

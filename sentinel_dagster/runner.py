@@ -4,11 +4,14 @@ Runs launched here are stored under DAGSTER_HOME, so they show in the Dagster UI
 like runs launched from it.
 """
 
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster import DagsterEventType
 
 from sentinel_dagster import paths
 from sentinel_dagster.yaml_files import YamlFileError, read_yaml
@@ -55,9 +58,12 @@ class RunReport:
     refused: list[str] = field(default_factory=list)  # the promotion gate's failed checks
     failure: str | None = None
 
-    def lines(self) -> list[str]:
+    def lines(self, listed: bool = False, ui_hint: bool = True) -> list[str]:
+        """What the run did. `listed`: each asset and check was already said as the run
+        went (`progress_lines`), so only failures' details follow; `ui_hint`: how to see
+        the run in the UI."""
         lines = [f"run {self.run_id}: {'success' if self.success else 'FAILED'}"]
-        for key, where in self.materialized:
+        for key, where in [] if listed else self.materialized:
             refused = (
                 self.refused_data and where and Path(where).name == Path(self.refused_data).name
             )
@@ -67,7 +73,8 @@ class RunReport:
                 f"{'refused (see below)' if refused else where or 'materialized'}"
             )
         for name, ok in self.checks:
-            lines.append(f"  check {name}: {'passed' if ok else 'FAILED'}")
+            if not (listed and ok):
+                lines.append(f"  check {name}: {'passed' if ok else 'FAILED'}")
             lines += [f"    {detail}" for detail in self.check_failures.get(name, [])]
         if self.refused_data:
             lines.append(f"refused data moved to {self.refused_data}: nothing downstream reads it")
@@ -81,7 +88,10 @@ class RunReport:
                 "nothing published, the champion stays"
             )
             lines += [f"  - {reason}" for reason in self.refused]
-        lines.append(f"Dagster instance: {self.dagster_home} (UI: dagster dev -w workspace.yaml)")
+        if ui_hint:
+            lines.append(
+                f"Dagster instance: {self.dagster_home} (UI: dagster dev -w workspace.yaml)"
+            )
         return lines
 
 
@@ -172,6 +182,33 @@ def _selection_job(defs: dg.Definitions, select: str) -> dg.JobDefinition:
     return named.resolve_job_def(SELECTION_JOB)
 
 
+def progress_lines(say: Callable[[str], None]) -> Callable[[dg.EventLogEntry], None]:
+    """An event listener saying what the run does as it does it: each asset once
+    materialized (with its seconds), each check once evaluated, each failed or skipped step."""
+
+    def on_event(entry: dg.EventLogEntry) -> None:
+        event = entry.dagster_event
+        if event is None:
+            return
+        if event.is_step_materialization:
+            materialization = event.step_materialization_data.materialization
+            seconds = materialization.metadata.get("seconds")
+            took = f"{float(seconds.value):6.1f} s" if seconds else " " * 8  # type: ignore[arg-type]
+            where = materialization.metadata.get("path")
+            stored = str(where.value) if where is not None else "materialized"
+            say(f"  {materialization.asset_key.to_user_string():<26}{took}  {stored}")
+        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.asset_check_evaluation_data
+            outcome = "passed" if evaluation.passed else "FAILED"
+            say(f"  {'check ' + evaluation.check_name:<34}  {outcome}")
+        elif event.is_step_failure:
+            say(f"  {event.step_key or '':<34}  FAILED")
+        elif event.is_step_skipped:
+            say(f"  {event.step_key or '':<34}  skipped (an earlier step refused or failed)")
+
+    return on_event
+
+
 def materialize_lineage(
     select: str | None = None,
     run_config: dict[str, Any] | None = None,
@@ -179,10 +216,12 @@ def materialize_lineage(
     *,
     job: str | None = None,
     launched_by: str = "cli",
+    progress: Callable[[str], None] | None = None,
 ) -> RunReport:
     """Run a job of the code location (`main_job` unless `select` or `job` is given), or
     an asset selection such as 'group:data' as the job `materialize`; tagged with who
-    launched it and what it selected."""
+    launched it and what it selected. `progress`, if given, hears a line per asset and
+    check as the run goes."""
     from sentinel_dagster.definitions import build_defs
 
     defs = build_defs(str(home) if home else "")
@@ -196,8 +235,11 @@ def materialize_lineage(
                 job_def = defs.resolve_job_def(job or "main_job")
             else:
                 job_def = _selection_job(defs, select)
+            run_id = str(uuid.uuid4())
+            if progress is not None:
+                instance.add_event_listener(run_id, progress_lines(progress))
             result = job_def.execute_in_process(
-                run_config=config, instance=instance, raise_on_error=False, tags=tags
+                run_config=config, instance=instance, raise_on_error=False, tags=tags, run_id=run_id
             )
         except dg.DagsterError as exc:
             reason = exc.__cause__ or exc  # Dagster wraps the useful message

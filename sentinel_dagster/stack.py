@@ -2,7 +2,9 @@
 and the scoring service (`sentinel serve`), as child processes on 127.0.0.1, stopped together.
 
 Each child runs in its own process group, so stopping it also stops what it started
-(`dagster dev` runs a webserver, a daemon and a code server).
+(`dagster dev` runs a webserver, a daemon and a code server). Their output goes to
+`SENTINEL_HOME/logs/<child>.log`, appended: the daemon logs every sensor tick, which in a
+terminal buries what the user needs to see; a child that stops is quoted from its log.
 """
 
 import contextlib
@@ -26,6 +28,17 @@ class Stack:
     ui_url: str
     api_url: str
     processes: dict[str, subprocess.Popen[bytes]]
+    home: Path
+
+    def logs(self) -> list[Path]:
+        return [paths.log_path(self.home, name) for name in self.processes]
+
+    def exited(self, name: str) -> str:
+        """`name` stopped: how, and the end of its log."""
+        log = paths.log_path(self.home, name)
+        lines = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+        tail = "".join(f"\n  | {line}" for line in lines)
+        return f"{name} exited with code {self.processes[name].returncode} ({log}){tail}"
 
 
 def commands(ui_port: int, api_port: int) -> dict[str, list[str]]:
@@ -47,16 +60,36 @@ def start(home: Path, ui_port: int, api_port: int) -> Stack:
         "DAGSTER_HOME": str(paths.dagster_home(home)),
         "GX_ANALYTICS_ENABLED": "False",
     }
-    stack = Stack(f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{api_port}", {})
+    stack = Stack(f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{api_port}", {}, home)
     try:
         for name, command in commands(ui_port, api_port).items():
-            stack.processes[name] = subprocess.Popen(
-                command, cwd=ROOT, env=env, start_new_session=True
-            )
+            log = paths.log_path(home, name)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("ab") as out:  # the child keeps its own descriptor
+                stack.processes[name] = subprocess.Popen(
+                    command, cwd=ROOT, env=env, start_new_session=True,
+                    stdout=out, stderr=subprocess.STDOUT,
+                )  # fmt: skip
     except BaseException:  # a failed start (or Ctrl-C) stops what did start
         stop(stack)
         raise
     return stack
+
+
+def banner(stack: Stack) -> list[str]:
+    """What `sentinel up` says once everything answers, in one block."""
+    logs = ", ".join(str(log) for log in stack.logs())
+    return [
+        "Sentinel-Stream is running; Ctrl-C here stops everything.",
+        f"  Dagster UI (schedules and sensors running): {stack.ui_url}",
+        f"  scoring service: {stack.api_url}  (API docs {stack.api_url}/docs, "
+        f"models {stack.api_url}/v1/models)",
+        f"  logs of both: {logs}",
+        f"  try: curl -s -X POST {stack.api_url}/v1/score "
+        """-H 'Content-Type: application/json' """
+        """-d '{"amount": 120.0, "hour_of_day": 14, "channel_online": 0}'""",
+        "  then, in another terminal: sentinel demo",
+    ]
 
 
 def answers(url: str) -> bool:
@@ -75,7 +108,7 @@ def wait_until_ready(stack: Stack, timeout: float = 180.0) -> str | None:
     while pending and time.monotonic() < deadline:
         for name, url in list(pending.items()):
             if stack.processes[name].poll() is not None:
-                return f"{name} exited with code {stack.processes[name].returncode}"
+                return stack.exited(name)
             if answers(url):
                 del pending[name]
         time.sleep(0.5)
@@ -171,5 +204,5 @@ def wait_for_exit(stack: Stack) -> str:
     while True:
         for name, process in stack.processes.items():
             if process.poll() is not None:
-                return f"{name} exited with code {process.returncode}"
+                return stack.exited(name)
         time.sleep(0.5)

@@ -13,7 +13,8 @@ import dagster as dg
 import mlflow
 import pandas as pd
 
-from sentinel_dagster import mlflow_tracking
+from sentinel_dagster import feature_importance, mlflow_tracking, training
+from sentinel_dagster.assets.catalog import catalog
 from sentinel_dagster.assets.timing import timed
 from sentinel_dagster.evaluation import compromised_before_holdout
 from sentinel_dagster.feature_importance import ABLATION_TRAIN_ROWS, ablation
@@ -42,7 +43,11 @@ def candidate_ablation(
     return table
 
 
-@dg.asset(group_name="analysis", kinds={"xgboost", "mlflow"})
+@dg.asset(
+    group_name="analysis",
+    kinds={"xgboost", "mlflow"},
+    **catalog("analysis", feature_importance, training),
+)
 @timed
 def feature_ablation(
     config: AblationConfig,

@@ -8,11 +8,21 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from sentinel_dagster import (
+    dataset,
+    fraud_scenarios,
+    legit_behaviour,
+    simulator,
+    transaction_stats,
+    world,
+)
+from sentinel_dagster.assets.catalog import catalog
 from sentinel_dagster.assets.timing import timed
 from sentinel_dagster.dataset import DatasetError, SchemaError, load_transactions
 from sentinel_dagster.reporting import counts_markdown, frame_markdown
 from sentinel_dagster.simulator import SimulationParams, simulate_events
 from sentinel_dagster.transaction_stats import daily_stats, fraud_rate, scenario_counts
+from serving import events
 
 _DEFAULTS = SimulationParams()
 
@@ -58,7 +68,16 @@ def _load(config: TransactionsConfig) -> tuple[pd.DataFrame, str]:
     return table.to_pandas(), f"simulator {params}"
 
 
-@dg.asset(group_name="data", io_manager_key="parquet_io_manager", kinds={"pandas", "parquet"})
+# The loader, the event schema and the simulator: what `transactions` runs.
+EVENT_LOG_LOGIC = (dataset, events, simulator, legit_behaviour, fraud_scenarios, world)
+
+
+@dg.asset(
+    group_name="data",
+    io_manager_key="parquet_io_manager",
+    kinds={"pandas", "parquet"},
+    **catalog("data", *EVENT_LOG_LOGIC, card_data=True),
+)
 @timed
 def transactions(config: TransactionsConfig) -> dg.Output[pd.DataFrame]:
     """The transaction event log: simulated, or your own Parquet file."""
@@ -83,7 +102,12 @@ def transactions(config: TransactionsConfig) -> dg.Output[pd.DataFrame]:
     return dg.Output(frame, metadata=metadata)
 
 
-@dg.asset(group_name="data", io_manager_key="parquet_io_manager", kinds={"pandas", "parquet"})
+@dg.asset(
+    group_name="data",
+    io_manager_key="parquet_io_manager",
+    kinds={"pandas", "parquet"},
+    **catalog("data", transaction_stats),
+)
 @timed
 def daily_transaction_stats(transactions: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """Per-day volume, amounts, active cards and fraud (with how much of it was reported)."""

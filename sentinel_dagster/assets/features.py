@@ -3,10 +3,13 @@
 import dagster as dg
 import pandas as pd
 
+from sentinel_dagster import feature_replay
+from sentinel_dagster.assets.catalog import catalog
 from sentinel_dagster.assets.timing import timed
 from sentinel_dagster.feature_replay import replay
 from sentinel_dagster.reporting import frame_markdown
 from sentinel_dagster.resources import GovernancePolicy
+from serving import feature_engine, features
 from serving.feature_engine import EngineConfig
 from serving.features import FEATURES
 
@@ -24,7 +27,12 @@ def feature_profile(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-@dg.asset(group_name="features", io_manager_key="parquet_io_manager", kinds={"pandas", "parquet"})
+@dg.asset(
+    group_name="features",
+    io_manager_key="parquet_io_manager",
+    kinds={"pandas", "parquet"},
+    **catalog("features", feature_replay, feature_engine, features, card_data=True),
+)
 @timed
 def transaction_features(
     transactions: pd.DataFrame, policy: GovernancePolicy

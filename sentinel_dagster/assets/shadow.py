@@ -8,14 +8,20 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from sentinel_dagster import champion, shadow_report
+from sentinel_dagster import champion, plots, shadow_report
+from sentinel_dagster.assets.catalog import catalog
 from sentinel_dagster.assets.timing import timed
 from sentinel_dagster.assets.training import registry_of
-from sentinel_dagster.plots import shadow_comparison_png
+from sentinel_dagster.plots import png_markdown, shadow_comparison_png
 from sentinel_dagster.resources import GovernancePolicy, SentinelHome
 
 
-@dg.asset(group_name="shadow", deps=["model_bundle"], kinds={"python"})
+@dg.asset(
+    group_name="shadow",
+    deps=["model_bundle"],
+    kinds={"python"},
+    **catalog("shadow", shadow_report, plots),
+)
 @timed
 def shadow_comparison_report(
     context: dg.AssetExecutionContext, sentinel_home: SentinelHome, policy: GovernancePolicy
@@ -58,7 +64,8 @@ def shadow_comparison_report(
             events["label"].to_numpy(float),
         )
         out.with_suffix(".png").write_bytes(png)
-        metadata["plot"] = dg.MetadataValue.path(str(out.with_suffix(".png")))
+        metadata["plot"] = dg.MetadataValue.md(png_markdown("champion and challenger", png))
+        metadata["plot_path"] = dg.MetadataValue.path(str(out.with_suffix(".png")))
     context.log.info(f"shadow verdict: {report.verdict} ({'; '.join(report.reasons) or 'ok'})")
     return dg.MaterializeResult(metadata=metadata)
 

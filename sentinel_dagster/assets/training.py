@@ -1,14 +1,13 @@
 """Training assets (group `training`): split, candidate, evaluation, decision, bundle.
 
 Each asset is a thin wrapper: the logic lives in training_data, training, compile_model,
-evaluation, promotion and publishing. A failed gate is a normal outcome recorded in
-metadata; `model_bundle` then publishes nothing and the champion stays as it was.
+evaluation, champion_score, promotion, publishing and mlflow_tracking (what the MLflow run
+records). A failed gate is a normal outcome recorded in metadata; `model_bundle` then
+publishes nothing and the champion stays as it was.
 """
 
-import base64
 import json
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,23 @@ import pandas as pd
 import xgboost as xgb
 from pydantic import Field
 
-from sentinel_dagster import mlflow_tracking
+from sentinel_dagster import (
+    bundle_models,
+    champion_score,
+    compile_model,
+    evaluation,
+    mlflow_tracking,
+    paths,
+    plots,
+    promotion,
+    publishing,
+    reporting,
+    training,
+    training_data,
+)
+from sentinel_dagster import policy as policy_module  # `policy` is the assets' resource
 from sentinel_dagster.assets.analysis import candidate_ablation
+from sentinel_dagster.assets.catalog import catalog
 from sentinel_dagster.assets.timing import timed
 from sentinel_dagster.bundle_models import (
     FULL_MODEL,
@@ -27,35 +41,33 @@ from sentinel_dagster.bundle_models import (
     models_of,
     profile_card_section,
     quality_markdown,
-    score_bundle,
     train_and_compile,
 )
-from sentinel_dagster.evaluation import Metrics, compromised_before_holdout
+from sentinel_dagster.champion_score import score_on_holdout
+from sentinel_dagster.evaluation import compromised_before_holdout
 from sentinel_dagster.events_table import SCENARIOS
 from sentinel_dagster.feature_importance import gain_importance
-from sentinel_dagster.plots import pr_curve_png, score_distribution_png
+from sentinel_dagster.plots import png_markdown, pr_curve_png, score_distribution_png
 from sentinel_dagster.promotion import decide_bundle
 from sentinel_dagster.publishing import BundleContent, ProfileContent, publish
 from sentinel_dagster.reporting import frame_markdown, metrics_table
 from sentinel_dagster.resources import GovernancePolicy, SentinelHome
 from sentinel_dagster.training import TrainParams
 from sentinel_dagster.training_data import (
+    LABEL_COLUMN,
     TrainingDataError,
     fingerprint,
     from_frame,
     split_out_of_time,
     to_frame,
 )
-from serving.bundle import PROOF_FILE, BundleError, load_bundle, serves_feature_set
+from serving import bundle
+from serving.bundle import PROOF_FILE, BundleError
 from serving.features import FEATURE_NAMES, FeatureSet, markdown_table
 from serving.profiles import FULL, RequestProfile
 from serving.registry import Registry
 
 _DEFAULT = TrainParams()
-
-
-def _png_markdown(title: str, png: bytes) -> str:
-    return f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 def _code_version() -> str:
@@ -81,7 +93,12 @@ class SplitConfig(dg.Config):
     holdout_days: int = Field(default=7, description="Most recent days, never trained on.")
 
 
-@dg.asset(group_name="training", io_manager_key="parquet_io_manager", kinds={"pandas"})
+@dg.asset(
+    group_name="training",
+    io_manager_key="parquet_io_manager",
+    kinds={"pandas"},
+    **catalog("training", training_data, card_data=True),
+)
 @timed
 def training_set(
     config: SplitConfig, transaction_features: pd.DataFrame, policy: GovernancePolicy
@@ -124,9 +141,14 @@ class TrainConfig(dg.Config):
 PROFILES_DIR = "profiles"  # a candidate's profile models: <model_dir>/profiles/<name>/
 
 
-@dg.asset(group_name="training", kinds={"xgboost", "mlflow"})
+@dg.asset(
+    group_name="training",
+    kinds={"xgboost", "mlflow"},
+    **catalog("training", training, bundle_models, compile_model, mlflow_tracking),
+)
 @timed
 def candidate_model(
+    context: dg.AssetExecutionContext,
     config: TrainConfig,
     training_set: pd.DataFrame,
     sentinel_home: SentinelHome,
@@ -140,11 +162,21 @@ def candidate_model(
     full = train_and_compile(split, params)
     model, gap = full.trained, full.parity_max_abs_diff
     profiles = [train_and_compile(split, params, p) for p in policy.load().profiles()]
-    experiment = mlflow_tracking.use_local_store(home)
-    with mlflow.start_run(experiment_id=experiment) as run:
+    data_fingerprint = fingerprint(training_set)
+    run_name = f"candidate_model-{context.run.run_id[:8]}"
+    tags = mlflow_tracking.run_tags(data_fingerprint, context.run.run_id)
+    with mlflow_tracking.training_run(home, run_name, tags) as run:
         model_dir = home / "candidates" / run.info.run_id
         full.save(model_dir)
         mlflow.log_params(config.model_dump())
+        # `label`: the labels known at the holdout start, which training was taught.
+        mlflow_tracking.log_split(
+            split,
+            list(FEATURE_NAMES),
+            LABEL_COLUMN,
+            "training_set",
+            str(paths.asset_path(home, "training_set")),
+        )
         mlflow.log_metrics(
             {
                 "validation_pr_auc": model.validation_pr_auc,
@@ -164,20 +196,15 @@ def candidate_model(
                 }
             )
             mlflow.log_artifacts(str(model_dir / PROFILES_DIR / name), f"{PROFILES_DIR}/{name}")
-        logged = mlflow.xgboost.log_model(
-            model.booster,
-            name="model",
-            registered_model_name=mlflow_tracking.REGISTERED_MODEL,
-            pip_requirements=["xgboost-cpu"],
-        )
+        model_version = mlflow_tracking.log_models(full, split.train.frame)
     result = {
         "run_id": run.info.run_id,
         "model_dir": str(model_dir),
-        "mlflow_model_version": str(logged.registered_model_version),
+        "mlflow_model_version": model_version,
         "threshold": model.threshold,
         "best_iteration": model.best_iteration,
         "onnx_parity_max_abs_diff": gap,
-        "data_fingerprint": fingerprint(training_set),
+        "data_fingerprint": data_fingerprint,
         "params": config.model_dump(),
         "profiles": {
             m.profile.name: {
@@ -215,7 +242,9 @@ class EvaluationConfig(dg.Config):
     )
 
 
-@dg.asset(group_name="training", kinds={"mlflow"})
+@dg.asset(
+    group_name="training", kinds={"mlflow"}, **catalog("training", evaluation, plots, reporting)
+)
 @timed
 def candidate_evaluation(
     config: EvaluationConfig,
@@ -269,6 +298,8 @@ def candidate_evaluation(
         "holdout_rows": len(holdout.frame),
         "holdout_frauds": int(holdout.labels.sum()),
         "known_compromised_cards": len(compromised),
+        # Lets `sentinel check-promotion` find the training set this was judged on.
+        "data_fingerprint": candidate_model["data_fingerprint"],
         "feature_importance": importance.to_dict("records"),
         "ablation": None if ablated is None else ablated.to_dict("records"),
     }
@@ -305,8 +336,8 @@ def candidate_evaluation(
                 )
             ),
             "profiles": dg.MetadataValue.md(quality_markdown(models_of(result))),
-            "pr_curve": dg.MetadataValue.md(_png_markdown("PR curve", pr_png)),
-            "score_distribution": dg.MetadataValue.md(_png_markdown("scores", dist_png)),
+            "pr_curve": dg.MetadataValue.md(png_markdown("PR curve", pr_png)),
+            "score_distribution": dg.MetadataValue.md(png_markdown("scores", dist_png)),
             "known_compromised_cards": len(compromised),
             "feature_importance": dg.MetadataValue.md(frame_markdown(importance, max_rows=15)),
             "ablation": dg.MetadataValue.md(
@@ -318,45 +349,7 @@ def candidate_evaluation(
     )
 
 
-@dataclass(frozen=True)
-class ChampionScore:
-    version: str | None  # None: no champion yet
-    models: dict[str, Metrics | None] | None = None  # by profile; None: not scorable here
-    incomparable: str | None = None  # why it cannot be scored on this holdout
-
-    @property
-    def metrics(self) -> Metrics | None:
-        """The full model's."""
-        return None if self.models is None else self.models.get(FULL)
-
-    def flat(self) -> dict[str, dict[str, float] | None] | None:
-        if self.version is None or self.incomparable is not None:
-            return None
-        return {name: None if m is None else m.flat() for name, m in (self.models or {}).items()}
-
-
-def champion_metrics(
-    registry: Registry, training_set: pd.DataFrame, features: FeatureSet
-) -> ChampionScore:
-    """The current champion scored on the candidate's holdout, if its feature set is the
-    candidate's; a champion of another feature set cannot read this holdout's features."""
-    version = registry.pointer("champion")
-    if version is None:
-        return ChampionScore(None)
-    try:
-        incomparable = serves_feature_set(registry.bundle_dir(version), features)
-        if incomparable is not None:
-            return ChampionScore(version, incomparable=incomparable)
-        bundle = load_bundle(registry.bundle_dir(version), features)
-    except BundleError as exc:
-        raise dg.Failure(description=f"the champion bundle cannot be loaded: {exc}") from None
-    data = from_frame(training_set)
-    return ChampionScore(
-        version, score_bundle(bundle, data.holdout, compromised_before_holdout(data))
-    )
-
-
-@dg.asset(group_name="training")
+@dg.asset(group_name="training", **catalog("training", promotion, champion_score, policy_module))
 @timed
 def promotion_decision(
     candidate_model: dict[str, Any],
@@ -368,12 +361,16 @@ def promotion_decision(
     """The offline gate of the `policy` resource's file (mlops/promotion_policy.yaml unless
     configured): relative to the heuristic and the champion on this holdout, plus any floors.
     Failing is an outcome, not an error."""
-    champion = champion_metrics(registry_of(sentinel_home), training_set, policy.feature_set())
+    registry = registry_of(sentinel_home)
+    try:
+        champion = score_on_holdout(registry, training_set, policy.feature_set())
+    except BundleError as exc:
+        raise dg.Failure(description=f"the champion bundle cannot be loaded: {exc}") from None
     champion_version = champion.version
     decision = decide_bundle(
         models_of(candidate_evaluation),
         policy.load().promotion,
-        champion=None if champion_version is None else (champion.flat() or {}),
+        champion=champion.for_gate(),
         champion_incomparable=champion.incomparable,
     )
     result = {
@@ -473,7 +470,7 @@ def profile_contents(
     return tuple(contents)
 
 
-@dg.asset(group_name="training", kinds={"mlflow"})
+@dg.asset(group_name="training", kinds={"mlflow"}, **catalog("training", publishing, bundle))
 @timed
 def model_bundle(
     context: dg.AssetExecutionContext,
@@ -523,6 +520,9 @@ def model_bundle(
     )
     version, role = publish(registry, content)
     mlflow_tracking.use_local_store(sentinel_home.root())
+    mlflow_tracking.record_bundle(
+        candidate_model["run_id"], candidate_model["mlflow_model_version"], version
+    )
     mlflow_tracking.set_alias(role, candidate_model["mlflow_model_version"])
     return dg.Output(
         {"published": True, "version": version, "role": role},

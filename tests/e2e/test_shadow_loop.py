@@ -142,7 +142,9 @@ def test_promote_verdict_sensor_promotion_and_rollback(live: dict, monkeypatch) 
         assert report["verdict"] == "promote", report["report"]
         assert details["pr_auc"]["challenger"] > details["pr_auc"]["champion"] + 0.05
         assert details["labelled_events"] >= 1_000 and details["fraud_labels"] >= 10
-        assert Path(report["report_path"]).exists() and Path(report["plot"]).exists()
+        assert Path(report["report_path"]).exists() and Path(report["plot_path"]).exists()
+        # The plot itself is in the metadata, as an image the UI shows inline.
+        assert report["plot"].startswith("![champion and challenger](data:image/png;base64,")
         (request,) = _sensor_requests(instance)
         assert request.run_key.startswith("promote-")
         run = promote_job.execute_in_process(

@@ -67,6 +67,11 @@ def test_up_serves_the_ui_and_the_service_and_a_signal_stops_all_of_it(
     assert f"Dagster UI (schedules and sensors running): http://127.0.0.1:{ui}" in output
     assert f"scoring service: http://127.0.0.1:{api}" in output
     assert "stopped" in output
+    # The daemon's and the servers' chatter is in their logs, not in the terminal.
+    dagster_log = sentinel_home / "logs" / "dagster.log"
+    assert f"logs of both: {dagster_log}, {sentinel_home / 'logs' / 'service.log'}" in output
+    assert "dagster" in dagster_log.read_text().lower()  # the webserver and daemon started
+    assert "Warning" not in output and " - dagster - " not in output, output[-3000:]
     assert not answers(f"http://127.0.0.1:{ui}/server_info")
     assert not answers(f"http://127.0.0.1:{api}/ready")
     assert champion in (sentinel_home / "registry" / "champion").read_text()

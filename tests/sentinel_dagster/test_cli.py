@@ -1,5 +1,6 @@
 """The `sentinel` CLI: exit codes, one-line errors, no tracebacks for user mistakes."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from sentinel_dagster import paths
 from sentinel_dagster.cli import app
 
 runner = CliRunner()
@@ -248,3 +250,78 @@ def test_materialize_star_is_every_asset_for_the_quick_check() -> None:
         "transaction_features, training_set, candidate_model, candidate_evaluation, "
         "promotion_decision, model_bundle, shadow_comparison_report, feature_ablation"
     )
+
+
+# Only PR-AUC, which the test bundles' manifests record.
+PR_AUC_POLICY = """promotion:
+  min_uplift_over_heuristic: {pr_auc: 0.05}
+  max_regression: {pr_auc: 0.02}
+"""
+
+
+def _evaluation(path: Path, full_pr_auc: float, data_fingerprint: str = "0123abcd") -> Path:
+    """A candidate evaluation as candidate_evaluation writes it: the full model and the
+    precomputed-7 one, each beside the heuristic."""
+    from serving.features import SEED_FEATURES
+
+    def model(pr_auc: float) -> dict:
+        return {"metrics": {"pr_auc": pr_auc}, "heuristic_metrics": {"pr_auc": 0.3},
+                "predict_p99_us": 20.0}  # fmt: skip
+
+    seven = {"features": list(SEED_FEATURES), **model(0.71)}
+    evaluation = {**model(full_pr_auc), "profiles": {"precomputed-7": seven},
+                  "data_fingerprint": data_fingerprint}  # fmt: skip
+    path.write_text(json.dumps(evaluation))
+    return path
+
+
+def test_check_promotion_judges_against_the_served_champion(
+    sentinel_home: Path, tmp_path: Path
+) -> None:
+    """The champion is the registry's pointer under SENTINEL_HOME (it used to be read from
+    the metadata file only, so a served champion was reported as none)."""
+    from serving.registry import Registry
+    from tests.serving.bundles import publish_with_profiles
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(PR_AUC_POLICY)
+    alone = _run("check-promotion", "--metadata", str(_evaluation(tmp_path / "e.json", 0.75)),
+                 "--policy", str(policy))  # fmt: skip
+    assert alone.exit_code == 0 and "no champion yet" in alone.output  # truly none
+
+    champion, _ = publish_with_profiles(Registry(sentinel_home / "registry"))  # pr_auc 0.8, 0.7
+    # A stored training set that is not the candidate's: nothing to re-score the champion on.
+    stored = paths.asset_path(sentinel_home, "training_set")
+    stored.parent.mkdir(parents=True)
+    pd.DataFrame({"transaction_id": ["t1"], "event_time": [pd.Timestamp("2026-01-01", tz="UTC")],
+                  "period": ["holdout"], "label": [0]}).to_parquet(stored)  # fmt: skip
+    worse = _run("check-promotion", "--metadata", str(_evaluation(tmp_path / "w.json", 0.75)),
+                 "--policy", str(policy))  # fmt: skip
+    assert worse.exit_code == 1
+    assert f"champion {champion}: metrics from its manifest, measured on its own holdout" in (
+        worse.output
+    )
+    assert "no champion yet" not in worse.output
+    assert "FAIL regression:pr_auc: pr_auc 0.7500 vs champion 0.8000" in worse.output
+    assert "ok  regression:pr_auc: pr_auc 0.7100 vs champion 0.7000" in worse.output  # seven
+    better = _run("check-promotion", "--metadata", str(_evaluation(tmp_path / "b.json", 0.85)),
+                  "--policy", str(policy))  # fmt: skip
+    assert better.exit_code == 0, better.output
+    assert "promotion gate passed" in better.output
+
+
+def test_check_promotion_with_an_unreadable_champion_exits_two(
+    sentinel_home: Path, tmp_path: Path
+) -> None:
+    from serving.registry import Registry
+    from tests.serving.bundles import make_writable, publish_with_profiles
+
+    registry = Registry(sentinel_home / "registry")
+    champion, _ = publish_with_profiles(registry)
+    make_writable(registry.bundle_dir(champion))
+    (registry.bundle_dir(champion) / "manifest.json").write_text("{not json")
+    result = _run("check-promotion", "--metadata", str(_evaluation(tmp_path / "e.json", 0.85)))
+    assert result.exit_code == 2
+    last = result.output.splitlines()[-1]
+    assert last.startswith("error: the champion bundle cannot be read: ")
+    assert "manifest.json" in last

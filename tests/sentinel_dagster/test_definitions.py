@@ -148,8 +148,21 @@ def test_own_valid_data_is_used_instead_of_the_simulator(
 
 
 def test_cli_runner_records_the_run_in_the_persistent_instance(sentinel_home: Path) -> None:
-    report = materialize_lineage("group:data", run_config=SMALL_RUN, home=sentinel_home)
+    said: list[str] = []
+    report = materialize_lineage(
+        "group:data", run_config=SMALL_RUN, home=sentinel_home, progress=said.append
+    )
     assert report.success, report.failure
+    # Said as the run went: each asset with its seconds, each check with its outcome.
+    assert [line.split()[0] for line in said if line.split()[0] != "check"] == [
+        "transactions", "daily_transaction_stats",
+    ]  # fmt: skip
+    stats_line = next(line for line in said if line.split()[0] == "daily_transaction_stats")
+    assert f"{report.seconds['daily_transaction_stats']:.1f} s" in stats_line
+    assert stats_line.endswith(str(sentinel_home / "assets" / "daily_transaction_stats.parquet"))
+    checks = [line.split()[1:] for line in said if line.split()[0] == "check"]
+    assert len(checks) == len(report.checks) > 0
+    assert all(outcome == ["passed"] for _, *outcome in checks)
     assert ("transactions", str(sentinel_home / "assets" / "transactions.parquet")) in (
         report.materialized
     )
@@ -172,13 +185,20 @@ def test_cli_runner_records_the_run_in_the_persistent_instance(sentinel_home: Pa
         assert recorded[key]["seconds"].value == report.seconds[key] >= 0
     assert any(f"asset transactions ({report.seconds['transactions']:.1f} s)" in line
                for line in report.lines())  # fmt: skip
+    # After the live lines, the report says only what they did not: no asset, no passed check.
+    summary = report.lines(listed=True, ui_hint=False)
+    assert summary == [f"run {report.run_id}: success", f"GX Data Docs: {report.data_docs}"]
 
 
 @pytest.mark.parametrize("bad", [{"cards": 0}, {"fraud_rate": 0.9}])
 def test_invalid_simulator_config_fails_with_a_clear_reason(sentinel_home: Path, bad: dict) -> None:
     config = {"ops": {"transactions": {"config": bad}}}
-    report = materialize_lineage(run_config=config, home=sentinel_home, launched_by="demo")
+    said: list[str] = []
+    report = materialize_lineage(
+        run_config=config, home=sentinel_home, launched_by="demo", progress=said.append
+    )
     assert not report.success
+    assert said[0].split() == ["transactions", "FAILED"]  # nothing after it ran
     assert report.failure is not None
     assert "invalid simulator config" in report.failure
     with local_instance(sentinel_home) as instance:
@@ -219,3 +239,31 @@ def test_a_refused_check_names_column_observation_and_rows_and_moves_the_data(
     downstream = CliRunner().invoke(app, ["materialize", "--select", "daily_transaction_stats"])
     assert downstream.exit_code == 1
     assert "no stored transactions to read" in downstream.output
+
+
+def test_every_asset_has_owners_tags_and_a_code_version_of_its_logic() -> None:
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.owners == ["team:fraud-ml"], key
+        assert node.tags["stage"] == node.group_name, key
+        assert node.tags["card_data"] in ("yes", "no"), key
+        assert node.code_version is not None and len(node.code_version) == 12, key
+    data = graph.get(dg.AssetKey("transactions"))
+    assert data.tags["card_data"] == "yes"
+    assert graph.get(dg.AssetKey("daily_transaction_stats")).tags["card_data"] == "no"
+
+
+def test_a_code_version_changes_with_the_logic_it_covers(tmp_path, monkeypatch) -> None:
+    import importlib
+
+    from sentinel_dagster.assets.catalog import code_version
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = tmp_path / "some_logic.py"
+    source.write_text("def f():\n    return 1\n")
+    module = importlib.import_module("some_logic")
+    before = code_version(module)
+    assert code_version(module) == before  # stable while the source is
+    source.write_text("def f():\n    return 2\n")
+    assert code_version(module) != before

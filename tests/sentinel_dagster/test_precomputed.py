@@ -3,12 +3,15 @@
 import json
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from sentinel_dagster import mlflow_tracking
 from sentinel_dagster.cli import app
 from serving.app import create_app
 from serving.bundle import load_bundle
@@ -89,6 +92,8 @@ def test_a_seed_format_table_trains_passes_the_gate_and_serves(home: Path, tmp_p
     judged = lineage["evaluation"]["profiles"]["precomputed-7"]
     assert "weaker evidence than an out-of-time holdout" in judged["evidence"]
 
+    _assert_mlflow_records(home, manifest, bundle.path)
+
     with TestClient(create_app(ServiceSettings(home=home))) as client:
         risky = client.post("/v1/score", json=RISKY).json()
         benign = client.post("/v1/score", json=BENIGN).json()
@@ -104,6 +109,36 @@ def test_a_seed_format_table_trains_passes_the_gate_and_serves(home: Path, tmp_p
     # A raw event: the profile model reads the online state's values; the answer says the
     # full model it wanted is absent.
     assert (raw["profile"], raw["profile_unavailable"]) == ("precomputed-7", "full")
+
+
+def _assert_mlflow_records(home: Path, manifest: dict, bundle: Path) -> None:
+    """The run of `sentinel train`, as an MLflow user finds it: named, tagged, with its
+    datasets, the registered profile model's signature and the ONNX model it serves."""
+    mlflow_tracking.use_local_store(home)
+    client = MlflowClient()
+    run = client.get_run(manifest["mlflow_run_id"])
+    assert run.info.run_name == "train-precomputed-7-seed"  # the profile and the file
+    tags = run.data.tags
+    assert tags[mlflow_tracking.DATA_FINGERPRINT_TAG] == manifest["data_fingerprint"]
+    assert tags[mlflow_tracking.BUNDLE_VERSION_TAG] == manifest["version"]
+    assert mlflow_tracking.DAGSTER_RUN_TAG not in tags  # no Dagster run behind it
+    contexts = {
+        d.dataset.name: {t.value for t in d.tags if t.key == "mlflow.data.context"}
+        for d in run.inputs.dataset_inputs
+    }
+    assert contexts == {
+        "seed.train": {"training"}, "seed.validation": {"validation"},
+        "seed.holdout": {"evaluation"},
+    }  # fmt: skip
+    seven = manifest["profiles"]["precomputed-7"]["features"]
+    uri = f"models:/{mlflow_tracking.REGISTERED_MODEL}/{manifest['mlflow_model_version']}"
+    signature = mlflow.models.get_model_info(uri).signature
+    assert signature.inputs.input_names() == seven  # the profile's columns, in its order
+    assert tags[mlflow_tracking.SERVED_FILE_TAG] == "profile-precomputed-7.onnx"
+    served = Path(mlflow.artifacts.download_artifacts(tags[mlflow_tracking.SERVED_MODEL_TAG]))
+    assert (served / "model.onnx").read_bytes() == (
+        bundle / "profile-precomputed-7.onnx"
+    ).read_bytes()
 
 
 def test_bad_values_are_refused_by_the_expectations_and_nothing_is_trained(

@@ -1,17 +1,21 @@
 """The training lineage in process: publish a champion, refuse a failing gate, add a challenger."""
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from sentinel_dagster import mlflow_tracking
+from sentinel_dagster import mlflow_tracking, paths
 from sentinel_dagster.cli import app
 from sentinel_dagster.definitions import defs
 from sentinel_dagster.feature_importance import ALL_FEATURES
@@ -20,7 +24,7 @@ from sentinel_dagster.runner import local_instance
 from sentinel_dagster.sensors import promotion_sensor
 from serving.app import create_app
 from serving.bundle import BundleError, load_bundle
-from serving.features import SEED_FEATURES, feature_groups
+from serving.features import FEATURE_NAMES, SEED_FEATURES, feature_groups
 from serving.registry import Registry
 from serving.settings import ServiceSettings
 from tests.serving.test_heuristic import BENIGN, RISKY
@@ -155,7 +159,7 @@ def test_the_published_profile_model_scores_the_earlier_systems_examples(
 
 
 def test_mlflow_records_the_run_and_mirrors_the_pointers(lineage: Lineage) -> None:
-    mlflow_tracking.use_local_store(lineage.home)
+    experiment = mlflow_tracking.use_local_store(lineage.home)
     client = MlflowClient()
     model = _output(lineage.first, "candidate_model")
     run = client.get_run(model["run_id"])
@@ -166,6 +170,89 @@ def test_mlflow_records_the_run_and_mirrors_the_pointers(lineage: Lineage) -> No
     assert client.get_model_version_by_alias(name, "champion").run_id == model["run_id"]
     second = _output(lineage.second, "candidate_model")
     assert client.get_model_version_by_alias(name, "challenger").run_id == second["run_id"]
+    kind = client.get_experiment(experiment).tags[mlflow_tracking.EXPERIMENT_KIND_TAG]
+    assert kind == "custom_model_development"  # opens as classic ML, not GenAI
+
+
+def test_the_mlflow_run_links_the_dagster_run_the_code_the_data_and_the_bundle(
+    lineage: Lineage,
+) -> None:
+    mlflow_tracking.use_local_store(lineage.home)
+    client = MlflowClient()
+    model = _output(lineage.first, "candidate_model")
+    run = client.get_run(model["run_id"])
+    assert run.info.run_name == f"candidate_model-{lineage.first.run_id[:8]}"
+    tags = run.data.tags
+    assert tags[mlflow_tracking.DAGSTER_RUN_TAG] == lineage.first.run_id
+    assert tags[mlflow_tracking.DATA_FINGERPRINT_TAG] == model["data_fingerprint"]
+    assert re.fullmatch("[0-9a-f]{40}", tags["mlflow.source.git.commit"])  # a checkout
+    bundle = _output(lineage.first, "model_bundle")["version"]
+    assert tags[mlflow_tracking.BUNDLE_VERSION_TAG] == bundle
+    version = client.get_model_version(
+        mlflow_tracking.REGISTERED_MODEL, model["mlflow_model_version"]
+    )
+    assert version.tags[mlflow_tracking.BUNDLE_VERSION_TAG] == bundle
+    refused = client.get_run(_output(lineage.refused, "candidate_model")["run_id"])
+    assert mlflow_tracking.BUNDLE_VERSION_TAG not in refused.data.tags  # never published
+    # The train, validation and holdout rows as datasets: schema, row count and digest.
+    training_set = pd.read_parquet(paths.asset_path(lineage.home, "training_set"))
+    periods = training_set["period"].value_counts()
+    datasets = {
+        next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+        for d in run.inputs.dataset_inputs
+    }
+    assert set(datasets) == {"training", "validation", "evaluation"}
+    for context, period in (("training", "train"), ("evaluation", "holdout")):
+        dataset = datasets[context]
+        assert dataset.name == f"training_set.{period}"
+        assert json.loads(dataset.profile)["num_rows"] == periods[period]
+        columns = [c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]]
+        assert columns == [*FEATURE_NAMES, "label"]
+    assert datasets["training"].digest != datasets["evaluation"].digest
+
+
+def test_the_registered_version_has_a_signature_an_example_and_its_served_onnx_model(
+    lineage: Lineage,
+) -> None:
+    experiment = mlflow_tracking.use_local_store(lineage.home)
+    client = MlflowClient()
+    model = _output(lineage.first, "candidate_model")
+    uri = f"models:/{mlflow_tracking.REGISTERED_MODEL}/{model['mlflow_model_version']}"
+    info = mlflow.models.get_model_info(uri)
+    assert info.signature.inputs.input_names() == list(FEATURE_NAMES)
+    (output,) = info.signature.outputs.inputs  # the fraud probability
+    assert output.type == np.dtype("float64")
+    example = mlflow.models.Model.load(uri).load_input_example(
+        mlflow.artifacts.download_artifacts(uri)
+    )
+    assert list(example.columns) == list(FEATURE_NAMES) and len(example) == 5
+    # The ONNX model the service runs, logged in the same run: the bundle's file, byte for byte.
+    run = client.get_run(model["run_id"])
+    logged = mlflow.search_logged_models(
+        experiment_ids=[experiment],
+        filter_string=f"source_run_id = '{model['run_id']}'",
+        output_format="list",
+    )
+    assert {m.name for m in logged} == {"model", "onnx_model"}
+    (onnx_model,) = [m for m in logged if m.name == "onnx_model"]
+    served = run.data.tags[mlflow_tracking.SERVED_MODEL_TAG]
+    assert served == onnx_model.model_uri
+    version = client.get_model_version(
+        mlflow_tracking.REGISTERED_MODEL, model["mlflow_model_version"]
+    )
+    assert version.tags[mlflow_tracking.SERVED_MODEL_TAG] == served
+    published = _output(lineage.first, "model_bundle")["version"]
+    bundle = Registry(lineage.home / "registry").bundle_dir(published)
+    folder = Path(mlflow.artifacts.download_artifacts(served))
+    assert (folder / "model.onnx").read_bytes() == (bundle / "model.onnx").read_bytes()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert run.data.tags[mlflow_tracking.SERVED_FILE_TAG] == "model.onnx"
+    assert run.data.tags[mlflow_tracking.SERVED_SHA256_TAG] == manifest["files"]["model.onnx"]
+    assert "The service runs `onnx_model`" in run.data.tags["mlflow.note.content"]
+    # Both load through MLflow and agree on the example, as the parity proof says.
+    xgboost_scores = mlflow.pyfunc.load_model(uri).predict(example)
+    onnx_scores = mlflow.pyfunc.load_model(served).predict(example.to_numpy(np.float32))
+    np.testing.assert_allclose(onnx_scores["probabilities"][:, 1], xgboost_scores, atol=1e-5)
 
 
 def test_the_ablation_runs_on_demand_on_the_latest_candidate(lineage: Lineage) -> None:
@@ -266,11 +353,24 @@ def test_a_tampered_bundle_is_rejected(lineage: Lineage, tmp_path: Path) -> None
 
 
 def test_check_promotion_cli_keeps_the_seed_exit_codes(lineage: Lineage, tmp_path: Path) -> None:
-    evaluation = lineage.home / "candidates" / "latest_evaluation.json"
-    runner = CliRunner()
-    ok = runner.invoke(app, ["check-promotion", "--metadata", str(evaluation)])
+    evaluation = lineage.home / "candidates" / "latest_evaluation.json"  # the second's
+    runner = CliRunner(env={"SENTINEL_HOME": str(lineage.home)})
+    loose = lineage.home / "loose_policy.yaml"  # the one the second candidate passed
+    ok = runner.invoke(
+        app, ["check-promotion", "--metadata", str(evaluation), "--policy", str(loose)]
+    )
     assert ok.exit_code == 0, ok.output
     assert "promotion gate passed" in ok.output
+    # Judged against the served champion, re-scored on this candidate's holdout as the
+    # lineage's gate did: the same checks as the second run's promotion_decision.
+    champion = lineage.champion_after_first
+    assert f"champion {champion}: metrics re-scored on the candidate's holdout" in ok.output
+    assert "no champion yet" not in ok.output
+    decision = lineage.second.asset_materializations_for_node("promotion_decision")[0]
+    for row in decision.metadata["checks"].value.splitlines()[2:]:
+        _, check, result, detail = row.strip("| ").split(" | ")
+        if check != "latency":  # measured again by each evaluation
+            assert f"{'ok ' if result == 'pass' else 'FAIL'} {check}: {detail}" in ok.output
     strict = tmp_path / "strict.yaml"
     strict.write_text("promotion:\n  metric_floors:\n    pr_auc: 0.9999\n")
     failed = runner.invoke(
