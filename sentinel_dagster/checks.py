@@ -38,7 +38,10 @@ def transactions_expectations(
     policy: GovernancePolicy,
 ) -> Iterator[dg.AssetCheckResult]:
     report = validate_transactions(
-        transactions, policy.load().data, docs_dir=sentinel_home.data_docs_dir()
+        transactions,
+        policy.load().data,
+        docs_dir=sentinel_home.data_docs_dir(),
+        run_name=context.run.run_id,  # the Data Docs page of this very run
     )
     # Refused data must not stay the current `transactions`: nothing downstream may read it.
     refused = quarantine(sentinel_home.root(), context.run.run_id) if report.failures else None

@@ -147,7 +147,7 @@ def validate(
     if not schema_problems(frame):
         frame = normalize(frame)
     docs = paths.data_docs_dir(paths.sentinel_home()) if data_docs else None
-    report = validate_transactions(frame, rules, docs_dir=docs)
+    report = validate_transactions(frame, rules, docs_dir=docs, data_asset=path.name)
     if report.success:
         say(f"valid: {report.rows:,} rows passed {len(report.outcomes)} expectations")
     else:

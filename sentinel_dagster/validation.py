@@ -5,6 +5,12 @@ check reports one group; `sentinel validate` prints every failed expectation.
 Column types are judged by `dataset.schema_problems` (see that module for why) and reported
 as part of the `schema` group; value expectations on a missing or mistyped column are
 skipped, because they could only fail with a less helpful message.
+
+Data Docs keep their history: the validation results are stored on disk beside the site
+(`<docs>/../gx_validation_results`), so each run's page stays, and a link printed earlier
+keeps working (GX's site builder deletes the pages of results its store no longer holds).
+Pages name the data asset (`transactions`, or the validated file) and the run (the Dagster
+run id, or `sentinel-validate`).
 """
 
 import datetime as dt
@@ -14,10 +20,14 @@ from typing import Any
 
 import great_expectations as gx
 import pandas as pd
+from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import (
     DataContextConfig,
     InMemoryStoreBackendDefaults,
     ProgressBarsConfig,
+)
+from great_expectations.data_context.types.resource_identifiers import (
+    ExpectationSuiteIdentifier,
 )
 
 from sentinel_dagster.dataset import schema_problems
@@ -147,6 +157,11 @@ def build_expectations(
     return pairs
 
 
+def results_dir(docs_dir: Path) -> Path:
+    """Where the validation results behind a Data Docs site are kept."""
+    return docs_dir.parent / "gx_validation_results"
+
+
 def _context(docs_dir: Path | None) -> Any:
     sites = {}
     if docs_dir is not None:
@@ -164,6 +179,12 @@ def _context(docs_dir: Path | None) -> Any:
         progress_bars=ProgressBarsConfig(globally=False),
         data_docs_sites=sites,
     )
+    if docs_dir is not None:  # results on disk: the site keeps every run's page
+        store = config.stores[config.validation_results_store_name]
+        store["store_backend"] = {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(results_dir(docs_dir)),
+        }
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
@@ -205,15 +226,21 @@ def validate_transactions(
     policy: DataPolicy,
     docs_dir: Path | None = None,
     now: dt.datetime | None = None,
+    data_asset: str = "transactions",
+    run_name: str = "sentinel-validate",
 ) -> ValidationReport:
-    """Run the suite on `frame`; build GX Data Docs under `docs_dir` when given."""
+    """Run the suite on `frame`; build GX Data Docs under `docs_dir` when given, the page
+    naming `data_asset` (what was validated) and `run_name` (the run that validated it)."""
     now = now or dt.datetime.now(dt.UTC)
     problems = schema_problems(frame)
     usable = _usable_columns(frame, problems)
     pairs = build_expectations(usable, policy, now)
     index = ["transaction_id"] if "transaction_id" in usable else []
     missing = sorted(set(REQUIRED_COLUMNS) - set(frame.columns))
-    return run_suite(frame, "transactions", pairs, problems, missing, CHECKS, docs_dir, index)
+    return run_suite(
+        frame, "transactions", pairs, problems, missing, CHECKS, docs_dir, index,
+        data_asset=data_asset, run_name=run_name,
+    )  # fmt: skip
 
 
 def run_suite(
@@ -225,14 +252,17 @@ def run_suite(
     checks: tuple[str, ...],
     docs_dir: Path | None = None,
     index_columns: list[str] | None = None,
+    data_asset: str | None = None,
+    run_name: str = "sentinel-validate",
 ) -> ValidationReport:
     """Run (check, expectation) `pairs` on `frame` as the GX suite `name`; `problems` are
     type problems found beforehand ("column 'x' has type ..."), `missing` the required
-    columns absent; outcomes are ordered as `checks`."""
+    columns absent; outcomes are ordered as `checks`. Data Docs (under `docs_dir`) name
+    `data_asset` (default: `name`) and `run_name`."""
     context = _context(docs_dir)
     batch = (
-        context.data_sources.add_pandas(name)
-        .add_dataframe_asset(name)
+        context.data_sources.add_pandas("sentinel")
+        .add_dataframe_asset(data_asset or name)
         .add_batch_definition_whole_dataframe("whole_frame")
     )
     suite = context.suites.add(gx.ExpectationSuite(name=name))
@@ -249,17 +279,23 @@ def run_suite(
     }
     if index_columns:
         result_format["unexpected_index_column_names"] = index_columns
-    actions: list[Any] = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir else []
     checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=name,
-            validation_definitions=[definition],
-            actions=actions,
-            result_format=result_format,
-        )
+        gx.Checkpoint(name=name, validation_definitions=[definition], result_format=result_format)
     )
-    run = checkpoint.run(batch_parameters={"dataframe": frame})
+    run = checkpoint.run(
+        batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name)
+    )
     (identifier, suite_result), *_ = run.run_results.items()
+    docs_page = None
+    if docs_dir is not None:
+        # GX reads a page's "Data asset" from the batch spec, which an in-memory frame's
+        # lacks: named here, then stored (on disk) and rendered.
+        suite_result.meta.setdefault("batch_spec", {})["data_asset_name"] = data_asset or name
+        context.validation_results_store.set(identifier, suite_result)
+        suite_page = ExpectationSuiteIdentifier(name=name)
+        context.build_data_docs(resource_identifiers=[identifier, suite_page])
+        url = context.get_docs_sites_urls(resource_identifier=identifier)[0]["site_url"]
+        docs_page = Path(url.removeprefix("file://"))
 
     outcomes = [
         ExpectationOutcome("schema", "column_type", p.split("'")[1], False, p)
@@ -283,10 +319,6 @@ def run_suite(
             )
         )
     outcomes.sort(key=lambda o: checks.index(o.check))
-    docs_page = None
-    if docs_dir is not None:
-        url = context.get_docs_sites_urls(resource_identifier=identifier)[0]["site_url"]
-        docs_page = Path(url.removeprefix("file://"))
     return ValidationReport(rows=len(frame), outcomes=outcomes, data_docs=docs_page)
 
 

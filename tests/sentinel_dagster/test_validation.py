@@ -154,6 +154,22 @@ def test_data_docs_are_built_and_point_at_this_run(good: pd.DataFrame, tmp_path:
     assert "transaction_id" in page
     assert "unique." in page  # the rendered uniqueness expectation
     assert (tmp_path / "docs" / "index.html").is_file()
+    assert "Data asset: transactions" in page and "__none__" not in str(report.data_docs)
+
+
+def test_data_docs_keep_every_run_page_under_its_names(good: pd.DataFrame, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    pipeline = validate_transactions(normalize(good), POLICY, docs_dir=docs, run_name="run-1")
+    other = validate_transactions(
+        normalize(good).head(5), POLICY, docs_dir=docs, data_asset="mine.parquet"
+    )
+    assert pipeline.data_docs is not None and other.data_docs is not None
+    # A later validation of something else leaves the pipeline's page (and its link) alone.
+    assert pipeline.data_docs.is_file() and other.data_docs.is_file()
+    assert pipeline.data_docs != other.data_docs
+    assert "/run-1/" in str(pipeline.data_docs) and "/sentinel-validate/" in str(other.data_docs)
+    assert "Data asset: transactions" in pipeline.data_docs.read_text()
+    assert "Data asset: mine.parquet" in other.data_docs.read_text()
 
 
 def test_bring_your_own_data_with_required_columns_only(tmp_path: Path) -> None:
