@@ -19,6 +19,7 @@ SCENARIOS: tuple[str, ...] = (
     "account_takeover",
     "compromised_merchant",
     "stolen_card_spree",
+    "atm_cash_out",  # emerging: only in data simulated with `emerging_from`
 )
 
 

@@ -1,4 +1,8 @@
-"""The four fraud scenarios and their late-arriving labels.
+"""The fraud scenarios and their late-arriving labels.
+
+Four scenarios are always on. A fifth, emerging one starts on a chosen date (off by default):
+an attack the data before that date has never seen, so a model trained on it has to be
+retrained to catch it.
 
 Each scenario draws *incidents* (one card attacked once) and expands them into events.
 Frauds are extra events on a card; the holder's own payments carry on around them.
@@ -13,6 +17,7 @@ from sentinel_dagster.events_table import NO_DEVICE, NO_LABEL, SCENARIOS, Events
 from sentinel_dagster.legit_behaviour import CITY_CURRENCY
 from sentinel_dagster.world import (
     CARD_LIMIT,
+    CHANNEL_ATM,
     CHANNEL_ONLINE,
     CHANNEL_POS,
     CITIES,
@@ -24,12 +29,16 @@ from sentinel_dagster.world import (
     typical_amount,
 )
 
-CARD_TESTING, ACCOUNT_TAKEOVER, COMPROMISED_MERCHANT, STOLEN_CARD_SPREE = range(1, 5)
+CARD_TESTING, ACCOUNT_TAKEOVER, COMPROMISED_MERCHANT, STOLEN_CARD_SPREE, ATM_CASH_OUT = range(1, 6)
+KNOWN = (CARD_TESTING, ACCOUNT_TAKEOVER, COMPROMISED_MERCHANT, STOLEN_CARD_SPREE)  # always on
+EMERGING = ATM_CASH_OUT  # on from `SimulationParams.emerging_from`
 
 
 @dataclass(frozen=True)
 class ScenarioShape:
-    share: float  # share of all fraudulent events
+    # Known scenarios: share of all fraudulent events (they sum to 1). The emerging one: share
+    # of the fraudulent events while it runs, taken from the known ones.
+    share: float
     min_events: int  # events per incident: min_events + Poisson(extra_events)
     extra_events: float
     mean_gap_s: float  # mean time between an incident's events
@@ -49,8 +58,11 @@ SHAPES: dict[int, ScenarioShape] = {
     COMPROMISED_MERCHANT: ScenarioShape(0.20, 1, 1.5, 3600.0, 0.9),
     # A stolen wallet: large in-store purchases at high-risk shops within hours.
     STOLEN_CARD_SPREE: ScenarioShape(0.25, 3, 2.5, 720.0, 0.95),
+    # Emerging: cloned cards emptied at ATMs in the holder's city, late at night.
+    ATM_CASH_OUT: ScenarioShape(0.25, 2, 0.6, 900.0, 0.95),
 }
 assert len(SHAPES) == len(SCENARIOS)
+assert abs(sum(SHAPES[s].share for s in KNOWN) - 1.0) < 1e-9
 
 LABEL_DELAY_MEDIAN_DAYS = 6.0
 LABEL_DELAY_MAX_DAYS = 90.0
@@ -67,12 +79,21 @@ class Incidents:
         return len(self.card)
 
 
-def incident_counts(n_legit: int, fraud_rate: float) -> dict[int, int]:
-    """Incidents per scenario so that frauds make up `fraud_rate` of all events."""
+def incident_counts(n_legit: int, fraud_rate: float, emerging_part: float = 0.0) -> dict[int, int]:
+    """Incidents per scenario so that frauds make up `fraud_rate` of all events.
+
+    `emerging_part` is the share of the period the emerging scenario runs (0: off, and no
+    count for it). Its frauds are taken from the known scenarios' rather than added, so the
+    fraud rate stays the one asked for.
+    """
     n_fraud = fraud_rate / (1.0 - fraud_rate) * n_legit
-    return {
-        s: max(1, round(shape.share * n_fraud / shape.mean_events)) for s, shape in SHAPES.items()
-    }
+    emerging = SHAPES[EMERGING]
+    n_emerging = emerging.share * emerging_part * n_fraud
+    n_known = n_fraud - n_emerging  # exactly n_fraud when off: the default data is unchanged
+    counts = {s: max(1, round(SHAPES[s].share * n_known / SHAPES[s].mean_events)) for s in KNOWN}
+    if emerging_part > 0:
+        counts[EMERGING] = max(1, round(n_emerging / emerging.mean_events))
+    return counts
 
 
 def _expand(
@@ -284,4 +305,50 @@ def stolen_card_spree(
         channel=np.full(n, CHANNEL_POS),
         device=np.full(n, NO_DEVICE),
         lat=m.lat[merchant], lon=m.lon[merchant], cards=cards, merchants=m,
+    )  # fmt: skip
+
+
+# The machines' largest withdrawals: cash-out crews take the most each card allows. Honest
+# holders take at most 300 (legit_behaviour.ATM_AMOUNTS), so half of these amounts are new.
+CASH_OUT_AMOUNTS = np.array([200.0, 300.0, 400.0, 500.0])
+CASH_OUT_WEIGHTS = np.array([0.1, 0.4, 0.25, 0.25])
+CASH_OUT_HOURS = (22, 27)  # local hours [from, to) of the first withdrawal: 22:00 to 03:00
+
+
+def cash_out_incidents(
+    rng: np.random.Generator, n: int, n_cards: int, first: int, end: int
+) -> Incidents:
+    """`n` random cards, each cashed out one night between the day of `first` and `end`.
+
+    Crews start late in the evening, so a card's withdrawals often straddle midnight, when
+    its daily limit resets.
+    """
+    card = rng.integers(0, n_cards, n)
+    day = rng.integers(first // SECONDS_PER_DAY, (end - 1) // SECONDS_PER_DAY + 1, n)
+    hour = rng.integers(*CASH_OUT_HOURS, n)
+    start = day * SECONDS_PER_DAY + hour * 3600 + rng.integers(0, 3600, n)
+    # A night the end of the period would cut short moves to the night before.
+    start = np.where(start > end - 3 * 3600, start - SECONDS_PER_DAY, start)
+    return Incidents(card=card, start=np.clip(start, first, end - 1))
+
+
+def atm_cash_out(
+    rng: np.random.Generator, incidents: Incidents, cards: Cards, m: Merchants, end: int
+) -> Events:
+    """Skimmed cards and PINs, cloned onto blank cards, are cashed out by a local crew at
+    ATMs in the holder's own city: two or three of the largest withdrawals at nearby
+    machines within the hour, late at night. None of the known scenarios' tells is there
+    (no new device, no distant place, no online burst, no shop), and the known scenarios
+    never touch an ATM: a model that has not seen this attack takes it for the holder."""
+    incident, t = _expand(rng, incidents, SHAPES[ATM_CASH_OUT], end)
+    n = len(incident)
+    card = incidents.card[incident]
+    atm = pick_in_city(rng, m.atm_by_city, cards.home_city[card])
+    return _events(
+        rng, ATM_CASH_OUT, card, incident, t,
+        merchant=atm,
+        amount=rng.choice(CASH_OUT_AMOUNTS, n, p=CASH_OUT_WEIGHTS),
+        channel=np.full(n, CHANNEL_ATM),
+        device=np.full(n, NO_DEVICE),
+        lat=m.lat[atm], lon=m.lon[atm], cards=cards, merchants=m,
     )  # fmt: skip

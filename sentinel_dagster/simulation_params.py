@@ -17,6 +17,11 @@ class SimulationParams:
     # up to 90). A number: every reported fraud's label arrives exactly this many days after
     # the payment, as in data sets with a fixed feedback delay.
     label_delay_days: float | None = None
+    # None: only the four long-known fraud scenarios. A UTC date: from that day on, an
+    # emerging attack (the fifth scenario, `atm_cash_out`) runs as well, taking its
+    # share of the frauds, so data from before the date has never seen it. A date before
+    # `start` means it has been running all along.
+    emerging_from: str | None = None
 
     def validate(self) -> None:
         if self.cards < 1:
@@ -29,11 +34,31 @@ class SimulationParams:
             raise ValueError(f"mean_daily_rate must be positive, got {self.mean_daily_rate}")
         if self.label_delay_days is not None and not 0 <= self.label_delay_days <= 365:
             raise ValueError(f"label_delay_days must be in [0, 365], got {self.label_delay_days}")
-        self.start_epoch()
+        start = self.start_epoch()
+        emerging = self.emerging_epoch()
+        if emerging is not None and emerging >= start + self.days * _SECONDS_PER_DAY:
+            # Refused rather than ignored: an attack that never starts is a mistyped date.
+            last = dt.date.fromisoformat(self.start) + dt.timedelta(days=self.days - 1)
+            raise ValueError(
+                f"emerging_from {self.emerging_from} is after the simulated period "
+                f"({self.start} to {last}): the emerging scenario would never run"
+            )
 
     def start_epoch(self) -> int:
-        try:
-            day = dt.date.fromisoformat(self.start)
-        except ValueError:
-            raise ValueError(f"start must be a date like 2026-01-01, got {self.start!r}") from None
-        return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+        return _epoch("start", self.start)
+
+    def emerging_epoch(self) -> int | None:
+        """Epoch seconds at which the emerging scenario starts; None when it is off."""
+        return None if self.emerging_from is None else _epoch("emerging_from", self.emerging_from)
+
+
+_SECONDS_PER_DAY = 86_400  # world.SECONDS_PER_DAY, not imported: world needs numpy
+
+
+def _epoch(name: str, value: str) -> int:
+    """Midnight UTC of `value`, a date like 2026-01-01; ValueError naming `name` otherwise."""
+    try:
+        day = dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a date like 2026-01-01, got {value!r}") from None
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())

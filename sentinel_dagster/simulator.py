@@ -62,7 +62,10 @@ def simulate_events(params: SimulationParams, progress: Progress = _no_progress)
     legit = Events.concat(parts)
 
     progress(0.8, "fraud scenarios")
-    counts = fs.incident_counts(len(legit), params.fraud_rate)
+    emerging = params.emerging_epoch()
+    first_emerging = start if emerging is None else max(emerging, start)
+    emerging_part = 0.0 if emerging is None else (end - first_emerging) / (end - start)
+    counts = fs.incident_counts(len(legit), params.fraud_rate, emerging_part)
     latest_start = max(end - SECONDS_PER_DAY // 2, start + 1)
 
     def random_incidents(n: int) -> fs.Incidents:
@@ -89,8 +92,15 @@ def simulate_events(params: SimulationParams, progress: Progress = _no_progress)
         rng, random_incidents(counts[fs.STOLEN_CARD_SPREE]), cards, merchants, end
     )
 
+    every = [legit, testing, takeover, compromised, spree]
+    if emerging is not None:
+        # Drawn after every known scenario (and only when on), so the default data is the
+        # same bytes as before the emerging scenario existed.
+        nights = fs.cash_out_incidents(rng, counts[fs.EMERGING], params.cards, first_emerging, end)
+        every.append(fs.atm_cash_out(rng, nights, cards, merchants, end))
+
     progress(0.9, "ordering by event time")
-    events = Events.concat([legit, testing, takeover, compromised, spree])
+    events = Events.concat(every)
     if params.label_delay_days is not None:
         # Applied after every draw, so both delay modes simulate the very same payments.
         events = fs.with_fixed_label_delay(events, params.label_delay_days)

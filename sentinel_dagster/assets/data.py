@@ -45,6 +45,12 @@ class TransactionsConfig(dg.Config):
         description="Every chargeback arrives exactly this many days after its payment; "
         "unset: a realistic spread (median ~6 days, up to 90).",
     )
+    emerging_from: str | None = Field(
+        default=_DEFAULTS.emerging_from,
+        description="UTC date (YYYY-MM-DD) from which the emerging fraud scenario "
+        "(atm_cash_out: cloned cards emptied at ATMs late at night) also runs; "
+        "unset: never, as in the default data.",
+    )
 
 
 def _load(config: TransactionsConfig) -> tuple[pd.DataFrame, str]:
@@ -60,6 +66,7 @@ def _load(config: TransactionsConfig) -> tuple[pd.DataFrame, str]:
         fraud_rate=config.fraud_rate,
         start=config.start,
         label_delay_days=config.label_delay_days,
+        emerging_from=config.emerging_from,
     )
     try:
         table = simulate_events(params)

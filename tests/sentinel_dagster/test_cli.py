@@ -40,6 +40,19 @@ def test_simulate_writes_the_file_and_prints_a_summary(tmp_path: Path) -> None:
     assert len(pd.read_parquet(out)) > 0
 
 
+def test_simulate_runs_the_emerging_scenario_from_the_day_asked(tmp_path: Path) -> None:
+    out = tmp_path / "tx.parquet"
+    args = ("--cards", "400", "--days", "20", "--seed", "3", "--out", str(out))
+    result = _run("simulate", *args, "--emerging-from", "2026-01-10")
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out)
+    cash_outs = frame[frame["fraud_scenario"] == "atm_cash_out"]
+    assert len(cash_outs) > 0
+    assert cash_outs["event_time"].min() >= pd.Timestamp("2026-01-10", tz="UTC")
+    bad = _run("simulate", *args, "--emerging-from", "march")
+    assert bad.exit_code == 2 and "emerging_from" in bad.output
+
+
 def test_simulate_defaults_to_sentinel_home(sentinel_home: Path) -> None:
     result = _run("simulate", "--cards", "50", "--days", "3")
     assert result.exit_code == 0, result.output

@@ -1,5 +1,6 @@
 """Simulator: determinism, schema, scenarios, label delays and realistic behaviour."""
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -9,10 +10,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sentinel_dagster import fraud_scenarios as fs
 from sentinel_dagster.events_table import SCENARIOS
 from sentinel_dagster.simulator import SimulationParams, simulate_events, simulate_to_parquet
 from serving.events import ALL_COLUMNS
 from tests.conftest import SMALL
+
+KNOWN = {SCENARIOS[code - 1] for code in fs.KNOWN}
+EMERGING = SCENARIOS[fs.EMERGING - 1]
+# SMALL with the emerging attack running over its second half.
+EMERGING_SMALL = dataclasses.replace(SMALL, emerging_from="2026-01-15")
 
 
 def _sha256(path: Path) -> str:
@@ -71,9 +78,11 @@ def test_rows_are_ordered_by_time_then_id_with_unique_ids(small_frame: pd.DataFr
     assert set(small_frame["channel"]) == {"pos", "online", "atm"}
 
 
-def test_every_scenario_is_present_and_tagged_only_on_frauds(small_frame: pd.DataFrame) -> None:
+def test_every_known_scenario_is_present_and_tagged_only_on_frauds(
+    small_frame: pd.DataFrame,
+) -> None:
     counts = small_frame["fraud_scenario"].value_counts()
-    assert set(counts.index) == set(SCENARIOS)
+    assert set(counts.index) == KNOWN == set(SCENARIOS) - {EMERGING}
     assert (counts > 0).all()
     fraud = small_frame["is_fraud"] == 1
     assert small_frame.loc[fraud, "fraud_scenario"].notna().all()
@@ -211,6 +220,9 @@ def test_legitimate_behaviour_includes_odd_but_honest_patterns(small_frame: pd.D
         ({"fraud_rate": 0.0}, "fraud_rate"),
         ({"fraud_rate": 0.7}, "fraud_rate"),
         ({"start": "yesterday"}, "start"),
+        ({"emerging_from": "soon"}, "emerging_from must be a date"),
+        # SMALL covers 2026-01-01 to 2026-01-28: an attack from the 29th would never run.
+        ({"emerging_from": "2026-01-29"}, "emerging_from 2026-01-29 is after the simulated"),
     ],
 )
 def test_bad_parameters_are_rejected_by_name(change: dict, message: str) -> None:
@@ -223,7 +235,8 @@ def test_defaults_give_about_a_million_events_at_about_one_percent_fraud(tmp_pat
     summary = simulate_to_parquet(SimulationParams(), tmp_path / "default.parquet")
     assert 900_000 <= summary.rows <= 1_200_000
     assert 0.005 <= summary.fraud_rate <= 0.015
-    assert all(count > 100 for count in summary.scenario_counts.values())
+    assert all(summary.scenario_counts[name] > 100 for name in KNOWN)
+    assert summary.scenario_counts[EMERGING] == 0  # off unless asked for
 
 
 def test_no_payment_exceeds_the_card_limit_or_the_data_policy() -> None:
@@ -233,3 +246,82 @@ def test_no_payment_exceeds_the_card_limit_or_the_data_policy() -> None:
     table = simulate_events(SimulationParams(cards=3_000, days=30, seed=8))
     largest = max(table.column("amount").to_pylist())
     assert largest <= CARD_LIMIT < DataPolicy().max_amount
+
+
+def test_the_default_data_is_the_data_from_before_the_emerging_scenario(
+    small_frame: pd.DataFrame,
+) -> None:
+    """The emerging scenario is off by default and draws nothing then, so every default
+    lineage keeps its data. The digest is of SMALL's content as simulated before the
+    scenario existed; update it only for a deliberate change of the simulated world."""
+    assert SimulationParams().emerging_from is None
+    assert EMERGING not in set(small_frame["fraud_scenario"].dropna())
+    content = pd.util.hash_pandas_object(small_frame, index=False).to_numpy().tobytes()
+    assert hashlib.sha256(content).hexdigest() == (
+        "3dc38e6649f83fc68dab193425995ac3b6877fa63e248a0a3ae52f122190abcf"
+    )
+
+
+@pytest.fixture(scope="module")
+def emerging_frame() -> pd.DataFrame:
+    return simulate_to_dataframe(EMERGING_SMALL)
+
+
+def test_the_emerging_scenario_runs_only_from_its_date(
+    small_frame: pd.DataFrame, emerging_frame: pd.DataFrame
+) -> None:
+    cash_out = emerging_frame[emerging_frame["fraud_scenario"] == EMERGING]
+    assert len(cash_out) >= 10
+    assert (cash_out["event_time"] >= pd.Timestamp("2026-01-15", tz="UTC")).all()
+    assert (cash_out["is_fraud"] == 1).all()
+    # It takes its share of the frauds from the known scenarios: the fraud rate stays put,
+    # and the holders' own payments are the very same.
+    assert 0.005 <= emerging_frame["is_fraud"].mean() <= 0.015
+    after = emerging_frame[emerging_frame["event_time"] >= pd.Timestamp("2026-01-15", tz="UTC")]
+    share = (after.loc[after["is_fraud"] == 1, "fraud_scenario"] == EMERGING).mean()
+    assert 0.1 <= share <= 0.4
+    payment = ["event_time", "card_id", "merchant_id", "amount", "device_id"]
+    legit_with = emerging_frame.loc[emerging_frame["is_fraud"] == 0, payment]
+    legit_without = small_frame.loc[small_frame["is_fraud"] == 0, payment]
+    pd.testing.assert_frame_equal(
+        legit_with.sort_values(payment, ignore_index=True),
+        legit_without.sort_values(payment, ignore_index=True),
+    )
+
+
+def test_an_emerging_date_before_the_start_runs_it_all_along() -> None:
+    frame = simulate_to_dataframe(
+        SimulationParams(cards=600, days=7, seed=3, start="2026-04-01", emerging_from="2026-03-01")
+    )
+    cash_out = frame[frame["fraud_scenario"] == EMERGING]
+    assert cash_out["event_time"].dt.day.nunique() >= 5  # every night, not from a date on
+    assert 0.005 <= frame["is_fraud"].mean() <= 0.02
+
+
+def test_emerging_frauds_are_labelled_like_the_others(emerging_frame: pd.DataFrame) -> None:
+    cash_out = emerging_frame[emerging_frame["fraud_scenario"] == EMERGING]
+    assert cash_out["label_time"].notna().mean() >= 0.8  # a holder short of cash reports it
+    delay_days = (cash_out["label_time"] - cash_out["event_time"]).dt.total_seconds().dropna()
+    assert (delay_days / 86_400).between(0.99, 91.0).all()
+
+
+def test_atm_cash_out_is_large_night_withdrawals_at_atms_in_the_holders_city(
+    emerging_frame: pd.DataFrame,
+) -> None:
+    cash_out = emerging_frame[emerging_frame["fraud_scenario"] == EMERGING]
+    legit = emerging_frame[emerging_frame["is_fraud"] == 0]
+    assert (cash_out["channel"] == "atm").all()
+    assert (cash_out["merchant_category"] == "atm").all()
+    assert cash_out["device_id"].isna().all()  # a cloned card: no phone involved
+    # The largest withdrawals, half of them above anything an honest holder takes out.
+    assert cash_out["amount"].min() >= 200
+    assert (cash_out["amount"] > legit.loc[legit["channel"] == "atm", "amount"].max()).mean() > 0.3
+    assert cash_out["event_time"].dt.hour.isin([22, 23, 0, 1, 2, 3, 4, 5]).mean() > 0.95
+    per_card = cash_out.groupby("card_id")["event_time"].agg(["min", "max", "size"])
+    assert (per_card["size"] >= 2).all()
+    assert ((per_card["max"] - per_card["min"]) < pd.Timedelta(hours=3)).mean() > 0.9
+    # At home, not far away: the card's usual in-store places are in the same city.
+    home = legit[legit["channel"] == "pos"].groupby("card_id")[["lat", "lon"]].median()
+    joined = cash_out.join(home, on="card_id", rsuffix="_home").dropna(subset="lat_home")
+    distance = _km(joined["lat"], joined["lon"], joined["lat_home"], joined["lon_home"])
+    assert (distance < 100).mean() > 0.8
