@@ -93,13 +93,22 @@ def simulate(
             "[default: a realistic spread, median ~6 days, up to 90]."
         ),
     ] = None,
+    emerging_from: Annotated[
+        str | None,
+        typer.Option(
+            help="From this UTC day (YYYY-MM-DD) the emerging scenario, ATM cash-outs with "
+            "cloned cards, runs too [default: never]."
+        ),
+    ] = None,
 ) -> None:
-    """Simulate a labelled transaction stream with four fraud scenarios."""
+    """Simulate a labelled transaction stream: four fraud scenarios, and a fifth emerging
+    one from `--emerging-from` on."""
     from sentinel_dagster.simulator import simulate_to_parquet
 
     params = SimulationParams(
-        cards, days, seed, fraud_rate, start, label_delay_days=label_delay_days
-    )
+        cards, days, seed, fraud_rate, start, label_delay_days=label_delay_days,
+        emerging_from=emerging_from,
+    )  # fmt: skip
     try:
         params.validate()
     except ValueError as exc:

@@ -77,9 +77,9 @@ class ShadowPolicy(BaseModel):
     # Events older than the service's lateness window when they arrived were scored without
     # their card's recent history: above this share the comparison is not judged.
     max_too_late_share: float = Field(default=0.1, ge=0.0, le=1.0)
-    # PSI of the challenger's scores against the champion's on the same events: above this
-    # the two models see the traffic too differently to swap one for the other unreviewed.
-    max_score_psi: float = Field(default=0.25, ge=0.0)
+    # PSI of the challenger's scores against the champion's on the same events, at most
+    # (None: reported, not judged). See mlops/promotion_policy.yaml for when to set it.
+    max_score_psi: float | None = Field(default=None, ge=0.0)
 
 
 class Policy(BaseModel):

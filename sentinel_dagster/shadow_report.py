@@ -252,9 +252,10 @@ def _hold_reasons(report: ShadowReport, policy: ShadowPolicy) -> list[str]:
             f"{policy.max_too_late_share:.0%}): scored without their cards' recent history, "
             "they cannot judge either model; replay traffic with fresh ids and times"
         )
-    if report.psi is not None and report.psi > policy.max_score_psi:
+    bound = policy.max_score_psi
+    if bound is not None and report.psi is not None and report.psi > bound:
         reasons.append(
-            f"score PSI {report.psi:.3f} is above {policy.max_score_psi:.3f}: the challenger "
+            f"score PSI {report.psi:.3f} is above {bound:.3f}: the challenger "
             "scores this traffic very differently from the champion; review it first"
         )
     if report.labelled_events < policy.min_labelled_events:
@@ -366,7 +367,10 @@ def to_markdown(report: ShadowReport, now: dt.datetime) -> str:
         "PSI (population stability index) compares the challenger's score distribution with "
         "the champion's on the same events, over ten bins of the champion's scores: the sum "
         "of (share b - share a) x ln(share b / share a). Under 0.1 the two barely differ, "
-        "0.1-0.25 moderately, above 0.25 a lot (the `shadow:` policy's `max_score_psi`).",
+        "0.1-0.25 moderately, above 0.25 a lot. It measures calibration, not ranking: "
+        "models trained apart differ even when they rank payments alike, and each decides "
+        "at its own threshold (the flip rate counts changed decisions). The `shadow:` "
+        "policy's `max_score_psi` bounds it where something downstream reads raw scores.",
         "",
     ]
     if report.reasons:

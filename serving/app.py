@@ -9,6 +9,7 @@ import contextlib
 import gc
 import hmac
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
@@ -46,6 +47,7 @@ from serving.scoring import ahead_of_clock
 from serving.service import Service, run_background
 from serving.settings import ServiceSettings
 from serving.state_store import StateStoreError
+from serving.timeparse import iso
 
 log = logging.getLogger("sentinel.serving")
 
@@ -78,8 +80,14 @@ def _state_of(service: Service) -> dict[str, Any]:
     """The engine's counters and state sizes; with a shared store down, why they are
     missing (the rest of /v1/models still answers)."""
     try:
+        clock = service.engine.event_clock()
         return {
-            "features": service.engine.stats(),
+            # with `clock`: the latest event time seen (ISO 8601, null before any), which
+            # tells a client replaying traffic where the state's time stands
+            "features": {
+                **service.engine.stats(),
+                "clock": iso(clock) if math.isfinite(clock) else None,
+            },
             "state": service.engine.state_stats(),  # entries, limits, evictions per table
         }
     except StateStoreError as exc:

@@ -722,6 +722,11 @@ class FeatureEngine:
         """Counters of what the engine did, and how much state it holds."""
         return {"events": self._events, **self.counters}
 
+    def event_clock(self) -> float:
+        """The latest event time the state has seen (epoch seconds; -inf before any): events
+        older than it by more than the lateness window are too late for the state."""
+        return self.clock
+
     def limit_state(self, max_cards: int | None, max_merchants: int | None) -> None:
         """Hold at most this many cards and merchants, evicting the least recently used
         (by `last_seen`). An evicted one starts cold, like one idle beyond every window.

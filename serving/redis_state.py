@@ -157,6 +157,12 @@ class RedisFeatureEngine(FeatureEngine):
             raw = self.client.hgetall(self.prefix + "g")
         return {_text(k): int(v) for k, v in raw.items() if _text(k) != "clock"}
 
+    def event_clock(self) -> float:
+        """The latest event time any worker sharing this state has seen."""
+        with unavailable_as_store_error():
+            clock = self.client.hget(self.prefix + "g", "clock")
+        return -math.inf if clock is None else float(clock)
+
     def stats(self) -> dict[str, int]:
         """The counters of every worker sharing this state."""
         counters = self._shared_counters()

@@ -88,15 +88,19 @@ def test_traffic_mostly_too_late_for_the_online_state_is_not_judged() -> None:
     assert compare(scored, feedback, "A", "B", POLICY).verdict == "promote"
 
 
-def test_a_score_distribution_moved_beyond_the_psi_bound_holds_and_psi_is_explained() -> None:
+def test_a_score_distribution_moved_beyond_a_psi_bound_holds_and_psi_is_explained() -> None:
     scored, feedback = logs()
     report = compare(scored, feedback, "A", "B", POLICY)
-    assert report.verdict == "promote" and 0 < report.psi < POLICY.max_score_psi
+    assert report.verdict == "promote" and 0 < report.psi < 0.1
     text = to_markdown(report, pd.Timestamp("2026-02-01").to_pydatetime())
     assert "PSI (population stability index) compares" in text
     assert "the score distributions barely differ" in text
     scored["challenger_score"] = np.clip(scored["challenger_score"] + 0.4, 0, 1)  # shifted up
-    shifted = compare(scored, feedback, "A", "B", POLICY.model_copy(update={"max_flip_rate": 1}))
+    unbounded = POLICY.model_copy(update={"max_flip_rate": 1})  # the default: not judged
+    assert POLICY.max_score_psi is None
+    assert compare(scored, feedback, "A", "B", unbounded).verdict == "promote"
+    strict = unbounded.model_copy(update={"max_score_psi": 0.25})
+    shifted = compare(scored, feedback, "A", "B", strict)
     assert shifted.psi > 0.25
     assert shifted.reasons == [
         f"score PSI {shifted.psi:.3f} is above 0.250: the challenger scores this traffic very "

@@ -90,7 +90,10 @@ def test_broken_json_is_422_and_oversized_bodies_are_413(tmp_path: Path, registr
 
 
 def test_raw_events_use_and_update_the_online_state(client: TestClient) -> None:
+    assert client.get("/v1/models").json()["features"]["clock"] is None  # no event yet
     first = client.post("/v1/score?explain=true", json=RAW).json()
+    # Where the state's time stands: the latest event time seen.
+    assert client.get("/v1/models").json()["features"]["clock"] == "2026-01-01T12:00:00+00:00"
     assert first["features"]["txn_count_10m"] == 0
     assert first["features"]["avg_amount_30d"] is None  # cold start is NaN, sent as null
     second_event = RAW | {"transaction_id": "t2", "event_time": "2026-01-01T12:01:00Z"}

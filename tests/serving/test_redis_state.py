@@ -92,6 +92,8 @@ def test_redis_engine_equals_the_in_process_engine_bit_for_bit(
             assert a == b, i
     counted = ("events", *COUNTERS)
     assert {k: engine.stats()[k] for k in counted} == {k: reference.stats()[k] for k in counted}
+    latest = max(args[1] for kind, args in stream if kind == "event")
+    assert engine.event_clock() == reference.event_clock() == latest
     assert reference.stats()["too_late"] > 0 or mean_gap_s > 60  # the stream has late events
     assert "applied" in expected
     assert "unknown" in expected or mean_gap_s < 3600  # ids forgotten after the dedup window
