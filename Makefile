@@ -9,7 +9,7 @@ export SENTINEL_HOME ?= $(CURDIR)/var
 export DAGSTER_HOME ?= $(SENTINEL_HOME)/dagster
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: setup run ui test lint typecheck pytest bench lock clean
+.PHONY: setup run ui test lint typecheck defs pytest bench lock clean
 
 setup: $(STAMP)
 
@@ -28,10 +28,13 @@ $(STAMP): pyproject.toml requirements.lock setup.py serving/feature_kernels.pyx
 run: setup
 	$(BIN)/sentinel up
 
+# `dg` runs in the project's environment: what activating it would set.
+DG := VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg
+
 # The Dagster UI on the same instance `make run` records into.
 ui: setup
 	@$(BIN)/python -c "from sentinel_dagster.runner import local_instance; from sentinel_dagster.paths import sentinel_home; local_instance(sentinel_home()).dispose()"
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(DG) dev --host 127.0.0.1 --port 3000
 
 lint: setup
 	$(BIN)/ruff check .
@@ -40,10 +43,14 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy serving sentinel_dagster
 
+# Every definition in sentinel_dagster/defs loads, as `dg dev` and a deployment load them.
+defs: setup
+	$(DG) check defs
+
 pytest: setup
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+test: lint typecheck defs pytest
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

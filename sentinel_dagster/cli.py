@@ -449,7 +449,7 @@ def train(
 def _train_precomputed(
     frame: Any, profile: Any, rules: Any, data: Path, seed: int, target_fpr: float
 ) -> None:
-    from sentinel_dagster.assets.training import _code_version
+    from sentinel_dagster.defs.training import _code_version
     from sentinel_dagster.precomputed import (
         NEEDS_EVENT_LOG,
         PrecomputedError,

@@ -89,9 +89,7 @@ class RunReport:
             )
             lines += [f"  - {reason}" for reason in self.refused]
         if ui_hint:
-            lines.append(
-                f"Dagster instance: {self.dagster_home} (UI: dagster dev -w workspace.yaml)"
-            )
+            lines.append(f"Dagster instance: {self.dagster_home} (UI: make ui, or dg dev)")
         return lines
 
 
@@ -105,7 +103,7 @@ def _report(result: dg.ExecuteInProcessResult, home: Path) -> RunReport:
         key = materialization.asset_key.to_user_string()
         where = metadata.get("path")
         report.materialized.append((key, str(where.value) if where else None))
-        if "seconds" in metadata:  # sentinel_dagster/assets/timing.py
+        if "seconds" in metadata:  # sentinel_dagster/defs/timing.py
             report.seconds[key] = float(metadata["seconds"].value)  # type: ignore[arg-type]
         if "role" in metadata and "version" in metadata:  # model_bundle published
             report.published = f"{metadata['version'].value} as {metadata['role'].value}"

@@ -1,8 +1,8 @@
-"""`sentinel up` (the end of `make run`): the Dagster webserver and daemon (`dagster dev`)
+"""`sentinel up` (the end of `make run`): the Dagster webserver and daemon (`dg dev`)
 and the scoring service (`sentinel serve`), as child processes on 127.0.0.1, stopped together.
 
 Each child runs in its own process group, so stopping it also stops what it started
-(`dagster dev` runs a webserver, a daemon and a code server). Their output goes to
+(`dg dev` runs a webserver, a daemon and a code server). Their output goes to
 `SENTINEL_HOME/logs/<child>.log`, appended: the daemon logs every sensor tick, which in a
 terminal buries what the user needs to see; a child that stops is quoted from its log.
 """
@@ -44,8 +44,8 @@ class Stack:
 def commands(ui_port: int, api_port: int) -> dict[str, list[str]]:
     bin_dir = Path(sys.executable).parent
     return {
-        "dagster": [str(bin_dir / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"),
-                    "-h", "127.0.0.1", "-p", str(ui_port)],
+        # The dg project's definitions (pyproject.toml [tool.dg]: sentinel_dagster/defs).
+        "dagster": [str(bin_dir / "dg"), "dev", "--host", "127.0.0.1", "--port", str(ui_port)],
         # The shipped command, as users run it and `make bench` measures it.
         # (uvicorn's own start-up lines quiet; the service's JSON log as configured)
         "service": [str(bin_dir / "sentinel"), "serve", "--host", "127.0.0.1",
@@ -57,6 +57,7 @@ def start(home: Path, ui_port: int, api_port: int) -> Stack:
     env = {
         **os.environ,
         "SENTINEL_HOME": str(home),
+        "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),  # dg runs in this venv
         "DAGSTER_HOME": str(paths.dagster_home(home)),
         "GX_ANALYTICS_ENABLED": "False",
     }
@@ -117,7 +118,7 @@ def wait_until_ready(stack: Stack, timeout: float = 180.0) -> str | None:
 
 def stop(stack: Stack) -> None:
     """SIGINT to each process group (what Ctrl-C in a terminal does), then SIGKILL; then
-    every descendant still alive, wherever it went (`dagster dev`'s code server runs in a
+    every descendant still alive, wherever it went (the code server `dg dev` starts runs in a
     session of its own and outlived its parent for minutes), is stopped too."""
     for signum in (signal.SIGINT, signal.SIGTERM):  # already stopping: let it finish
         signal.signal(signum, signal.SIG_IGN)

@@ -16,12 +16,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from sentinel_dagster.assets.shadow import promote_job, shadow_comparison_report
 from sentinel_dagster.cli import app as cli
 from sentinel_dagster.dataset import normalize
+from sentinel_dagster.defs.resources import GovernancePolicy, SentinelHome
+from sentinel_dagster.defs.sensors import shadow_promotion_sensor
+from sentinel_dagster.defs.shadow import promote_job, shadow_comparison_report
 from sentinel_dagster.feature_replay import replay
-from sentinel_dagster.resources import GovernancePolicy, SentinelHome
-from sentinel_dagster.sensors import shadow_promotion_sensor
 from sentinel_dagster.simulator import SimulationParams, simulate_events
 from sentinel_dagster.traffic_replay import ServiceClient, replay_traffic
 from sentinel_dagster.training import TrainParams, train_candidate

@@ -1,5 +1,6 @@
 """Dagster: the definitions load, and the data group materializes with blocking checks."""
 
+import json
 import os
 import subprocess
 import sys
@@ -64,20 +65,28 @@ def test_all_definitions_load() -> None:
     }
 
 
-def test_workspace_loads_with_the_dagster_cli(sentinel_home: Path) -> None:
-    """What `dagster dev -w workspace.yaml` loads."""
-    dagster = Path(sys.executable).with_name("dagster")
+def test_the_dg_project_lists_the_defs_folders_definitions(sentinel_home: Path) -> None:
+    """What `dg dev` and `dg check defs` load: the project of pyproject.toml [tool.dg]."""
+    dg_cli = Path(sys.executable).with_name("dg")
     local_instance(sentinel_home).dispose()  # creates SENTINEL_HOME/dagster with dagster.yaml
     done = subprocess.run(
-        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        [str(dg_cli), "list", "defs", "--json"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "DAGSTER_HOME": str(sentinel_home / "dagster")},
+        env={
+            **os.environ,
+            "DAGSTER_HOME": str(sentinel_home / "dagster"),
+            "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),
+        },
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "All code locations passed validation" in done.stdout + done.stderr
+    listed = json.loads(done.stdout)
+    assets = {a["asset_key"] for a in listed["assets"]}
+    assert assets == {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert {j["name"] for j in listed["jobs"]} >= {"main_job", "retrain_job", "promote_job"}
+    assert {s["name"] for s in listed["sensors"]} == {"promotion_sensor", "shadow_promotion_sensor"}
 
 
 def test_good_data_materializes_with_every_check_passing(sentinel_home: Path) -> None:
@@ -257,7 +266,7 @@ def test_every_asset_has_owners_tags_and_a_code_version_of_its_logic() -> None:
 def test_a_code_version_changes_with_the_logic_it_covers(tmp_path, monkeypatch) -> None:
     import importlib
 
-    from sentinel_dagster.assets.catalog import code_version
+    from sentinel_dagster.defs.catalog import code_version
 
     monkeypatch.syspath_prepend(str(tmp_path))
     source = tmp_path / "some_logic.py"

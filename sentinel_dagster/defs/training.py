@@ -32,9 +32,6 @@ from sentinel_dagster import (
     training_data,
 )
 from sentinel_dagster import policy as policy_module  # `policy` is the assets' resource
-from sentinel_dagster.assets.analysis import candidate_ablation
-from sentinel_dagster.assets.catalog import catalog
-from sentinel_dagster.assets.timing import timed
 from sentinel_dagster.bundle_models import (
     FULL_MODEL,
     evaluate_model,
@@ -44,6 +41,10 @@ from sentinel_dagster.bundle_models import (
     train_and_compile,
 )
 from sentinel_dagster.champion_score import score_on_holdout
+from sentinel_dagster.defs.analysis import candidate_ablation
+from sentinel_dagster.defs.catalog import catalog
+from sentinel_dagster.defs.resources import GovernancePolicy, SentinelHome
+from sentinel_dagster.defs.timing import timed
 from sentinel_dagster.evaluation import compromised_before_holdout
 from sentinel_dagster.events_table import SCENARIOS
 from sentinel_dagster.feature_importance import gain_importance
@@ -51,7 +52,6 @@ from sentinel_dagster.plots import png_markdown, pr_curve_png, score_distributio
 from sentinel_dagster.promotion import decide_bundle
 from sentinel_dagster.publishing import BundleContent, ProfileContent, publish
 from sentinel_dagster.reporting import frame_markdown, metrics_table
-from sentinel_dagster.resources import GovernancePolicy, SentinelHome
 from sentinel_dagster.training import TrainParams
 from sentinel_dagster.training_data import (
     LABEL_COLUMN,

@@ -9,11 +9,11 @@ import dagster as dg
 from pydantic import Field
 
 from sentinel_dagster import champion, plots, shadow_report
-from sentinel_dagster.assets.catalog import catalog
-from sentinel_dagster.assets.timing import timed
-from sentinel_dagster.assets.training import registry_of
+from sentinel_dagster.defs.catalog import catalog
+from sentinel_dagster.defs.resources import GovernancePolicy, SentinelHome
+from sentinel_dagster.defs.timing import timed
+from sentinel_dagster.defs.training import registry_of
 from sentinel_dagster.plots import png_markdown, shadow_comparison_png
-from sentinel_dagster.resources import GovernancePolicy, SentinelHome
 
 
 @dg.asset(

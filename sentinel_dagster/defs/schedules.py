@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from sentinel_dagster.jobs import retrain_job, shadow_report_job
+from sentinel_dagster.defs.jobs import retrain_job, shadow_report_job
 
 nightly_retrain_schedule = dg.ScheduleDefinition(
     name="nightly_retrain_schedule",

@@ -3,8 +3,8 @@ when the shadow report says so."""
 
 import dagster as dg
 
-from sentinel_dagster.assets.shadow import promote_job
-from sentinel_dagster.jobs import publish_job
+from sentinel_dagster.defs.jobs import publish_job
+from sentinel_dagster.defs.shadow import promote_job
 
 BUNDLE_STEP = "model_bundle"
 

@@ -4,11 +4,11 @@ import dagster as dg
 import pandas as pd
 
 from sentinel_dagster import feature_replay
-from sentinel_dagster.assets.catalog import catalog
-from sentinel_dagster.assets.timing import timed
+from sentinel_dagster.defs.catalog import catalog
+from sentinel_dagster.defs.resources import GovernancePolicy
+from sentinel_dagster.defs.timing import timed
 from sentinel_dagster.feature_replay import replay
 from sentinel_dagster.reporting import frame_markdown
-from sentinel_dagster.resources import GovernancePolicy
 from serving import feature_engine, features
 from serving.feature_engine import EngineConfig
 from serving.features import FEATURES

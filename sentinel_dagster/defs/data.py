@@ -16,9 +16,9 @@ from sentinel_dagster import (
     transaction_stats,
     world,
 )
-from sentinel_dagster.assets.catalog import catalog
-from sentinel_dagster.assets.timing import timed
 from sentinel_dagster.dataset import DatasetError, SchemaError, load_transactions
+from sentinel_dagster.defs.catalog import catalog
+from sentinel_dagster.defs.timing import timed
 from sentinel_dagster.reporting import counts_markdown, frame_markdown
 from sentinel_dagster.simulator import SimulationParams, simulate_events
 from sentinel_dagster.transaction_stats import daily_stats, fraud_rate, scenario_counts

@@ -14,12 +14,12 @@ import mlflow
 import pandas as pd
 
 from sentinel_dagster import feature_importance, mlflow_tracking, training
-from sentinel_dagster.assets.catalog import catalog
-from sentinel_dagster.assets.timing import timed
+from sentinel_dagster.defs.catalog import catalog
+from sentinel_dagster.defs.resources import SentinelHome
+from sentinel_dagster.defs.timing import timed
 from sentinel_dagster.evaluation import compromised_before_holdout
 from sentinel_dagster.feature_importance import ABLATION_TRAIN_ROWS, ablation
 from sentinel_dagster.reporting import frame_markdown
-from sentinel_dagster.resources import SentinelHome
 from sentinel_dagster.training import TrainParams
 from sentinel_dagster.training_data import TrainingSet, from_frame
 from serving.features import feature_groups

@@ -12,8 +12,8 @@ import dagster as dg
 import pandas as pd
 
 from sentinel_dagster import paths
+from sentinel_dagster.defs.resources import GovernancePolicy, SentinelHome
 from sentinel_dagster.feature_checks import leakage_probe, sanity_outcomes
-from sentinel_dagster.resources import GovernancePolicy, SentinelHome
 from sentinel_dagster.validation import (
     CHECK_DESCRIPTIONS,
     CHECKS,
