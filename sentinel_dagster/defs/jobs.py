@@ -12,7 +12,7 @@ retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=dg.AssetSelection.groups("data", "features", "training")
     - dg.AssetSelection.assets("model_bundle"),
-    description="Retrain and judge a candidate; promotion_sensor publishes it if it passed.",
+    description="Retrain and judge a candidate; model_bundle's automation publishes a pass.",
 )
 
 publish_job = dg.define_asset_job(

@@ -1,49 +1,20 @@
-"""Sensors: publish a candidate when its promotion decision passes; promote the challenger
-when the shadow report says so."""
+"""Sensors: Dagster's declarative automation (publishing after a decision, the hourly
+report), and the promotion of the challenger when the shadow report says so (a sensor of
+our own: the run needs the judged pair from the report's metadata)."""
 
 import dagster as dg
 
-from sentinel_dagster.defs.jobs import publish_job
 from sentinel_dagster.defs.shadow import promote_job
 
-BUNDLE_STEP = "model_bundle"
-
-
-def publishes_itself(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Whether the run that made the decision also has the `model_bundle` step in its plan
-    (main_job, `sentinel materialize`, a selection with it): it publishes then, and a
-    publish run would only repeat it."""
-    run = instance.get_run_by_id(run_id)
-    if run is None or run.execution_plan_snapshot_id is None:
-        return False
-    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-    return any(step.key == BUNDLE_STEP for step in plan.steps)
-
-
-def publish_request(
-    event: dg.EventLogEntry, instance: dg.DagsterInstance
-) -> dg.RunRequest | dg.SkipReason:
-    """One run request per passing decision, keyed by the run that made the decision,
-    unless that run publishes the bundle itself."""
-    materialization = event.asset_materialization
-    passed = materialization.metadata.get("passed") if materialization is not None else None
-    if passed is None or passed.value is not True:
-        return dg.SkipReason(f"promotion decision of run {event.run_id} did not pass")
-    if publishes_itself(instance, event.run_id):
-        return dg.SkipReason(f"run {event.run_id} publishes the bundle itself")
-    return dg.RunRequest(run_key=f"publish-{event.run_id}")
-
-
-@dg.asset_sensor(
-    asset_key=dg.AssetKey("promotion_decision"),
-    job=publish_job,
-    minimum_interval_seconds=30,
+# The assets Dagster materializes on its own, by their `automation_condition`: model_bundle
+# after a passing (or failing) decision made without it, shadow_comparison_report hourly.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_sensor",
+    target=dg.AssetSelection.assets("model_bundle", "shadow_comparison_report"),
     default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates the automation conditions of model_bundle and the shadow report.",
 )
-def promotion_sensor(
-    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
-) -> dg.RunRequest | dg.SkipReason:
-    return publish_request(asset_event, context.instance)
 
 
 def promotion_request(event: dg.EventLogEntry) -> dg.RunRequest | dg.SkipReason:

@@ -15,11 +15,19 @@ from sentinel_dagster.defs.timing import timed
 from sentinel_dagster.defs.training import registry_of
 from sentinel_dagster.plots import png_markdown, shadow_comparison_png
 
+# Every hour at :15 UTC, whatever changed upstream: the traffic it reads is the service's log,
+# not an asset (`on_cron` would wait for model_bundle to update).
+HOURLY = (
+    dg.AutomationCondition.cron_tick_passed("15 * * * *", "UTC")
+    & ~dg.AutomationCondition.in_progress()
+)
+
 
 @dg.asset(
     group_name="shadow",
     deps=["model_bundle"],
     kinds={"python"},
+    automation_condition=HOURLY.with_label("hourly at :15 UTC"),
     **catalog("shadow", shadow_report, plots),
 )
 @timed

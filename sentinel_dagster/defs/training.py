@@ -470,7 +470,14 @@ def profile_contents(
     return tuple(contents)
 
 
-@dg.asset(group_name="training", kinds={"mlflow"}, **catalog("training", publishing, bundle))
+@dg.asset(
+    group_name="training",
+    kinds={"mlflow"},
+    # Declarative automation: after a run that decided without publishing (retrain_job,
+    # the nightly schedule's), the daemon materializes this; a run that had it is not repeated.
+    automation_condition=dg.AutomationCondition.eager(),
+    **catalog("training", publishing, bundle),
+)
 @timed
 def model_bundle(
     context: dg.AssetExecutionContext,

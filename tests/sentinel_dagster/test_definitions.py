@@ -51,7 +51,7 @@ def test_all_definitions_load() -> None:
         assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING, schedule.name
     for sensor in defs.sensors or []:
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, sensor.name
-    assert defs.resolve_sensor_def("promotion_sensor") is not None
+    assert defs.resolve_sensor_def("automation_sensor") is not None
     retrain = defs.resolve_job_def("retrain_job").asset_layer.executable_asset_keys
     assert dg.AssetKey("promotion_decision") in retrain
     assert dg.AssetKey("model_bundle") not in retrain
@@ -86,7 +86,10 @@ def test_the_dg_project_lists_the_defs_folders_definitions(sentinel_home: Path) 
     assets = {a["asset_key"] for a in listed["assets"]}
     assert assets == {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert {j["name"] for j in listed["jobs"]} >= {"main_job", "retrain_job", "promote_job"}
-    assert {s["name"] for s in listed["sensors"]} == {"promotion_sensor", "shadow_promotion_sensor"}
+    assert {s["name"] for s in listed["sensors"]} == {
+        "automation_sensor",
+        "shadow_promotion_sensor",
+    }
 
 
 def test_good_data_materializes_with_every_check_passing(sentinel_home: Path) -> None:
@@ -276,3 +279,21 @@ def test_a_code_version_changes_with_the_logic_it_covers(tmp_path, monkeypatch) 
     assert code_version(module) == before  # stable while the source is
     source.write_text("def f():\n    return 2\n")
     assert code_version(module) != before
+
+
+def test_the_shadow_report_runs_hourly_by_its_automation_condition() -> None:
+    import datetime as dt
+
+    report = dg.AssetKey("shadow_comparison_report")
+    with dg.DagsterInstance.ephemeral() as instance:
+        before = dt.datetime(2026, 4, 1, 10, 14, tzinfo=dt.UTC)
+        first = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(report),
+            evaluation_time=before,
+        )  # fmt: skip
+        assert first.get_num_requested(report) == 0
+        after = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(report),
+            evaluation_time=before + dt.timedelta(minutes=2), cursor=first.cursor,
+        )  # fmt: skip
+        assert after.get_num_requested(report) == 1  # the 10:15 tick passed

@@ -19,7 +19,6 @@ from sentinel_dagster import mlflow_tracking, paths
 from sentinel_dagster.cli import app
 from sentinel_dagster.definitions import defs
 from sentinel_dagster.defs.resources import GovernancePolicy, ParquetIOManager, SentinelHome
-from sentinel_dagster.defs.sensors import promotion_sensor
 from sentinel_dagster.feature_importance import ALL_FEATURES
 from sentinel_dagster.runner import local_instance
 from serving.app import create_app
@@ -313,24 +312,26 @@ def test_a_later_passing_candidate_becomes_challenger(lineage: Lineage) -> None:
     assert decision["champion_version"] == lineage.champion_after_first  # judged against it
 
 
-def test_sensor_requests_one_publish_run_per_passing_decision(lineage: Lineage) -> None:
+def test_a_decision_made_without_publishing_is_published_by_the_automation(
+    lineage: Lineage,
+) -> None:
+    bundle = dg.AssetKey("model_bundle")
     with local_instance(lineage.home) as instance:
-        # The latest passing decision's run published its bundle itself: nothing to repeat.
-        context = dg.build_sensor_context(instance=instance, definitions=defs)
-        tick = promotion_sensor.evaluate_tick(context)
-        assert tick.run_requests == []
-        assert f"run {lineage.second.run_id} publishes the bundle itself" in str(tick.skip_message)
-        # A decision made without the bundle (as retrain_job makes it) is published.
+        # Every run so far had model_bundle itself: nothing to repeat.
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert first.get_num_requested(bundle) == 0
+        # A decision made without it (as retrain_job and the nightly schedule make it).
         loose = lineage.home / "loose_policy.yaml"
         decided = _materialize(
             lineage.home, instance, [dg.AssetKey("promotion_decision")], {}, policy=loose
         )
         assert _output(decided, "promotion_decision")["passed"] is True
-        after = dg.build_sensor_context(instance=instance, cursor=tick.cursor, definitions=defs)
-        tick = promotion_sensor.evaluate_tick(after)
-        assert [r.run_key for r in tick.run_requests] == [f"publish-{decided.run_id}"]
-        again = dg.build_sensor_context(instance=instance, cursor=tick.cursor, definitions=defs)
-        assert promotion_sensor.evaluate_tick(again).run_requests == []
+        after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        assert after.get_num_requested(bundle) == 1
+        # The hourly report is not due between two evaluations a second apart.
+        assert after.get_num_requested(dg.AssetKey("shadow_comparison_report")) == 0
+        again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
+        assert again.get_num_requested(bundle) == 0  # requested once, not at every tick
 
 
 def test_publishing_the_same_candidate_twice_is_a_no_op(lineage: Lineage) -> None:
