@@ -17,11 +17,13 @@ setup: $(STAMP)
 # Bytecode is compiled at install (uv does not by default): where PYTHONDONTWRITEBYTECODE is
 # set, as on our CI machines, every process would otherwise compile Dagster, MLflow and GX
 # from source again (~7 s of each lineage run, and of each test that starts a process).
-$(STAMP): pyproject.toml requirements.lock setup.py serving/feature_kernels.pyx
+$(STAMP): pyproject.toml requirements.lock setup.py serving/feature_kernels.pyx vendor/data_docs/package-lock.json
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements.lock -e .
+	@# The files Data Docs pages load, served from the site (sentinel_dagster/data_docs.py).
+	@if command -v npm >/dev/null; then npm ci --prefix vendor/data_docs --silent --no-audit --no-fund --ignore-scripts --legacy-peer-deps; else echo "npm not found: Data Docs pages will load their scripts from CDNs"; fi
 	@touch $(STAMP)
 
 # The lineage to a published champion (once), then the Dagster UI + daemon and the service.

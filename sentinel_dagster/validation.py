@@ -30,6 +30,7 @@ from great_expectations.data_context.types.resource_identifiers import (
     ExpectationSuiteIdentifier,
 )
 
+from sentinel_dagster import data_docs
 from sentinel_dagster.dataset import schema_problems
 from sentinel_dagster.policy import DataPolicy
 from serving.events import ALL_COLUMNS, CHANNELS, KEY_COLUMNS, REQUIRED_COLUMNS
@@ -171,7 +172,10 @@ def _context(docs_dir: Path | None) -> Any:
                 "class_name": "TupleFilesystemStoreBackend",
                 "base_directory": str(docs_dir),
             },
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "site_index_builder": {
+                "class_name": "DefaultSiteIndexBuilder",
+                "show_how_to_buttons": False,  # links to GX's website, not to this data
+            },
         }
     config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(),
@@ -296,6 +300,9 @@ def run_suite(
         context.build_data_docs(resource_identifiers=[identifier, suite_page])
         url = context.get_docs_sites_urls(resource_identifier=identifier)[0]["site_url"]
         docs_page = Path(url.removeprefix("file://"))
+        suite_url = context.get_docs_sites_urls(resource_identifier=suite_page)[0]["site_url"]
+        pages = [docs_dir / "index.html", Path(suite_url.removeprefix("file://")), docs_page]
+        data_docs.localize(docs_dir, pages)  # served from the site, not CDNs
 
     outcomes = [
         ExpectationOutcome("schema", "column_type", p.split("'")[1], False, p)

@@ -157,6 +157,27 @@ def test_data_docs_are_built_and_point_at_this_run(good: pd.DataFrame, tmp_path:
     assert "Data asset: transactions" in page and "__none__" not in str(report.data_docs)
 
 
+def test_data_docs_pages_load_nothing_from_the_internet(good: pd.DataFrame, tmp_path: Path) -> None:
+    import re
+
+    from sentinel_dagster import data_docs
+
+    assert data_docs.available()  # `make setup` installs them (npm ci)
+    docs = tmp_path / "docs"
+    report = validate_transactions(normalize(good), POLICY, docs_dir=docs)
+    assert report.data_docs is not None
+    pages = [report.data_docs, docs / "index.html", docs / "expectations" / "transactions.html"]
+    for page in pages:
+        html = page.read_text()
+        assert "http://" not in html and "https://" not in html, page
+        loaded = re.findall(r'<(?:script|link)\b[^>]*(?:src|href)="([^"]+)"', html)
+        assert any(link.endswith("bootstrap.min.css") for link in loaded), page
+        for link in loaded:  # every script and style it loads is in the site
+            assert (page.parent / link).resolve().is_file(), (page, link)
+    fonts = docs / "static" / "vendor" / "@fortawesome" / "fontawesome-free" / "webfonts"
+    assert any(fonts.glob("*.woff2"))  # what the icon stylesheet loads relative to itself
+
+
 def test_data_docs_keep_every_run_page_under_its_names(good: pd.DataFrame, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     pipeline = validate_transactions(normalize(good), POLICY, docs_dir=docs, run_name="run-1")
