@@ -116,6 +116,7 @@ def test_the_replayed_state_is_not_left_for_young_collections_to_walk(
 ) -> None:
     # The state is made with the collector off; left in the youngest generation, the next
     # collections would walk all of it. It is handed over as old, and nothing stays frozen.
+    gc.unfreeze()  # what earlier tests' services froze (the service freezes its state)
     engine = replay(small_frame, EngineConfig(compiled=compiled)).engine
     card = next(iter(engine.store.table("card").values()))
     merchant = next(iter(engine.store.table("merchant").values()))
@@ -124,6 +125,14 @@ def test_the_replayed_state_is_not_left_for_young_collections_to_walk(
     old = {id(o) for o in gc.get_objects(2)}
     assert id(card) in old and id(merchant) in old
     assert gc.get_freeze_count() == 0 and gc.isenabled()
+    # In a process that froze objects of its own, they stay frozen.
+    kept = [object() for _ in range(10)]
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    replay(small_frame.head(50), EngineConfig(compiled=compiled))
+    assert gc.get_freeze_count() == frozen
+    gc.unfreeze()
+    del kept
 
 
 def test_fraud_shows_in_the_features(small_frame: pd.DataFrame, replayed: pd.DataFrame) -> None:
