@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml requirements.lock setup.py serving/feature_kernels.pyx 
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements.lock -e .
-	@# The files Data Docs pages load, served from the site (sentinel_dagster/data_docs.py).
+	@# The files Data Docs pages load, served from the site (sentinel_dagster/data/data_docs.py).
 	@if command -v npm >/dev/null; then npm ci --prefix vendor/data_docs --silent --no-audit --no-fund --ignore-scripts --legacy-peer-deps; else echo "npm not found: Data Docs pages will load their scripts from CDNs"; fi
 	@touch $(STAMP)
 
@@ -35,7 +35,7 @@ DG := VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg
 
 # The Dagster UI on the same instance `make run` records into.
 ui: setup
-	@$(BIN)/python -c "from sentinel_dagster.runner import local_instance; from sentinel_dagster.paths import sentinel_home; local_instance(sentinel_home()).dispose()"
+	@$(BIN)/python -c "from sentinel_dagster.cli.runner import local_instance; from sentinel_dagster.core.paths import sentinel_home; local_instance(sentinel_home()).dispose()"
 	$(DG) dev --host 127.0.0.1 --port 3000
 
 lint: setup

@@ -24,9 +24,13 @@ from typing import Any
 
 import pandas as pd
 
-from sentinel_dagster.dataset import load_transactions
-from sentinel_dagster.feature_replay import epoch_seconds, replay
-from sentinel_dagster.simulator import SimulationParams, simulate_events, simulate_to_parquet
+from sentinel_dagster.data.dataset import load_transactions
+from sentinel_dagster.features.feature_replay import epoch_seconds, replay
+from sentinel_dagster.simulation.simulator import (
+    SimulationParams,
+    simulate_events,
+    simulate_to_parquet,
+)
 from serving.feature_engine import CARD_FIELDS, EngineConfig, FeatureEngine
 
 ENGINES = {"compiled": True, "python": False}

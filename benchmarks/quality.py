@@ -25,20 +25,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sentinel_dagster import paths
-from sentinel_dagster.evaluation import compromised_before_holdout, evaluate_scores
-from sentinel_dagster.feature_importance import ablation
-from sentinel_dagster.feature_replay import replay
-from sentinel_dagster.reporting import frame_markdown
-from sentinel_dagster.simulator import SimulationParams, simulate_events
-from sentinel_dagster.training import TrainParams, feature_matrix, train_candidate
-from sentinel_dagster.training_data import (
+from sentinel_dagster.core import paths
+from sentinel_dagster.features.feature_importance import ablation
+from sentinel_dagster.features.feature_replay import replay
+from sentinel_dagster.reporting.markdown import frame_markdown
+from sentinel_dagster.simulation.simulator import SimulationParams, simulate_events
+from sentinel_dagster.training.evaluation import compromised_before_holdout, evaluate_scores
+from sentinel_dagster.training.training_data import (
     Period,
     TrainingDataError,
     TrainingSet,
     known_labels,
     split_out_of_time,
 )
+from sentinel_dagster.training.xgboost_candidate import TrainParams, feature_matrix, train_candidate
 from serving.feature_engine import EngineConfig
 from serving.features import FEATURES, FeatureSet, feature_groups
 from serving.heuristic import heuristic_score

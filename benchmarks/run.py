@@ -15,22 +15,22 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.engine import bench_online, bench_replay, bench_scaling
-from sentinel_dagster import paths
-from sentinel_dagster.compile_model import to_onnx
-from sentinel_dagster.dataset import load_transactions
-from sentinel_dagster.evaluation import (
+from sentinel_dagster.cli.runner import materialize_lineage
+from sentinel_dagster.core import paths
+from sentinel_dagster.core.policy import load_policy
+from sentinel_dagster.data.dataset import load_transactions
+from sentinel_dagster.data.validation import validate_transactions
+from sentinel_dagster.features.feature_replay import replay
+from sentinel_dagster.simulation.simulator import SimulationParams, simulate_to_parquet
+from sentinel_dagster.training.compile_model import to_onnx
+from sentinel_dagster.training.evaluation import (
     Metrics,
     compromised_before_holdout,
     evaluate_scores,
     single_row_latency_us,
 )
-from sentinel_dagster.feature_replay import replay
-from sentinel_dagster.policy import load_policy
-from sentinel_dagster.runner import materialize_lineage
-from sentinel_dagster.simulator import SimulationParams, simulate_to_parquet
-from sentinel_dagster.training import TrainParams, train_candidate
-from sentinel_dagster.training_data import split_out_of_time
-from sentinel_dagster.validation import validate_transactions
+from sentinel_dagster.training.training_data import split_out_of_time
+from sentinel_dagster.training.xgboost_candidate import TrainParams, train_candidate
 from serving.heuristic import heuristic_score
 from serving.predictor import CompiledPredictor
 
@@ -81,7 +81,7 @@ def bench_heuristic(repeats: int) -> dict:
     row): what the service answers with while the breaker is open, and the gate's baseline."""
     from sklearn.metrics import average_precision_score
 
-    from sentinel_dagster.evaluation import recall_at_fpr
+    from sentinel_dagster.training.evaluation import recall_at_fpr
     from serving.features import FEATURE_NAMES
     from serving.heuristic import heuristic_score
 
@@ -161,7 +161,11 @@ def bench_profiles(repeats: int) -> dict:
     """Each request profile's model beside the full model and the heuristic on the default
     dataset's out-of-time holdout (what the lineage trains and gates), and what the
     precomputed-7 model answers to the earlier system's two documented examples."""
-    from sentinel_dagster.bundle_models import FULL_MODEL, evaluate_model, train_and_compile
+    from sentinel_dagster.training.bundle_models import (
+        FULL_MODEL,
+        evaluate_model,
+        train_and_compile,
+    )
     from serving.predictor import CompiledPredictor
     from serving.resolve import cold_start_vector, with_given_features
     from serving.schemas import ScoreRequest

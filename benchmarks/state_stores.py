@@ -30,7 +30,7 @@ from pathlib import Path
 import redis
 
 from benchmarks.http.run import ROUNDS, publish_models, wrk
-from sentinel_dagster import paths
+from sentinel_dagster.core import paths
 from serving.feature_engine import EngineConfig, FeatureEngine
 from serving.redis_state import RedisFeatureEngine
 from tests.net import answers, free_port

@@ -33,6 +33,20 @@ class RouteNames:
         return path if path in self._routes else "unmatched"
 
 
+class StatusOf:
+    """Wraps an ASGI `send`, noting the status the response starts with (`status`: the
+    given default until then)."""
+
+    def __init__(self, send: Send, default: int) -> None:
+        self.send = send
+        self.status = default
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 class AccessLog:
     """ASGI middleware logging every `every`-th HTTP request."""
 
@@ -51,18 +65,11 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 0
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sending = StatusOf(send, 0)
         try:
             await self.app(scope, receive, sending)
         finally:
             log_event(
                 log, logging.INFO, "request", method=scope["method"], route=self._route(scope),
-                status=status, ms=round((time.perf_counter() - started) * 1000, 3),
+                status=sending.status, ms=round((time.perf_counter() - started) * 1000, 3),
             )  # fmt: skip

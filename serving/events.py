@@ -53,3 +53,13 @@ ALL_COLUMNS: Final[dict[str, ColumnKind]] = {
 KEY_COLUMNS: Final[tuple[str, ...]] = tuple(REQUIRED_COLUMNS)
 
 CHANNELS: Final[tuple[str, ...]] = ("pos", "online", "atm")
+
+# The values of the `fraud_scenario` label column (simulated data carries it): the simulator
+# writes them, the evaluation and the daily statistics break figures down by them.
+SCENARIOS: Final[tuple[str, ...]] = (
+    "card_testing",
+    "account_takeover",
+    "compromised_merchant",
+    "stolen_card_spree",
+    "atm_cash_out",  # emerging: only in data simulated with `emerging_from`
+)

@@ -18,9 +18,9 @@ from urllib.parse import parse_qs
 
 import orjson
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.access_log import RouteNames
+from serving.access_log import RouteNames, StatusOf
 from serving.features import FEATURE_NAMES
 from serving.logs import log_event
 from serving.resolve import ResolveError, stateful_ids
@@ -212,21 +212,14 @@ class HotRoutes:
     async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Another route, through FastAPI: counted by status, timed."""
         started = time.perf_counter()
-        status = 500  # the server answers 500 if the app raises before starting a response
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sending = StatusOf(send, 500)  # the server answers 500 if the app raises first
         try:
             await self.app(scope, receive, sending)
         finally:
             service: Service | None = getattr(scope["app"].state, "service", None)
             if service is not None:  # None before the lifespan has started the service
                 seconds = time.perf_counter() - started
-                service.metrics.hot.observe_request(self._route(scope), status, seconds)
+                service.metrics.hot.observe_request(self._route(scope), sending.status, seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sentinel_dagster.simulator import SimulationParams, simulate_to_parquet
+from sentinel_dagster.simulation.simulator import SimulationParams, simulate_to_parquet
 
 SMALL = SimulationParams(cards=600, days=28, seed=11)
 

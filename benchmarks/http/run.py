@@ -22,14 +22,14 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from sentinel_dagster import paths
-from sentinel_dagster.bundle_models import train_and_compile
-from sentinel_dagster.feature_replay import replay
-from sentinel_dagster.policy import load_policy
-from sentinel_dagster.publishing import BundleContent, ProfileContent, publish
-from sentinel_dagster.simulator import SimulationParams, simulate_events
-from sentinel_dagster.training import TrainParams
-from sentinel_dagster.training_data import split_out_of_time
+from sentinel_dagster.core import paths
+from sentinel_dagster.core.policy import load_policy
+from sentinel_dagster.features.feature_replay import replay
+from sentinel_dagster.governance.publishing import BundleContent, ProfileContent, publish
+from sentinel_dagster.simulation.simulator import SimulationParams, simulate_events
+from sentinel_dagster.training.bundle_models import train_and_compile
+from sentinel_dagster.training.training_data import split_out_of_time
+from sentinel_dagster.training.xgboost_candidate import TrainParams
 from serving.registry import Registry
 
 HERE = Path(__file__).resolve().parent

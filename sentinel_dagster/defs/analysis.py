@@ -13,15 +13,17 @@ import dagster as dg
 import mlflow
 import pandas as pd
 
-from sentinel_dagster import feature_importance, mlflow_tracking, training
 from sentinel_dagster.defs.catalog import catalog
 from sentinel_dagster.defs.resources import SentinelHome
 from sentinel_dagster.defs.timing import timed
-from sentinel_dagster.evaluation import compromised_before_holdout
-from sentinel_dagster.feature_importance import ABLATION_TRAIN_ROWS, ablation
-from sentinel_dagster.reporting import frame_markdown
-from sentinel_dagster.training import TrainParams
-from sentinel_dagster.training_data import TrainingSet, from_frame
+from sentinel_dagster.features import feature_importance
+from sentinel_dagster.features.feature_importance import ABLATION_TRAIN_ROWS, ablation
+from sentinel_dagster.reporting.markdown import frame_markdown
+from sentinel_dagster.training import mlflow_tracking
+from sentinel_dagster.training import xgboost_candidate as training
+from sentinel_dagster.training.evaluation import compromised_before_holdout
+from sentinel_dagster.training.training_data import TrainingSet, from_frame
+from sentinel_dagster.training.xgboost_candidate import TrainParams
 from serving.features import feature_groups
 
 

@@ -11,15 +11,15 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from sentinel_dagster import paths
-from sentinel_dagster.defs.resources import GovernancePolicy, SentinelHome
-from sentinel_dagster.feature_checks import leakage_probe, sanity_outcomes
-from sentinel_dagster.validation import (
+from sentinel_dagster.core import paths
+from sentinel_dagster.data.validation import (
     CHECK_DESCRIPTIONS,
     CHECKS,
     outcomes_markdown,
     validate_transactions,
 )
+from sentinel_dagster.defs.resources import GovernancePolicy, SentinelHome
+from sentinel_dagster.features.feature_checks import leakage_probe, sanity_outcomes
 
 
 @dg.multi_asset_check(

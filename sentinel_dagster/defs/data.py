@@ -8,20 +8,14 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from sentinel_dagster import (
-    dataset,
-    fraud_scenarios,
-    legit_behaviour,
-    simulator,
-    transaction_stats,
-    world,
-)
-from sentinel_dagster.dataset import DatasetError, SchemaError, load_transactions
+from sentinel_dagster.data import dataset, transaction_stats
+from sentinel_dagster.data.dataset import DatasetError, SchemaError, load_transactions
+from sentinel_dagster.data.transaction_stats import daily_stats, fraud_rate, scenario_counts
 from sentinel_dagster.defs.catalog import catalog
 from sentinel_dagster.defs.timing import timed
-from sentinel_dagster.reporting import counts_markdown, frame_markdown
-from sentinel_dagster.simulator import SimulationParams, simulate_events
-from sentinel_dagster.transaction_stats import daily_stats, fraud_rate, scenario_counts
+from sentinel_dagster.reporting.markdown import counts_markdown, frame_markdown
+from sentinel_dagster.simulation import fraud_scenarios, legit_behaviour, simulator, world
+from sentinel_dagster.simulation.simulator import SimulationParams, simulate_events
 from serving import events
 
 _DEFAULTS = SimulationParams()

@@ -3,12 +3,12 @@
 import dagster as dg
 import pandas as pd
 
-from sentinel_dagster import feature_replay
 from sentinel_dagster.defs.catalog import catalog
 from sentinel_dagster.defs.resources import GovernancePolicy
 from sentinel_dagster.defs.timing import timed
-from sentinel_dagster.feature_replay import replay
-from sentinel_dagster.reporting import frame_markdown
+from sentinel_dagster.features import feature_replay
+from sentinel_dagster.features.feature_replay import replay
+from sentinel_dagster.reporting.markdown import frame_markdown
 from serving import feature_engine, features
 from serving.feature_engine import EngineConfig
 from serving.features import FEATURES

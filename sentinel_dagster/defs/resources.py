@@ -10,8 +10,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from sentinel_dagster import paths
-from sentinel_dagster.policy import DEFAULT_POLICY_PATH, Policy, load_policy
+from sentinel_dagster.core import paths
+from sentinel_dagster.core.policy import DEFAULT_POLICY_PATH, Policy, load_policy
 from serving.features import FeatureSet
 
 

@@ -8,12 +8,14 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from sentinel_dagster import champion, plots, shadow_report
 from sentinel_dagster.defs.catalog import catalog
 from sentinel_dagster.defs.resources import GovernancePolicy, SentinelHome
 from sentinel_dagster.defs.timing import timed
 from sentinel_dagster.defs.training import registry_of
-from sentinel_dagster.plots import png_markdown, shadow_comparison_png
+from sentinel_dagster.governance import champion
+from sentinel_dagster.reporting import plots
+from sentinel_dagster.reporting.plots import png_markdown, shadow_comparison_png
+from sentinel_dagster.shadow import shadow_report
 
 # Every hour at :15 UTC, whatever changed upstream: the traffic it reads is the service's log,
 # not an asset (`on_cron` would wait for model_bundle to update).

@@ -17,22 +17,30 @@ import pandas as pd
 import xgboost as xgb
 from pydantic import Field
 
-from sentinel_dagster import (
+from sentinel_dagster.core import paths
+from sentinel_dagster.core import policy as policy_module  # `policy` is the assets' resource
+from sentinel_dagster.defs.analysis import candidate_ablation
+from sentinel_dagster.defs.catalog import catalog
+from sentinel_dagster.defs.resources import GovernancePolicy, SentinelHome
+from sentinel_dagster.defs.timing import timed
+from sentinel_dagster.features.feature_importance import gain_importance
+from sentinel_dagster.governance import promotion, publishing
+from sentinel_dagster.governance.promotion import decide_bundle
+from sentinel_dagster.governance.publishing import BundleContent, ProfileContent, publish
+from sentinel_dagster.reporting import markdown as reporting
+from sentinel_dagster.reporting import plots
+from sentinel_dagster.reporting.markdown import frame_markdown, metrics_table
+from sentinel_dagster.reporting.plots import png_markdown, pr_curve_png, score_distribution_png
+from sentinel_dagster.training import (
     bundle_models,
     champion_score,
     compile_model,
     evaluation,
     mlflow_tracking,
-    paths,
-    plots,
-    promotion,
-    publishing,
-    reporting,
-    training,
     training_data,
 )
-from sentinel_dagster import policy as policy_module  # `policy` is the assets' resource
-from sentinel_dagster.bundle_models import (
+from sentinel_dagster.training import xgboost_candidate as training
+from sentinel_dagster.training.bundle_models import (
     FULL_MODEL,
     evaluate_model,
     models_of,
@@ -40,20 +48,9 @@ from sentinel_dagster.bundle_models import (
     quality_markdown,
     train_and_compile,
 )
-from sentinel_dagster.champion_score import score_on_holdout
-from sentinel_dagster.defs.analysis import candidate_ablation
-from sentinel_dagster.defs.catalog import catalog
-from sentinel_dagster.defs.resources import GovernancePolicy, SentinelHome
-from sentinel_dagster.defs.timing import timed
-from sentinel_dagster.evaluation import compromised_before_holdout
-from sentinel_dagster.events_table import SCENARIOS
-from sentinel_dagster.feature_importance import gain_importance
-from sentinel_dagster.plots import png_markdown, pr_curve_png, score_distribution_png
-from sentinel_dagster.promotion import decide_bundle
-from sentinel_dagster.publishing import BundleContent, ProfileContent, publish
-from sentinel_dagster.reporting import frame_markdown, metrics_table
-from sentinel_dagster.training import TrainParams
-from sentinel_dagster.training_data import (
+from sentinel_dagster.training.champion_score import score_on_holdout
+from sentinel_dagster.training.evaluation import compromised_before_holdout
+from sentinel_dagster.training.training_data import (
     LABEL_COLUMN,
     TrainingDataError,
     fingerprint,
@@ -61,8 +58,10 @@ from sentinel_dagster.training_data import (
     split_out_of_time,
     to_frame,
 )
+from sentinel_dagster.training.xgboost_candidate import TrainParams
 from serving import bundle
 from serving.bundle import PROOF_FILE, BundleError
+from serving.events import SCENARIOS
 from serving.features import FEATURE_NAMES, FeatureSet, markdown_table
 from serving.profiles import FULL, RequestProfile
 from serving.registry import Registry

@@ -5,17 +5,14 @@ a second run on the same SENTINEL_HOME that goes the same way."""
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
-from sentinel_dagster.demo import DemoConfig, run_demo, traffic_start
-from sentinel_dagster.runner import materialize_lineage
-from sentinel_dagster.simulator import SimulationParams
+from sentinel_dagster.cli.demo import DemoConfig, run_demo, traffic_start
+from sentinel_dagster.cli.runner import materialize_lineage
+from sentinel_dagster.simulation.simulator import SimulationParams
 from serving.registry import Registry
-from tests.net import free_port
+from tests.net import free_port, start_up
 
 ROOT = Path(__file__).resolve().parents[2]
 # A month before the cash-outs for the champion; for the challenger, two months with four
@@ -51,20 +48,9 @@ def test_the_demo_promotes_for_a_reason_rolls_back_and_runs_again(sentinel_home:
     policy.write_text(LOOSER_GATE)
     config = replace(SMALL, policy=policy)
     ui, api = free_port(), free_port()
-    log = sentinel_home / "up.log"
     env = {**os.environ, "SENTINEL_RELOAD_INTERVAL_S": "0.5"}
-    with log.open("w") as out:
-        up = subprocess.Popen(
-            [str(Path(sys.executable).parent / "sentinel"), "up", "--ui-port", str(ui),
-             "--api-port", str(api)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    up = start_up(sentinel_home / "up.log", ui, api, env)
     try:
-        deadline = time.monotonic() + 180
-        while "Ctrl-C here stops everything" not in log.read_text():
-            assert up.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the stack did not come up"
-            time.sleep(1)
         url = f"http://127.0.0.1:{api}"
         runs = []
         for _ in range(2):  # the second run on the same state goes the same way

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentinel_dagster.feature_replay import replay
-from sentinel_dagster.simulator import SimulationParams, simulate_events
+from sentinel_dagster.features.feature_replay import replay
+from sentinel_dagster.simulation.simulator import SimulationParams, simulate_events
 from serving.features import FEATURE_NAMES
 from serving.registry import Registry
 from tests.net import answers, free_port

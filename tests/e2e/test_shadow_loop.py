@@ -16,16 +16,16 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from sentinel_dagster.cli import app as cli
-from sentinel_dagster.dataset import normalize
+from sentinel_dagster.cli.main import app as cli
+from sentinel_dagster.data.dataset import normalize
 from sentinel_dagster.defs.resources import GovernancePolicy, SentinelHome
 from sentinel_dagster.defs.sensors import shadow_promotion_sensor
 from sentinel_dagster.defs.shadow import promote_job, shadow_comparison_report
-from sentinel_dagster.feature_replay import replay
-from sentinel_dagster.simulator import SimulationParams, simulate_events
-from sentinel_dagster.traffic_replay import ServiceClient, replay_traffic
-from sentinel_dagster.training import TrainParams, train_candidate
-from sentinel_dagster.training_data import split_out_of_time
+from sentinel_dagster.features.feature_replay import replay
+from sentinel_dagster.shadow.traffic_replay import ServiceClient, replay_traffic
+from sentinel_dagster.simulation.simulator import SimulationParams, simulate_events
+from sentinel_dagster.training.training_data import split_out_of_time
+from sentinel_dagster.training.xgboost_candidate import TrainParams, train_candidate
 from serving.registry import Registry
 from tests.net import free_port
 from tests.serving.bundles import publish_booster

@@ -3,15 +3,12 @@
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from serving.registry import Registry
-from tests.net import answers, free_port
+from tests.net import answers, free_port, start_up
 from tests.serving.bundles import publish_small
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,18 +38,8 @@ def test_up_serves_the_ui_and_the_service_and_a_signal_stops_all_of_it(
     champion, _ = publish_small(Registry(sentinel_home / "registry"), seed=1)
     ui, api = free_port(), free_port()
     log = tmp_path / "up.log"
-    with log.open("w") as out:
-        up = subprocess.Popen(
-            [str(Path(sys.executable).parent / "sentinel"), "up", "--ui-port", str(ui),
-             "--api-port", str(api)],
-            cwd=ROOT, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    up = start_up(log, ui, api, os.environ.copy())
     try:
-        deadline = time.monotonic() + 180
-        while "Ctrl-C here stops everything" not in log.read_text():
-            assert up.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the stack did not come up"
-            time.sleep(1)
         assert answers(f"http://127.0.0.1:{ui}/server_info")
         assert answers(f"http://127.0.0.1:{api}/ready")
         assert processes_of(sentinel_home)  # the UI, daemon, code server and service

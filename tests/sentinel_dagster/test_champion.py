@@ -7,8 +7,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from sentinel_dagster import mlflow_tracking
-from sentinel_dagster.champion import ChampionError, promote_challenger, rollback
+from sentinel_dagster.governance.champion import ChampionError, promote_challenger, rollback
+from sentinel_dagster.training import mlflow_tracking
 from serving.features import FeatureSet
 from serving.registry import Registry
 from tests.serving.bundles import publish_booster, publish_small, small_booster
@@ -109,8 +109,8 @@ def test_a_bundle_replaces_a_champion_of_another_feature_set_at_once(tmp_path: P
 
 def test_the_gate_judges_a_candidate_against_the_heuristic_when_the_champion_is_incomparable(
 ) -> None:  # fmt: skip
-    from sentinel_dagster.policy import PromotionPolicy
-    from sentinel_dagster.promotion import decide
+    from sentinel_dagster.core.policy import PromotionPolicy
+    from sentinel_dagster.governance.promotion import decide
 
     metrics = {"pr_auc": 0.8, "recall_at_1pct_fpr": 0.7}
     heuristic = {"pr_auc": 0.2, "recall_at_1pct_fpr": 0.3}

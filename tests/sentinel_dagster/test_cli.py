@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from sentinel_dagster import paths
-from sentinel_dagster.cli import app
+from sentinel_dagster.cli.main import app
+from sentinel_dagster.core import paths
 
 runner = CliRunner()
 
@@ -162,7 +162,7 @@ def test_console_script_prints_one_line_without_traceback(tmp_path: Path) -> Non
 def test_bench_refuses_an_unknown_benchmark() -> None:
     from typer.testing import CliRunner
 
-    from sentinel_dagster.cli import app as sentinel
+    from sentinel_dagster.cli.main import app as sentinel
 
     result = CliRunner().invoke(sentinel, ["bench", "no-such-benchmark"])
     assert result.exit_code == 2  # argparse's usage error, from the benchmarks runner
@@ -174,7 +174,7 @@ HEAVY = (
 )  # fmt: skip
 PROBE = f"""
 import sys
-from sentinel_dagster.cli import app
+from sentinel_dagster.cli.main import app
 try:
     app(sys.argv[1:], prog_name="sentinel")
 except SystemExit as exit:
@@ -249,13 +249,13 @@ def test_help_and_argument_errors_import_nothing_heavy(args: list[str], error: s
      "group:data and not transactions", "tag:x"],
 )  # fmt: skip
 def test_a_selection_the_quick_check_cannot_fault_goes_on_to_dagster(selection: str) -> None:
-    from sentinel_dagster.asset_names import unknown_in_selection
+    from sentinel_dagster.cli.asset_names import unknown_in_selection
 
     assert unknown_in_selection(selection) is None
 
 
 def test_materialize_star_is_every_asset_for_the_quick_check() -> None:
-    from sentinel_dagster.asset_names import unknown_in_selection
+    from sentinel_dagster.cli.asset_names import unknown_in_selection
 
     assert unknown_in_selection("*") is None
     assert unknown_in_selection("* , nosuch") == (

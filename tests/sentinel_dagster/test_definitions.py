@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from sentinel_dagster.cli import app
+from sentinel_dagster.cli.main import app
+from sentinel_dagster.cli.runner import local_instance, materialize_lineage
+from sentinel_dagster.data.validation import CHECKS
 from sentinel_dagster.definitions import defs
-from sentinel_dagster.runner import local_instance, materialize_lineage
-from sentinel_dagster.validation import CHECKS
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_RUN = {"ops": {"transactions": {"config": {"cards": 300, "days": 14, "seed": 2}}}}
@@ -220,7 +220,7 @@ def test_invalid_simulator_config_fails_with_a_clear_reason(sentinel_home: Path,
 
 
 def test_the_command_lines_asset_names_are_the_definitions() -> None:
-    from sentinel_dagster.asset_names import ASSET_GROUPS
+    from sentinel_dagster.cli.asset_names import ASSET_GROUPS
 
     graph = defs.resolve_asset_graph()
     actual = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}

@@ -4,13 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentinel_dagster.evaluation import (
+from sentinel_dagster.training.evaluation import (
     card_precision_at_k,
     compromised_before_holdout,
     evaluate_scores,
     known_compromised_cards,
 )
-from sentinel_dagster.training_data import LABEL_COLUMN, PERIOD_COLUMN, from_frame
+from sentinel_dagster.training.training_data import LABEL_COLUMN, PERIOD_COLUMN, from_frame
 
 DAY = pd.Timedelta(days=1)
 START = pd.Timestamp("2026-01-01", tz="UTC")
@@ -139,7 +139,7 @@ class _ScriptedModel:
 
 
 def test_one_stalled_moment_does_not_decide_the_latency_p99() -> None:
-    from sentinel_dagster.evaluation import single_row_latency_us
+    from sentinel_dagster.training.evaluation import single_row_latency_us
 
     rows = np.zeros((100, 3))
     # 50 warm-up calls, then a stall of 50 calls at 5 ms inside the first round (another

@@ -4,14 +4,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentinel_dagster.feature_importance import (
+from sentinel_dagster.features.feature_importance import (
     ALL_FEATURES,
     ablation,
     gain_importance,
     sample_training,
 )
-from sentinel_dagster.training import TrainParams, train_candidate
-from sentinel_dagster.training_data import LABEL_COLUMN, PERIOD_COLUMN, TrainingSet, from_frame
+from sentinel_dagster.training.training_data import (
+    LABEL_COLUMN,
+    PERIOD_COLUMN,
+    TrainingSet,
+    from_frame,
+)
+from sentinel_dagster.training.xgboost_candidate import TrainParams, train_candidate
 from serving.features import FEATURE_NAMES
 
 START = pd.Timestamp("2026-01-01", tz="UTC")

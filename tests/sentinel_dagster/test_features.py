@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from sentinel_dagster.cli import app
+from sentinel_dagster.cli.main import app
+from sentinel_dagster.cli.runner import local_instance
 from sentinel_dagster.definitions import defs
-from sentinel_dagster.feature_checks import leakage_probe, sanity_outcomes
-from sentinel_dagster.feature_replay import epoch_seconds, in_replay_order, replay
-from sentinel_dagster.runner import local_instance
+from sentinel_dagster.features.feature_checks import leakage_probe, sanity_outcomes
+from sentinel_dagster.features.feature_replay import epoch_seconds, in_replay_order, replay
 from serving.feature_engine import EngineConfig, FeatureEngine
 from serving.features import FEATURE_NAMES, FeatureSet
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sentinel_dagster.runner import RunReport, materialize_lineage
-from sentinel_dagster.training_data import from_frame
+from sentinel_dagster.cli.runner import RunReport, materialize_lineage
+from sentinel_dagster.training.training_data import from_frame
 from serving.models import ModelManager
 from serving.registry import Registry
 from serving.settings import ServiceSettings

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from sentinel_dagster import mlflow_tracking
+from sentinel_dagster.training import mlflow_tracking
 
 
 def test_the_experiment_is_classic_ml_unless_someone_chose_its_kind(sentinel_home: Path) -> None:

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from sentinel_dagster import mlflow_tracking
-from sentinel_dagster.cli import app
+from sentinel_dagster.cli.main import app
+from sentinel_dagster.training import mlflow_tracking
 from serving.app import create_app
 from serving.bundle import load_bundle
 from serving.features import SEED_FEATURES

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sentinel_dagster.cli import app
-from sentinel_dagster.policy import DEFAULT_POLICY_PATH, PromotionPolicy, load_policy
-from sentinel_dagster.promotion import decide, decide_bundle
-from sentinel_dagster.runner import with_policy
+from sentinel_dagster.cli.main import app
+from sentinel_dagster.cli.runner import with_policy
+from sentinel_dagster.core.policy import DEFAULT_POLICY_PATH, PromotionPolicy, load_policy
+from sentinel_dagster.governance.promotion import decide, decide_bundle
 
 # A sound model on "hard" data: it would miss the old simulator floors (roc_auc 0.9),
 # yet it clearly beats the rules on the same holdout.

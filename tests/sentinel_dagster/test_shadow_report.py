@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentinel_dagster.policy import ShadowPolicy
-from sentinel_dagster.shadow_report import (
+from sentinel_dagster.core.policy import ShadowPolicy
+from sentinel_dagster.shadow.shadow_report import (
     DAY,
     attach_labels,
     compare,
@@ -172,7 +172,7 @@ def test_psi_is_zero_for_the_same_distribution_and_grows_with_shift() -> None:
 def test_logs_are_read_from_the_day_the_challenger_went_live(tmp_path) -> None:
     import datetime as dt
 
-    from sentinel_dagster.shadow_report import read_log
+    from sentinel_dagster.shadow.shadow_report import read_log
 
     (tmp_path / "scored-20260101.jsonl").write_text('{"transaction_id": "old"}\n')
     (tmp_path / "scored-20260105.jsonl").write_text('{"transaction_id": "a"}\n')

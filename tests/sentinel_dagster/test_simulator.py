@@ -10,10 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sentinel_dagster import fraud_scenarios as fs
-from sentinel_dagster.events_table import SCENARIOS
-from sentinel_dagster.simulator import SimulationParams, simulate_events, simulate_to_parquet
-from serving.events import ALL_COLUMNS
+from sentinel_dagster.simulation import fraud_scenarios as fs
+from sentinel_dagster.simulation.simulator import (
+    SimulationParams,
+    simulate_events,
+    simulate_to_parquet,
+)
+from serving.events import ALL_COLUMNS, SCENARIOS
 from tests.conftest import SMALL
 
 KNOWN = {SCENARIOS[code - 1] for code in fs.KNOWN}
@@ -96,7 +99,7 @@ def test_fraud_rate_follows_the_parameter(small_frame: pd.DataFrame) -> None:
 
 
 def simulate_to_dataframe(params: SimulationParams) -> pd.DataFrame:
-    from sentinel_dagster.simulator import simulate_events
+    from sentinel_dagster.simulation.simulator import simulate_events
 
     return simulate_events(params).to_pandas()
 
@@ -240,8 +243,8 @@ def test_defaults_give_about_a_million_events_at_about_one_percent_fraud(tmp_pat
 
 
 def test_no_payment_exceeds_the_card_limit_or_the_data_policy() -> None:
-    from sentinel_dagster.policy import DataPolicy
-    from sentinel_dagster.world import CARD_LIMIT
+    from sentinel_dagster.core.policy import DataPolicy
+    from sentinel_dagster.simulation.world import CARD_LIMIT
 
     table = simulate_events(SimulationParams(cards=3_000, days=30, seed=8))
     largest = max(table.column("amount").to_pylist())

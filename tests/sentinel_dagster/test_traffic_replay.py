@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from sentinel_dagster.cli import app
-from sentinel_dagster.traffic_replay import event_body, label_body, timeline
+from sentinel_dagster.cli.main import app
+from sentinel_dagster.shadow.traffic_replay import event_body, label_body, timeline
 
 
 def _frame() -> pd.DataFrame:

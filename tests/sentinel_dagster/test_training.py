@@ -6,16 +6,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentinel_dagster.compile_model import PARITY_TOLERANCE, check_parity, to_onnx
-from sentinel_dagster.evaluation import card_precision_at_k, evaluate_scores, recall_at_fpr
-from sentinel_dagster.feature_replay import replay
-from sentinel_dagster.simulator import SimulationParams, simulate_events
-from sentinel_dagster.training import TrainParams, threshold_for_fpr, train_candidate
-from sentinel_dagster.training_data import (
+from sentinel_dagster.features.feature_replay import replay
+from sentinel_dagster.simulation.simulator import SimulationParams, simulate_events
+from sentinel_dagster.training.compile_model import PARITY_TOLERANCE, check_parity, to_onnx
+from sentinel_dagster.training.evaluation import card_precision_at_k, evaluate_scores, recall_at_fpr
+from sentinel_dagster.training.training_data import (
     TrainingDataError,
     TrainingSet,
     known_labels,
     split_out_of_time,
+)
+from sentinel_dagster.training.xgboost_candidate import (
+    TrainParams,
+    threshold_for_fpr,
+    train_candidate,
 )
 from serving.features import FEATURE_INDEX, FEATURE_NAMES
 from serving.heuristic import heuristic_score

@@ -15,12 +15,13 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from sentinel_dagster import mlflow_tracking, paths
-from sentinel_dagster.cli import app
+from sentinel_dagster.cli.main import app
+from sentinel_dagster.cli.runner import local_instance
+from sentinel_dagster.core import paths
 from sentinel_dagster.definitions import defs
 from sentinel_dagster.defs.resources import GovernancePolicy, ParquetIOManager, SentinelHome
-from sentinel_dagster.feature_importance import ALL_FEATURES
-from sentinel_dagster.runner import local_instance
+from sentinel_dagster.features.feature_importance import ALL_FEATURES
+from sentinel_dagster.training import mlflow_tracking
 from serving.app import create_app
 from serving.bundle import BundleError, load_bundle
 from serving.features import FEATURE_NAMES, SEED_FEATURES, feature_groups

@@ -7,15 +7,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sentinel_dagster.dataset import (
+from sentinel_dagster.core.policy import DataPolicy, PolicyError, RateBounds, load_policy
+from sentinel_dagster.data.dataset import (
     DatasetError,
     SchemaError,
     load_transactions,
     normalize,
     read_parquet,
 )
-from sentinel_dagster.policy import DataPolicy, PolicyError, RateBounds, load_policy
-from sentinel_dagster.validation import ValidationReport, validate_transactions
+from sentinel_dagster.data.validation import ValidationReport, validate_transactions
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_data_docs_are_built_and_point_at_this_run(good: pd.DataFrame, tmp_path:
 def test_data_docs_pages_load_nothing_from_the_internet(good: pd.DataFrame, tmp_path: Path) -> None:
     import re
 
-    from sentinel_dagster import data_docs
+    from sentinel_dagster.data import data_docs
 
     assert data_docs.available()  # `make setup` installs them (npm ci)
     docs = tmp_path / "docs"

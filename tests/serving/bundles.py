@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import xgboost as xgb
 
-from sentinel_dagster.bundle_models import proof_of
-from sentinel_dagster.compile_model import to_onnx
-from sentinel_dagster.publishing import BundleContent, ProfileContent, publish
+from sentinel_dagster.governance.publishing import BundleContent, ProfileContent, publish
+from sentinel_dagster.training.bundle_models import proof_of
+from sentinel_dagster.training.compile_model import to_onnx
 from serving.features import DEFAULT_FEATURE_SET, FEATURE_INDEX, FEATURE_NAMES, FeatureSet
 from serving.profiles import DEFAULT_PROFILES, RequestProfile
 from serving.registry import Registry

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sentinel_dagster.cli import app as cli_app
+from sentinel_dagster.cli.main import app as cli_app
 from serving.access_log import AccessLog
 from serving.registry import Registry
 from serving.settings import ServiceSettings

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from sentinel_dagster.cli import app as cli_app
+from sentinel_dagster.cli.main import app as cli_app
 from serving.app import create_app
 from serving.registry import Registry
 from serving.settings import ServiceSettings

@@ -315,7 +315,7 @@ def test_scored_log_lines_are_written_before_returning_one_file_per_writer(
     other.append({"transaction_id": "e"})
     other.write()
     assert len(list(tmp_path.glob("scored-*.jsonl"))) == 2
-    from sentinel_dagster.shadow_report import read_log
+    from sentinel_dagster.shadow.shadow_report import read_log
 
     assert sorted(read_log(tmp_path, "scored")["transaction_id"]) == ["a", "b", "d", "e"]
 

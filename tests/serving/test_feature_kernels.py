@@ -264,9 +264,9 @@ def test_the_streams_reach_the_rare_paths() -> None:
 
 
 def test_the_replay_is_identical(tmp_path: Path) -> None:
-    from sentinel_dagster.feature_replay import replay
-    from sentinel_dagster.simulation_params import SimulationParams
-    from sentinel_dagster.simulator import simulate_events
+    from sentinel_dagster.features.feature_replay import replay
+    from sentinel_dagster.simulation.simulation_params import SimulationParams
+    from sentinel_dagster.simulation.simulator import simulate_events
 
     frame = simulate_events(SimulationParams(cards=300, days=20, seed=5)).to_pandas()
     compiled = replay(frame, EngineConfig())

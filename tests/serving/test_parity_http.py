@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from fastapi.testclient import TestClient
 
-from sentinel_dagster.feature_replay import replay
-from sentinel_dagster.simulator import SimulationParams, simulate_events
+from sentinel_dagster.features.feature_replay import replay
+from sentinel_dagster.simulation.simulator import SimulationParams, simulate_events
 from serving.app import create_app
 from serving.bundle import load_bundle
 from serving.features import FEATURE_NAMES

@@ -1,0 +1,1 @@
+"""Renderers the stages' metadata share: Markdown tables and plots."""
