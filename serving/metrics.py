@@ -80,7 +80,7 @@ class HotPathCounters(Collector):
         self.conflicts = 0  # calls refused: a transaction id reused with another body
         self.answers_not_kept = 0  # answers the shared store failed to keep for retries
         self.latency: dict[str, _Histogram] = {}
-        self.requests: Tally[tuple[str, str]] = Tally()  # (route, status code)
+        self.requests: Tally[tuple[str, int]] = Tally()  # (route, status code)
         # Who gave the score: the champion's model, the heuristic, the challenger (shadow).
         self.scores = {name: _Histogram(SCORE_BUCKETS) for name in SCORERS}
 
@@ -108,7 +108,7 @@ class HotPathCounters(Collector):
         self.state_updates["duplicate"] += 1
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
-        self.requests[route, str(status)] += 1
+        self.requests[route, status] += 1
         histogram = self.latency.get(route)
         if histogram is None:
             histogram = self.latency[route] = _Histogram(LATENCY_BUCKETS)
@@ -138,7 +138,7 @@ class HotPathCounters(Collector):
             labels=["route", "status"],
         )  # fmt: skip
         for (route, status), n in sorted(self.requests.items()):
-            requests.add_metric([route, status], n)
+            requests.add_metric([route, str(status)], n)
         scores = HistogramMetricFamily(
             "sentinel_score", "Fraud probabilities given, by who gave them (champion: its "
             "model; heuristic: the fallback; challenger: in shadow)", labels=["scorer"],

@@ -11,7 +11,7 @@ test_contract.py): the document and the service must agree.
 from importlib.resources import files
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -97,23 +97,25 @@ def add_docs_pages(app: FastAPI) -> None:
     favicon = f"{DOCS_ASSETS}/favicon.png"
 
     @app.get("/docs", include_in_schema=False)
-    async def swagger_ui() -> HTMLResponse:
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")  # behind a proxy's path prefix
         return get_swagger_ui_html(
-            openapi_url="/openapi.json",
+            openapi_url=f"{root}/openapi.json",
             title=f"{title}: API",
-            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=favicon,
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{favicon}",
             # No badge fetched from validator.swagger.io.
             swagger_ui_parameters={"validatorUrl": None, "tryItOutEnabled": True},
         )
 
     @app.get("/redoc", include_in_schema=False)
-    async def redoc() -> HTMLResponse:
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
         return get_redoc_html(
-            openapi_url="/openapi.json",
+            openapi_url=f"{root}/openapi.json",
             title=f"{title}: API",
-            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=favicon,
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{favicon}",
             with_google_fonts=False,
         )

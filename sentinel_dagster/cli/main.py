@@ -388,7 +388,7 @@ def _materialize_and_report(
         report = materialize_lineage(select, run_config, launched_by=launched_by, progress=say)
     except MaterializeError as exc:
         raise fail(str(exc), EXIT_UNUSABLE) from None
-    for line in report.lines(listed=True, ui_hint=ui_hint):
+    for line in report.lines(ui_hint=ui_hint):
         say(line)
     if not report.success:
         raise fail(f"run {report.run_id} failed: {report.failure}", EXIT_INVALID)
@@ -449,7 +449,7 @@ def train(
 def _train_precomputed(
     frame: Any, profile: Any, rules: Any, data: Path, seed: int, target_fpr: float
 ) -> None:
-    from sentinel_dagster.defs.training import _code_version
+    from sentinel_dagster.core import git
     from sentinel_dagster.training.precomputed import (
         NEEDS_EVENT_LOG,
         PrecomputedError,
@@ -470,7 +470,7 @@ def _train_precomputed(
     try:
         run = train_precomputed(
             frame, profile, TrainParams(seed=seed, target_fpr=target_fpr), rules, home,
-            str(data), _code_version(),
+            str(data), git.code_version(),
         )  # fmt: skip
     except PrecomputedError as exc:
         raise fail(f"{data}: {exc}", EXIT_INVALID) from None

@@ -58,23 +58,14 @@ class RunReport:
     refused: list[str] = field(default_factory=list)  # the promotion gate's failed checks
     failure: str | None = None
 
-    def lines(self, listed: bool = False, ui_hint: bool = True) -> list[str]:
-        """What the run did. `listed`: each asset and check was already said as the run
-        went (`progress_lines`), so only failures' details follow; `ui_hint`: how to see
-        the run in the UI."""
+    def lines(self, ui_hint: bool = True) -> list[str]:
+        """What the run did beyond what `progress_lines` said as it went (each asset and
+        check): the outcome, each failed check's details, refused data, the Data Docs page,
+        the bundle or the gate's reasons; `ui_hint`: how to see the run in the UI."""
         lines = [f"run {self.run_id}: {'success' if self.success else 'FAILED'}"]
-        for key, where in [] if listed else self.materialized:
-            refused = (
-                self.refused_data and where and Path(where).name == Path(self.refused_data).name
-            )
-            took = f" ({self.seconds[key]:.1f} s)" if key in self.seconds else ""
-            lines.append(
-                f"  asset {key}{took}: "
-                f"{'refused (see below)' if refused else where or 'materialized'}"
-            )
         for name, ok in self.checks:
-            if not (listed and ok):
-                lines.append(f"  check {name}: {'passed' if ok else 'FAILED'}")
+            if not ok:
+                lines.append(f"  check {name}: FAILED")
             lines += [f"    {detail}" for detail in self.check_failures.get(name, [])]
         if self.refused_data:
             lines.append(f"refused data moved to {self.refused_data}: nothing downstream reads it")
@@ -166,7 +157,7 @@ def with_policy(run_config: dict[str, Any] | None, policy: Path) -> dict[str, An
 
 
 SELECTION_JOB = "materialize"  # the job a `--select` runs as (not `__ephemeral_asset_job__`)
-LAUNCHED_BY = "sentinel/launched_by"  # run tag: cli, demo, make-run (the UI filters by tags)
+LAUNCHED_BY = "sentinel/launched_by"  # run tag: cli, demo, sentinel-up (the UI filters)
 
 
 def _selection_job(defs: dg.Definitions, select: str) -> dg.JobDefinition:

@@ -36,7 +36,11 @@ class Stack:
     def exited(self, name: str) -> str:
         """`name` stopped: how, and the end of its log."""
         log = paths.log_path(self.home, name)
-        lines = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+        lines = []
+        if log.exists():  # its end only: the log is appended to for as long as it lives
+            with log.open("rb") as f:
+                f.seek(max(0, log.stat().st_size - 16_384))
+                lines = f.read().decode(errors="replace").splitlines()[-15:]
         tail = "".join(f"\n  | {line}" for line in lines)
         return f"{name} exited with code {self.processes[name].returncode} ({log}){tail}"
 

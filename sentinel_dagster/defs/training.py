@@ -7,7 +7,6 @@ publishes nothing and the champion stays as it was.
 """
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pandas as pd
 import xgboost as xgb
 from pydantic import Field
 
-from sentinel_dagster.core import paths
+from sentinel_dagster.core import git, paths
 from sentinel_dagster.core import policy as policy_module  # `policy` is the assets' resource
 from sentinel_dagster.defs.analysis import candidate_ablation
 from sentinel_dagster.defs.catalog import catalog
@@ -67,20 +66,6 @@ from serving.profiles import FULL, RequestProfile
 from serving.registry import Registry
 
 _DEFAULT = TrainParams()
-
-
-def _code_version() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except OSError:
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
 def registry_of(home: SentinelHome) -> Registry:
@@ -401,7 +386,7 @@ def _card_fields(
     return {
         "compiled_format": "ONNX (onnxruntime)",
         "data_fingerprint": model["data_fingerprint"],
-        "code_version": _code_version(),
+        "code_version": git.code_version(),
         "mlflow_run_id": model["run_id"],
         "feature_set": f"{features.name} v{features.version} ({features.fingerprint()})",
         "label_maturity_days": f"{features.label_maturity_days:g}",
@@ -508,7 +493,7 @@ def model_bundle(
         threshold=candidate_model["threshold"],
         metrics=candidate_evaluation["metrics"],
         data_fingerprint=candidate_model["data_fingerprint"],
-        code_version=_code_version(),
+        code_version=git.code_version(),
         mlflow_run_id=candidate_model["run_id"],
         mlflow_model_version=candidate_model["mlflow_model_version"],
         lineage={

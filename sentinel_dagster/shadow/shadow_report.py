@@ -365,7 +365,7 @@ def to_markdown(report: ShadowReport, now: dt.datetime) -> str:
         lines.append("")
     lines += [
         "PSI (population stability index) compares the challenger's score distribution with "
-        "the champion's on the same events, over ten bins of the champion's scores: the sum "
+        "the champion's on the same events, over deciles of the champion's scores: the sum "
         "of (share b - share a) x ln(share b / share a). Under 0.1 the two barely differ, "
         "0.1-0.25 moderately, above 0.25 a lot. It measures calibration, not ranking: "
         "models trained apart differ even when they rank payments alike, and each decides "

@@ -15,7 +15,7 @@ import pandas as pd
 
 from sentinel_dagster.training.bundle_models import score_bundle
 from sentinel_dagster.training.evaluation import compromised_before_holdout
-from sentinel_dagster.training.training_data import PERIOD_COLUMN, fingerprint, from_frame
+from sentinel_dagster.training.training_data import FINGERPRINT_COLUMNS, fingerprint, from_frame
 from serving.bundle import load_bundle, read_manifest, serves_feature_set
 from serving.features import FeatureSet
 from serving.profiles import FULL
@@ -23,7 +23,6 @@ from serving.registry import Registry
 
 ON_CANDIDATE_HOLDOUT = "re-scored on the candidate's holdout"
 ON_OWN_HOLDOUT = "from its manifest, measured on its own holdout"
-_FINGERPRINT_COLUMNS = ["transaction_id", "event_time", PERIOD_COLUMN, "label"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def _is_training_set_of(stored: Path, data_fingerprint: str | None) -> bool:
     if data_fingerprint is None or not stored.is_file():
         return False
     try:
-        keys = pd.read_parquet(stored, columns=_FINGERPRINT_COLUMNS)
+        keys = pd.read_parquet(stored, columns=FINGERPRINT_COLUMNS)
     except (OSError, ValueError, KeyError):  # not a training set this code wrote
         return False
     return fingerprint(keys) == data_fingerprint

@@ -16,16 +16,14 @@ The experiment is tagged as classic ML, or MLflow 3's UI may open it as a GenAI 
 """
 
 import hashlib
-import subprocess
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.data.dataset_source_registry import resolve_dataset_source
@@ -35,10 +33,13 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE
 
-from sentinel_dagster.training.bundle_models import CompiledModel
-from sentinel_dagster.training.training_data import TrainingSet
+from sentinel_dagster.core import git
+from sentinel_dagster.training.training_data import TrainingSet, content_digest
 from serving.bundle import profile_files
 from serving.profiles import FULL
+
+if TYPE_CHECKING:  # training's imports (XGBoost, ONNX) stay out of `sentinel rollback`'s
+    from sentinel_dagster.training.bundle_models import CompiledModel
 
 EXPERIMENT = "sentinel_stream_classifier"  # the seed's experiment name
 REGISTERED_MODEL = "sentinel-stream-fraud"
@@ -92,23 +93,6 @@ def use_local_store(home: Path) -> str:
     return str(experiment.experiment_id)
 
 
-def git_commit() -> str | None:
-    """The checkout's full commit, or None (an installed package, no git): never an error,
-    since training does not depend on it."""
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and commit else None
-
-
 def run_tags(data_fingerprint: str, dagster_run_id: str | None = None) -> dict[str, str]:
     """What links a training run to its Dagster run, its code and its data. The commit goes
     in MLflow's own git tag, which its UI shows; MLflow sets that tag by itself only from the
@@ -116,7 +100,7 @@ def run_tags(data_fingerprint: str, dagster_run_id: str | None = None) -> dict[s
     tags = {DATA_FINGERPRINT_TAG: data_fingerprint}
     if dagster_run_id is not None:
         tags[DAGSTER_RUN_TAG] = dagster_run_id
-    commit = git_commit()
+    commit = git.commit()
     if commit is not None:
         tags[MLFLOW_GIT_COMMIT] = commit
     return tags
@@ -149,13 +133,6 @@ def frame_schema(frame: pd.DataFrame) -> Schema:
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         sample = infer_signature(frame.head(100)).inputs
     return _optional_where_null(sample, frame)
-
-
-def content_digest(frame: pd.DataFrame) -> str:
-    """A short hash of every value of `frame` (vectorized; MLflow's default digest reads
-    the type of every cell in Python)."""
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
 
 
 class _Dataset(PandasDataset):
@@ -195,6 +172,8 @@ def log_split(data: TrainingSet, columns: list[str], target: str, name: str, sou
 def _onnx_signature(onnx_bytes: bytes, example: np.ndarray) -> ModelSignature:
     """The compiled model's own interface: one float32 tensor, the features in the model's
     order, in; `label` and `probabilities` (column 1: fraud) out."""
+    import onnxruntime as ort
+
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     (model_input,) = session.get_inputs()
     outputs = session.run(None, {model_input.name: example})
@@ -202,7 +181,7 @@ def _onnx_signature(onnx_bytes: bytes, example: np.ndarray) -> ModelSignature:
     return infer_signature(example, named)
 
 
-def log_models(model: CompiledModel, train: pd.DataFrame) -> str:
+def log_models(model: "CompiledModel", train: pd.DataFrame) -> str:
     """Into the active run: the XGBoost model, registered, and the ONNX model the service
     runs, each with a signature and an input example from `train` (rows with the model's
     feature columns). Returns the registered model version."""
@@ -225,6 +204,8 @@ def log_models(model: CompiledModel, train: pd.DataFrame) -> str:
         signature=signature,
         input_example=example,
     )
+    import onnx
+
     served = mlflow.onnx.log_model(
         onnx.load_from_string(model.onnx),
         name=ONNX_MODEL,

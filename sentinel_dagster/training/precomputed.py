@@ -23,7 +23,6 @@ lineage does (mlflow_tracking.py), the run named after the profile and the file.
 """
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from sentinel_dagster.training.bundle_models import (
     score_bundle,
     train_and_compile,
 )
-from sentinel_dagster.training.training_data import Period, TrainingSet
+from sentinel_dagster.training.training_data import Period, TrainingSet, content_digest
 from sentinel_dagster.training.xgboost_candidate import TrainParams
 from serving.bundle import BundleError, load_bundle, serves_feature_set
 from serving.features import OTHER_CATEGORY, FeatureSet, markdown_table
@@ -345,13 +344,12 @@ def train_precomputed(
     data = split_stratified(frame, params.seed)
     model = train_and_compile(data, params, profile)
     judged = evaluate_model(model.onnx, profile, model.threshold, data.holdout)
-    hashed = pd.util.hash_pandas_object(frame[[*profile.features, LABEL]], index=False)
     candidate = _Candidate(
         profile,
         model,
         judged,
         FeatureSet(label_maturity_days=policy.label_maturity_days),
-        hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16],
+        content_digest(frame[[*profile.features, LABEL]]),
         source,
         code_version,
         params.target_fpr,

@@ -157,8 +157,16 @@ def from_frame(frame: pd.DataFrame) -> TrainingSet:
     return TrainingSet(period("train"), period("validation"), period("holdout"), period("immature"))
 
 
+# What identifies the rows a model was trained and judged on.
+FINGERPRINT_COLUMNS = ["transaction_id", "event_time", PERIOD_COLUMN, LABEL_COLUMN]
+
+
+def content_digest(frame: pd.DataFrame) -> str:
+    """A short hash of every value of `frame`, vectorized."""
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
 def fingerprint(frame: pd.DataFrame) -> str:
     """A short content hash of the rows a model was trained and judged on."""
-    keys = frame[["transaction_id", "event_time", PERIOD_COLUMN, LABEL_COLUMN]]
-    hashed = pd.util.hash_pandas_object(keys, index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+    return content_digest(frame[FINGERPRINT_COLUMNS])

@@ -111,4 +111,4 @@ def test_retrain_job_launched_through_graphql_succeeds(tmp_path: Path, sentinel_
     materialized = {m["assetKey"]["path"][-1] for m in run["assetMaterializations"]}
     assert {"transactions", "transaction_features", "candidate_model",
             "promotion_decision"} <= materialized  # fmt: skip
-    assert "model_bundle" not in materialized  # retrain_job leaves publishing to the sensor
+    assert "model_bundle" not in materialized  # retrain_job leaves publishing to the automation

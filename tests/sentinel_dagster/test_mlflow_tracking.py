@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from sentinel_dagster.training import mlflow_tracking
+from sentinel_dagster.core import git
+from sentinel_dagster.training import mlflow_tracking, training_data
 
 
 def test_the_experiment_is_classic_ml_unless_someone_chose_its_kind(sentinel_home: Path) -> None:
@@ -39,11 +40,14 @@ def test_without_git_the_run_has_no_commit_tag_and_training_goes_on(
     def no_git(*args: object, **kwargs: object) -> None:
         raise FileNotFoundError("git")
 
-    assert mlflow_tracking.git_commit() is not None  # the tests run in a checkout
+    assert git.commit() is not None  # the tests run in a checkout
+    git.commit.cache_clear()
     monkeypatch.setattr(subprocess, "run", no_git)
-    assert mlflow_tracking.git_commit() is None
+    assert git.commit() is None
+    assert git.code_version() == "unknown"
     tags = mlflow_tracking.run_tags("f00d", "dagster-run")
     assert tags == {"data.fingerprint": "f00d", "dagster.run_id": "dagster-run"}
+    git.commit.cache_clear()  # the next test's lookup is a real one
 
 
 def test_the_dataset_schema_sees_a_null_beyond_the_rows_it_types_from() -> None:
@@ -53,7 +57,7 @@ def test_the_dataset_schema_sees_a_null_beyond_the_rows_it_types_from() -> None:
     frame.loc[999, "amount"] = np.nan  # far past the 100 rows the types come from
     required = {c.name: c.required for c in mlflow_tracking.frame_schema(frame).inputs}
     assert required == {"amount": False, "label": True}
-    digest = mlflow_tracking.content_digest(frame)
-    assert digest == mlflow_tracking.content_digest(frame.copy())
+    digest = training_data.content_digest(frame)
+    assert digest == training_data.content_digest(frame.copy())
     frame.loc[500, "label"] = 1
-    assert mlflow_tracking.content_digest(frame) != digest
+    assert training_data.content_digest(frame) != digest

@@ -162,7 +162,7 @@ def test_data_docs_pages_load_nothing_from_the_internet(good: pd.DataFrame, tmp_
 
     from sentinel_dagster.data import data_docs
 
-    assert data_docs.available()  # `make setup` installs them (npm ci)
+    assert data_docs.available(), "vendor/data_docs/node_modules: run `make setup` with npm"
     docs = tmp_path / "docs"
     report = validate_transactions(normalize(good), POLICY, docs_dir=docs)
     assert report.data_docs is not None
