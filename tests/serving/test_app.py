@@ -550,3 +550,11 @@ def test_api_pages_load_nothing_from_the_internet(client: TestClient, page: str)
     assert "'/openapi.json'" in html.text or '"/openapi.json"' in html.text
     if page == "/docs":
         assert '"validatorUrl": null' in html.text  # no badge fetched from swagger.io
+
+
+def test_api_pages_behind_a_proxy_prefix_load_from_under_it(tmp_path: Path) -> None:
+    app = create_app(ServiceSettings(home=tmp_path, admin_token=ADMIN_TOKEN))
+    with TestClient(app, root_path="/fraud") as prefixed:
+        for page in ("/docs", "/redoc"):
+            html = prefixed.get(page).text
+            assert "/fraud/openapi.json" in html and "/fraud/docs-assets/" in html, page
