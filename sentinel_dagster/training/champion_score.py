@@ -15,7 +15,12 @@ import pandas as pd
 
 from sentinel_dagster.training.bundle_models import score_bundle
 from sentinel_dagster.training.evaluation import compromised_before_holdout
-from sentinel_dagster.training.training_data import FINGERPRINT_COLUMNS, fingerprint, from_frame
+from sentinel_dagster.training.training_data import (
+    FINGERPRINT_COLUMNS,
+    Period,
+    fingerprint,
+    from_frame,
+)
 from serving.bundle import load_bundle, read_manifest, serves_feature_set
 from serving.features import FeatureSet
 from serving.profiles import FULL
@@ -40,24 +45,37 @@ class ChampionScore:
         return {} if self.incomparable is not None else self.models
 
 
-def score_on_holdout(
-    registry: Registry, training_set: pd.DataFrame, features: FeatureSet
+def score_champion(
+    registry: Registry,
+    features: FeatureSet,
+    holdout: Period,
+    compromised: frozenset[str] = frozenset(),
 ) -> ChampionScore:
-    """The current champion scored on the training set's holdout, if its feature set is the
-    candidate's (a champion of another one cannot read this holdout's features); BundleError
-    if its bundle cannot be loaded."""
+    """The current champion scored on `holdout`, if its feature set is the candidate's (a
+    champion of another one cannot read this holdout's features); BundleError if its
+    bundle cannot be loaded."""
     version = registry.pointer("champion")
     if version is None:
         return ChampionScore(None)
-    incomparable = serves_feature_set(registry.bundle_dir(version), features)
+    path = registry.bundle_dir(version)
+    incomparable = serves_feature_set(path, features)
     if incomparable is not None:
         return ChampionScore(version, incomparable=incomparable)
-    bundle = load_bundle(registry.bundle_dir(version), features)
-    data = from_frame(training_set)
-    scored = score_bundle(bundle, data.holdout, compromised_before_holdout(data))
+    scored = score_bundle(load_bundle(path, features), holdout, compromised)
     return ChampionScore(
         version, {name: None if m is None else m.flat() for name, m in scored.items()}
     )
+
+
+def score_on_holdout(
+    registry: Registry, training_set: pd.DataFrame, features: FeatureSet
+) -> ChampionScore:
+    """The current champion scored on the training set's holdout, as the lineage's gate
+    scores it (the cards known compromised before it set apart)."""
+    if registry.pointer("champion") is None:
+        return ChampionScore(None)  # no need to rebuild the split
+    data = from_frame(training_set)
+    return score_champion(registry, features, data.holdout, compromised_before_holdout(data))
 
 
 def from_manifest(registry: Registry, features: FeatureSet) -> ChampionScore:

@@ -44,12 +44,12 @@ from sentinel_dagster.training.bundle_models import (
     ModelEvaluation,
     evaluate_model,
     profile_card_section,
-    score_bundle,
     train_and_compile,
 )
+from sentinel_dagster.training.champion_score import score_champion
 from sentinel_dagster.training.training_data import Period, TrainingSet, content_digest
 from sentinel_dagster.training.xgboost_candidate import TrainParams
-from serving.bundle import BundleError, load_bundle, serves_feature_set
+from serving.bundle import BundleError
 from serving.features import OTHER_CATEGORY, FeatureSet, markdown_table
 from serving.profiles import RequestProfile
 from serving.registry import Registry
@@ -197,26 +197,6 @@ class PrecomputedRun:
     published: tuple[str, str] | None  # (version, role) when the gate passed
 
 
-def _champion_metrics(
-    registry: Registry, features: FeatureSet, holdout: Period
-) -> tuple[str | None, dict[str, dict[str, float] | None] | None, str | None]:
-    """(version, its models' metrics on this holdout (None where the holdout lacks a model's
-    features), why it cannot be compared at all); PrecomputedError if it cannot be read."""
-    version = registry.pointer("champion")
-    if version is None:
-        return None, None, None
-    path = registry.bundle_dir(version)
-    try:
-        other = serves_feature_set(path, features)
-        if other is not None:  # the service would refuse it anyway: nothing to compare
-            return version, {}, other
-        bundle = load_bundle(path, features)
-    except BundleError as exc:
-        raise PrecomputedError(f"the champion bundle cannot be loaded: {exc}") from None
-    scored = score_bundle(bundle, holdout)
-    return version, {name: None if m is None else m.flat() for name, m in scored.items()}, None
-
-
 @dataclass(frozen=True)
 class _Candidate:
     """A trained and judged profile model, and where it came from."""
@@ -355,12 +335,15 @@ def train_precomputed(
         params.target_fpr,
     )
     registry = Registry(home / "registry")
-    champion, champion_models, incomparable = _champion_metrics(
-        registry, candidate.features, data.holdout
-    )
+    try:
+        judged_against = score_champion(registry, candidate.features, data.holdout)
+    except BundleError as exc:
+        raise PrecomputedError(f"the champion bundle cannot be loaded: {exc}") from None
+    champion = judged_against.version
     decision = decide_bundle(
-        {profile.name: candidate.summary()}, policy.promotion, champion_models, incomparable
-    )
+        {profile.name: candidate.summary()}, policy.promotion, judged_against.for_gate(),
+        judged_against.incomparable,
+    )  # fmt: skip
     run_id, model_version = _log_to_mlflow(candidate, data, params, home)
     published = None
     if decision.passed:
