@@ -635,12 +635,15 @@ cdef class InMemoryProcess:
         self, list ids, list times, list cards, list merchants, list amounts, list channels,
         list devices, list lats, list lons, list categories, list label_at,
         list label_row, list is_fraud, object apply_label, double[:, ::1] out,
-        object progress, Py_ssize_t progress_every,
+        object progress, Py_ssize_t progress_every, dict shared_txns=None,
+        dict shared_labels=None, object share_txn=None, object share_label=None,
     ):
         """`feature_replay.replay`'s loop: the events in order, each label applied before
         the first event at or after its arrival, each vector written to its column of `out`
         (one row per feature: the table's columns, contiguous). Returns how many labels were
-        applied (the rest arrive after the last event)."""
+        applied (the rest arrive after the last event). Before an event whose position is in
+        `shared_txns`, `share_txn(position)` is called; before a label whose row is in
+        `shared_labels`, `share_label(row)` (a partition's replay: feature_replay.SharedIds)."""
         cdef Py_ssize_t n = len(ids), n_labels = len(label_at), i, k, r, j = 0
         cdef Py_ssize_t size = self.plan.size
         cdef double* values = self.plan.scratch
@@ -652,10 +655,14 @@ cdef class InMemoryProcess:
             t = t_obj
             while j < n_labels and label_at[j] <= t_obj:
                 r = label_row[j]
+                if shared_labels and r in shared_labels:
+                    share_label(r)
                 apply_label(
                     ids[r], bool(is_fraud[r]), label_at[j], cards[r], merchants[r], times[r]
                 )
                 j += 1
+            if shared_txns and i in shared_txns:
+                share_txn(i)
             self._step(
                 ids[i], t_obj, cards[i], merchants[i], amounts[i], channels[i], devices[i],
                 lats[i], lons[i], categories[i], "", values,

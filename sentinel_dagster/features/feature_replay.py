@@ -3,12 +3,16 @@
 Transactions and label arrivals are merged by time — a label whose `label_time` equals an
 event's time is applied first, since it was known at that moment — and fed one at a time
 to `serving.feature_engine.FeatureEngine`, the code the scoring service runs.
+
+A replay of one partition of the log (`partitioned_replay`) is told, through `SharedIds`,
+what the whole log's transaction-id tables hold where its rows share ids with other
+partitions; the engine then decides from them exactly as it would in one process.
 """
 
 import gc
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +25,20 @@ Progress = Callable[[int, int], None]  # (events done, events in all)
 KEY_COLUMNS = ("transaction_id", "event_time", "card_id", "merchant_id")
 LABEL_COLUMNS = ("is_fraud", "label_time", "fraud_scenario")
 PROGRESS_EVERY = 50_000
+
+
+TxnEntry = tuple[str, str, float]  # the engine's txn table: (card, merchant, event_time)
+LabelEntry = tuple[float, float]  # its label table: (label_time, event_time)
+
+
+@dataclass(frozen=True)
+class SharedIds:
+    """What the whole log's id tables hold just before some rows, keyed by the row's position
+    in (event_time, transaction_id) order: `txns` before the row's event (None: no entry),
+    `labels` before its label as (the log's clock then, the entry or None)."""
+
+    txns: Mapping[int, TxnEntry | None]
+    labels: Mapping[int, tuple[float, LabelEntry | None]]
 
 
 @dataclass(frozen=True)
@@ -95,8 +113,10 @@ def replay(
     frame: pd.DataFrame,
     config: EngineConfig | None = None,
     progress: Progress | None = None,
+    shared: SharedIds | None = None,
 ) -> ReplayResult:
-    """The feature table of `frame`, one row per transaction, in (event_time, id) order."""
+    """The feature table of `frame`, one row per transaction, in (event_time, id) order.
+    `shared` (positions in that order) is for a partition of a log (partitioned_replay)."""
     started = time.perf_counter()
     check_replayable(frame)
     times = epoch_seconds(frame["event_time"])
@@ -134,15 +154,16 @@ def replay(
         if engine.compiled_process is not None:
             # One contiguous row per feature: the table's columns without a transposing copy.
             columns = np.empty((len(names), n))
+            hooks = () if shared is None else _share_hooks(engine, ids, shared)
             j = engine.compiled_process.replay(
                 ids, event_times, cards, merchants, amounts, channels, devices, lats, lons,
                 categories, label_at, label_row, is_fraud, engine.apply_label, columns, progress,
-                PROGRESS_EVERY,
+                PROGRESS_EVERY, *hooks,
             )  # fmt: skip
         else:
             values, j = _replay_python(
                 engine, ids, event_times, cards, merchants, amounts, channels, devices, lats,
-                lons, categories, label_at, label_row, is_fraud, progress,
+                lons, categories, label_at, label_row, is_fraud, progress, shared,
             )  # fmt: skip
             columns = np.frombuffer(values, dtype="float64").reshape(n, len(names)).T
     finally:
@@ -152,6 +173,8 @@ def replay(
     apply_label = engine.apply_label
     while j < n_labels:  # labels after the last event still shape the final online state
         r = label_row[j]
+        if shared is not None and r in shared.labels:
+            _share_label(engine, ids[r], shared.labels[r])
         apply_label(ids[r], bool(is_fraud[r]), label_at[j], cards[r], merchants[r], event_times[r])
         j += 1
     if progress is not None:
@@ -195,23 +218,31 @@ def _replay_python(
     label_row: list[int],
     is_fraud: list[Any],
     progress: Progress | None,
+    shared: SharedIds | None = None,
 ) -> tuple[array, int]:
     """The reference loop (the compiled one is `InMemoryProcess.replay`): each label
     applied before the first event at or after its arrival; returns the vectors and how
-    many labels were applied."""
+    many labels were applied. With `shared`, the id tables are set as the whole log holds
+    them before the rows it names."""
     process, apply_label = engine.process, engine.apply_label
     values = array("d")
     extend = values.extend
     n, n_labels = len(ids), len(label_at)
+    shared_txns = shared.txns if shared is not None else {}
+    shared_labels = shared.labels if shared is not None else {}
     j = 0
     for i in range(n):
         t = event_times[i]
         while j < n_labels and label_at[j] <= t:
             r = label_row[j]
+            if r in shared_labels:
+                _share_label(engine, ids[r], shared_labels[r])
             apply_label(
                 ids[r], bool(is_fraud[r]), label_at[j], cards[r], merchants[r], event_times[r]
             )
             j += 1
+        if i in shared_txns:
+            _share_txn(engine, ids[i], shared_txns[i])
         extend(
             process(
                 ids[i], t, cards[i], merchants[i], amounts[i],
@@ -221,3 +252,36 @@ def _replay_python(
         if progress is not None and i % PROGRESS_EVERY == 0:
             progress(i, n)
     return values, j
+
+
+def _share_hooks(engine: FeatureEngine, ids: list[str], shared: SharedIds) -> tuple:
+    """The compiled loop's arguments for `shared`: which positions, and what to call."""
+    return (
+        dict(shared.txns),
+        dict(shared.labels),
+        lambda i: _share_txn(engine, ids[i], shared.txns[i]),
+        lambda r: _share_label(engine, ids[r], shared.labels[r]),
+    )
+
+
+def _share_txn(engine: FeatureEngine, txn_id: str, entry: TxnEntry | None) -> None:
+    """The txn table's entry for the id as the whole log has it before this event."""
+    table = engine.store.table("txn")
+    if entry is None:
+        table.pop(txn_id, None)
+    else:
+        table[txn_id] = entry
+
+
+def _share_label(
+    engine: FeatureEngine, txn_id: str, shared: tuple[float, LabelEntry | None]
+) -> None:
+    """The log's clock when this label is applied (a partition's clock lags the log's
+    between its own events; the next event sets it again) and the label table's entry."""
+    clock, entry = shared
+    engine.clock = max(engine.clock, clock)
+    table = engine.store.table("label")
+    if entry is None:
+        table.pop(txn_id, None)
+    else:
+        table[txn_id] = entry
