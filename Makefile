@@ -19,6 +19,8 @@ setup: $(STAMP)
 # from source again (~7 s of each lineage run, and of each test that starts a process).
 $(STAMP): pyproject.toml requirements.lock setup.py serving/feature_kernels.pyx vendor/data_docs/package-lock.json
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+	@# Java for the Spark feature engine (PySpark runs Spark in a JVM).
+	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements.lock -e .
@@ -63,7 +65,7 @@ bench: setup
 
 # Regenerate exact pins after changing the ranges in pyproject.toml.
 lock: setup
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra spark --python-version 3.11 --quiet -o requirements.lock
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -2,10 +2,17 @@
 (assets, checks, jobs, schedules, sensors) is loaded by Dagster's own autoloading, and the
 resources are bound here, so that the CLI and tests can pin SENTINEL_HOME."""
 
+import os
+
 import dagster as dg
 
 import sentinel_dagster.defs
-from sentinel_dagster.defs.resources import GovernancePolicy, ParquetIOManager, SentinelHome
+from sentinel_dagster.defs.resources import (
+    FeatureReplayEngine,
+    GovernancePolicy,
+    ParquetIOManager,
+    SentinelHome,
+)
 
 
 def resources(home: str = "") -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOManager]:
@@ -14,6 +21,11 @@ def resources(home: str = "") -> dict[str, dg.ConfigurableResource | dg.Configur
         "sentinel_home": SentinelHome(path=home),
         "policy": GovernancePolicy(),
         "parquet_io_manager": ParquetIOManager(home=home),
+        # The environment picks the default; the launchpad can override it per run.
+        "feature_engine": FeatureReplayEngine(
+            engine=os.environ.get("SENTINEL_FEATURE_ENGINE", "in_process"),  # type: ignore[arg-type]
+            master=os.environ.get("SENTINEL_SPARK_MASTER", "local[*]"),
+        ),
     }
 
 

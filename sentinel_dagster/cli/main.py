@@ -5,6 +5,7 @@ exit code, never a traceback.
 """
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -69,6 +70,11 @@ def require_file(path: Path | None) -> None:
 
 
 _DEFAULTS = SimulationParams()
+
+
+class FeatureEngineName(StrEnum):
+    IN_PROCESS = "in-process"
+    SPARK = "spark"
 
 
 @app.command()
@@ -184,8 +190,20 @@ def _print_failures(report: Any) -> None:
 
 @app.command()
 def features(
-    in_path: Annotated[Path, typer.Argument(help="Parquet file of transactions (and labels).")],
-    out_path: Annotated[Path, typer.Argument(help="Parquet file to write the feature table to.")],
+    in_path: Annotated[
+        str,
+        typer.Argument(
+            help="Parquet file of transactions (and labels); with --engine spark also a "
+            "directory or any URI Spark reads (s3a://, hdfs://, ...)."
+        ),
+    ],
+    out_path: Annotated[
+        str,
+        typer.Argument(
+            help="Parquet file to write the feature table to; with --engine spark a Parquet "
+            "directory."
+        ),
+    ],
     snapshot: Annotated[
         Path | None,
         typer.Option(help="Also save the engine's final state here, to warm-start serving."),
@@ -197,10 +215,55 @@ def features(
             "[default: mlops/promotion_policy.yaml]."
         ),
     ] = None,
+    engine: Annotated[
+        FeatureEngineName,
+        typer.Option(
+            help="in-process: one Python process. spark: partitioned by card and merchant on "
+            "Spark; the same table, for logs one machine cannot replay.",
+        ),
+    ] = FeatureEngineName.IN_PROCESS,
+    master: Annotated[
+        str,
+        typer.Option(
+            help="Spark master (--engine spark): local[N], spark://host:7077, yarn, k8s://..."
+        ),
+    ] = "local[*]",
+    partitions: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            show_default=False,
+            help="Partitions per side (--engine spark) [default: 2 x the cores].",
+        ),
+    ] = 0,
 ) -> None:
     """Replay events and label arrivals through the serving feature engine into a table."""
-    require_file(in_path)
+    spark = engine is FeatureEngineName.SPARK
+    if not spark:
+        require_file(Path(in_path))
+    elif "://" not in in_path and not Path(in_path).exists():
+        raise fail(f"not found: {in_path}", EXIT_UNUSABLE)
+    if spark and snapshot is not None:
+        raise fail(
+            "--snapshot needs --engine in-process: partitions hold the state in pieces",
+            EXIT_UNUSABLE,
+        )
     from sentinel_dagster.core.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy
+    from serving.feature_engine import EngineConfig
+    from serving.features import FeatureSet
+
+    try:
+        maturity = load_policy(policy or DEFAULT_POLICY_PATH).label_maturity_days
+    except PolicyError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    config = EngineConfig(features=FeatureSet(label_maturity_days=maturity))
+    if spark:
+        _features_on_spark(in_path, out_path, config, master, partitions)
+    else:
+        _features_in_process(Path(in_path), Path(out_path), config, snapshot)
+
+
+def _features_in_process(in_path: Path, out_path: Path, config: Any, snapshot: Path | None) -> None:
     from sentinel_dagster.data.dataset import (
         DatasetError,
         SchemaError,
@@ -208,14 +271,9 @@ def features(
         write_parquet_frame,
     )
     from sentinel_dagster.features.feature_replay import replay
-    from serving.feature_engine import EngineConfig
-    from serving.features import FeatureSet
 
     try:
-        maturity = load_policy(policy or DEFAULT_POLICY_PATH).label_maturity_days
         frame = load_transactions(in_path)
-    except PolicyError as exc:
-        raise fail(str(exc), EXIT_UNUSABLE) from None
     except DatasetError as exc:
         raise fail(str(exc), EXIT_UNUSABLE) from None
     except SchemaError as exc:
@@ -224,9 +282,7 @@ def features(
         with progress_bar("replaying events", "{task.completed:,}") as bar:
             task = bar.add_task("replay", total=len(frame))
             result = replay(
-                frame,
-                EngineConfig(features=FeatureSet(label_maturity_days=maturity)),
-                progress=lambda done, _: bar.update(task, completed=done),
+                frame, config, progress=lambda done, _: bar.update(task, completed=done)
             )
     except ValueError as exc:
         raise fail(f"{in_path}: {exc}", EXIT_INVALID) from None
@@ -243,6 +299,30 @@ def features(
     )
     if snapshot is not None:
         say(f"engine state: {snapshot}")
+
+
+def _features_on_spark(
+    in_path: str, out_path: str, config: Any, master: str, partitions: int
+) -> None:
+    from sentinel_dagster.features.spark_replay import SparkUnavailable, spark_replay
+
+    def started(session: Any) -> None:
+        ui = session.sparkContext.uiWebUrl
+        say(f"Spark {session.version} on {master}" + (f": UI at {ui}" if ui else ""))
+
+    try:
+        result = spark_replay(
+            in_path, out_path, config, master=master, partitions=partitions, on_start=started
+        )
+    except SparkUnavailable as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    except ValueError as exc:  # the data: schema, nulls, labels before their events
+        raise fail(f"{in_path}: {exc}", EXIT_INVALID) from None
+    say(
+        f"wrote {out_path} (Parquet directory): {result.rows:,} rows x {result.columns} "
+        f"columns, {result.seconds:.1f}s on Spark {result.master}, {result.partitions} "
+        f"partitions per side ({result.rows / max(result.seconds, 1e-9):,.0f} events/s)"
+    )
 
 
 @app.command("check-promotion")

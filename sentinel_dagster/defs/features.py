@@ -4,9 +4,9 @@ import dagster as dg
 import pandas as pd
 
 from sentinel_dagster.defs.catalog import catalog
-from sentinel_dagster.defs.resources import GovernancePolicy
+from sentinel_dagster.defs.resources import FeatureReplayEngine, GovernancePolicy, SentinelHome
 from sentinel_dagster.defs.timing import timed
-from sentinel_dagster.features import feature_replay
+from sentinel_dagster.features import feature_replay, partitioned_replay, spark_replay
 from sentinel_dagster.features.feature_replay import replay
 from sentinel_dagster.reporting.markdown import frame_markdown
 from serving import feature_engine, features
@@ -31,28 +31,56 @@ def feature_profile(table: pd.DataFrame) -> pd.DataFrame:
     group_name="features",
     io_manager_key="parquet_io_manager",
     kinds={"pandas", "parquet"},
-    **catalog("features", feature_replay, feature_engine, features, card_data=True),
+    **catalog(
+        "features",
+        feature_replay,
+        partitioned_replay,
+        spark_replay,
+        feature_engine,
+        features,
+        card_data=True,
+    ),
 )
 @timed
 def transaction_features(
-    transactions: pd.DataFrame, policy: GovernancePolicy
+    context: dg.AssetExecutionContext,
+    transactions: pd.DataFrame,
+    policy: GovernancePolicy,
+    feature_engine: FeatureReplayEngine,
+    sentinel_home: SentinelHome,
 ) -> dg.Output[pd.DataFrame]:
-    """One feature vector per transaction: the event log replayed through the serving engine."""
+    """One feature vector per transaction: the event log replayed through the serving engine,
+    in this process or on Spark (`feature_engine`)."""
     features = policy.feature_set()
-    result = replay(transactions, EngineConfig(features=features))
-    stats = result.engine.stats()
-    return dg.Output(
-        result.table,
-        metadata={
-            "rows": len(result.table),
-            "features": len(FEATURES),
-            "feature_set": f"{features.name} v{features.version}",
-            "label_maturity_days": features.label_maturity_days,
+    config = EngineConfig(features=features)
+    if feature_engine.engine == "spark":
+        scratch = sentinel_home.root() / "spark" / context.run_id
+        table, run = spark_replay.spark_replay_frame(
+            transactions, config, scratch, master=feature_engine.master,
+            partitions=feature_engine.partitions, conf=feature_engine.spark_conf,
+            on_start=lambda s: context.log.info(f"Spark UI: {s.sparkContext.uiWebUrl}"),
+        )  # fmt: skip
+        engine_metadata = run.metadata()
+    else:
+        result = replay(transactions, config)
+        table, stats = result.table, result.engine.stats()
+        engine_metadata = {
+            "engine": "in_process",
+            "partitions": 1,
             "seconds": round(result.seconds, 2),
-            "events_per_second": round(len(result.table) / max(result.seconds, 1e-9)),
+            "events_per_second": round(len(table) / max(result.seconds, 1e-9)),
             "labels_applied": stats["labels_applied"],
             "duplicates": stats["duplicates"],
             "too_late": stats["too_late"],
-            "profile": dg.MetadataValue.md(frame_markdown(feature_profile(result.table), 40)),
+        }
+    return dg.Output(
+        table,
+        metadata={
+            "rows": len(table),
+            "features": len(FEATURES),
+            "feature_set": f"{features.name} v{features.version}",
+            "label_maturity_days": features.label_maturity_days,
+            **engine_metadata,
+            "profile": dg.MetadataValue.md(frame_markdown(feature_profile(table), 40)),
         },
     )

@@ -5,6 +5,7 @@ definitions serve the UI, the CLI and tests with a temporary SENTINEL_HOME.
 """
 
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import pandas as pd
@@ -38,6 +39,24 @@ class GovernancePolicy(dg.ConfigurableResource):
     def feature_set(self) -> FeatureSet:
         """The features as this policy's label maturity lags them."""
         return FeatureSet(label_maturity_days=self.load().label_maturity_days)
+
+
+class FeatureReplayEngine(dg.ConfigurableResource):
+    """Which engine replays the log into the training table (README, "Switching the feature
+    engine"): both give the same table, bit for bit."""
+
+    engine: Literal["in_process", "spark"] = Field(
+        default="in_process",
+        description="in_process: one Python process (make run's default). spark: "
+        "partitioned by card and by merchant on Spark, for logs one machine cannot replay.",
+    )
+    master: str = Field(
+        default="local[*]", description="Spark master: local[N], spark://host:7077, yarn, ..."
+    )
+    partitions: int = Field(default=0, description="Partitions per side; 0: twice the cores.")
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict, description="Extra Spark settings (spark.executor.memory, ...)."
+    )
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):

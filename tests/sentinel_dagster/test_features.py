@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from sentinel_dagster.cli.main import app
 from sentinel_dagster.cli.runner import local_instance
 from sentinel_dagster.definitions import defs
+from sentinel_dagster.defs.resources import FeatureReplayEngine, GovernancePolicy
 from sentinel_dagster.features.feature_checks import leakage_probe, sanity_outcomes
 from sentinel_dagster.features.feature_replay import epoch_seconds, in_replay_order, replay
 from serving.feature_engine import EngineConfig, FeatureEngine
@@ -277,3 +278,37 @@ def test_features_asset_materializes_after_the_data_checks(sentinel_home: Path) 
     table = pd.read_parquet(sentinel_home / "assets" / "transaction_features.parquet")
     transactions = pd.read_parquet(sentinel_home / "assets" / "transactions.parquet")
     assert len(table) == len(transactions)
+
+
+@pytest.mark.timeout(600)
+def test_the_feature_engine_resource_replays_on_spark(sentinel_home: Path) -> None:
+    """The same asset on Spark (local[2]) when the resource says so: the same table, and
+    the run's metadata names the engine and its partitions."""
+    config = {"ops": {"transactions": {"config": {"cards": 200, "days": 10, "seed": 3}}}}
+    resources = {
+        **defs.resources,
+        "feature_engine": FeatureReplayEngine(engine="spark", master="local[2]", partitions=2),
+    }
+    with local_instance(sentinel_home) as instance:
+        result = dg.materialize(
+            [*defs.assets, *defs.asset_checks],  # type: ignore[list-item]
+            selection=[dg.AssetKey("transactions"), dg.AssetKey("transaction_features")],
+            run_config=config,
+            instance=instance,
+            resources=resources,
+        )
+    assert result.success
+    metadata = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.to_user_string() == "transaction_features"
+    )
+    assert metadata["engine"].value == "spark" and metadata["partitions"].value == 2
+    assert metadata["spark_master"].value == "local[2]"
+    assert metadata["card_partitions"].value == metadata["merchant_partitions"].value == 2
+    table = pd.read_parquet(sentinel_home / "assets" / "transaction_features.parquet")
+    transactions = pd.read_parquet(sentinel_home / "assets" / "transactions.parquet")
+    features = GovernancePolicy().feature_set()
+    expected = replay(transactions, EngineConfig(features=features)).table
+    pd.testing.assert_frame_equal(table, expected, check_exact=True)
+    assert not (sentinel_home / "spark").exists() or not any((sentinel_home / "spark").iterdir())
