@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.engine import bench_online, bench_replay, bench_scaling
+from benchmarks.spark_replay import bench_spark
 from sentinel_dagster.cli.runner import materialize_lineage
 from sentinel_dagster.core import paths
 from sentinel_dagster.core.policy import load_policy
@@ -264,6 +265,7 @@ BENCHMARKS: dict[str, Callable[[int], dict]] = {
     "profiles": bench_profiles,
     "score_path": bench_score_path,
     "lineage": bench_lineage,
+    "spark": bench_spark,
 }
 
 

@@ -29,7 +29,6 @@ import resource
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,13 +53,9 @@ from sentinel_dagster.features.partitioned_replay import (
 from serving.events import ALL_COLUMNS
 from serving.feature_engine import EngineConfig, label_before_event
 
-# We hand pandas only what we convert from Arrow ourselves; PySpark's pandas conversions,
-# which it warns about for pandas 3, are not used.
-warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
-
 HOUR_US = 3_600_000_000
 US = 1e6
-ENGINE_COLUMNS = ("amount", "channel", "device_id", "lat", "lon", "merchant_category")
+BATCH_ROWS = 50_000  # per Arrow batch handed back to the JVM: bounded, whatever the partition
 
 
 class SparkUnavailable(RuntimeError):
@@ -133,7 +128,7 @@ def spark_session(master: str, conf: Mapping[str, str] | None = None) -> Any:
         SparkSession.builder.master(master)
         .appName("sentinel-features")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(BATCH_ROWS))
         # Timestamps written as the contract has them (INT96, Spark's default, reads back
         # as naive nanoseconds).
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
@@ -155,21 +150,29 @@ def spark_session(master: str, conf: Mapping[str, str] | None = None) -> Any:
         raise SparkUnavailable(f"Spark did not start on {master}: {first}") from None
 
 
-def _peak_rss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_rss_kib() -> int:
+    """This process's peak RSS since it started. VmHWM, not `ru_maxrss`: Linux keeps
+    `ru_maxrss` across exec, so a child would report its parent's peak at the fork."""
+    try:
+        return _status_kib(Path("/proc/self/status").read_text(), "VmHWM")
+    except (OSError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _status_kib(status: str, field: str) -> int:
+    for line in status.splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise ValueError(field)
 
 
 def _jvm_peak_rss_mib(spark: Any) -> float:
     """The driver JVM's peak RSS (VmHWM); 0 where it is not a child of this process."""
     proc: Any = getattr(spark.sparkContext._gateway, "proc", None)
     try:
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-    except (AttributeError, OSError):
+        return _status_kib(Path(f"/proc/{proc.pid}/status").read_text(), "VmHWM") / 1024
+    except (AttributeError, OSError, ValueError):
         return 0.0
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _frame(batches: Iterator[pa.RecordBatch]) -> pd.DataFrame | None:
@@ -181,7 +184,7 @@ def _frame(batches: Iterator[pa.RecordBatch]) -> pd.DataFrame | None:
 
 
 def _arrow(frame: pd.DataFrame) -> Iterator[pa.RecordBatch]:
-    yield from pa.Table.from_pandas(frame, preserve_index=False).to_batches()
+    yield from pa.Table.from_pandas(frame, preserve_index=False).to_batches(BATCH_ROWS)
 
 
 def read_log(spark: Any, path: str) -> Any:
@@ -292,8 +295,8 @@ def _side_task(config: EngineConfig, side: str, stats: Any) -> Callable[..., Any
         seconds = time.perf_counter() - started
         context: Any = TaskContext.get()  # set in every Spark task
         partition = context.partitionId()
-        stats.add([(side, partition, len(out), seconds, _peak_rss_kib())])
-        yield from out.to_batches()
+        stats.add([(side, partition, len(out), seconds, peak_rss_kib())])
+        yield from out.to_batches(max_chunksize=BATCH_ROWS)
 
     return task
 
@@ -331,13 +334,10 @@ def spark_replay(
             spark.stop()
 
 
-def _run(
-    spark: Any, in_path: str, out_path: str, config: EngineConfig, partitions: int, startup: float
-) -> SparkReplayResult:
-    from pyspark import StorageLevel
+def _list_accumulator(sc: Any) -> Any:
+    """An accumulator each task appends its figures to (PySpark is imported only here and
+    in functions: without the `spark` extra, this module still imports)."""
     from pyspark.accumulators import AccumulatorParam
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, StructField, StructType
 
     class Appended(AccumulatorParam):
         def zero(self, value: list) -> list:
@@ -346,6 +346,15 @@ def _run(
         def addInPlace(self, a: list, b: list) -> list:
             a.extend(b)
             return a
+
+    return sc.accumulator([], Appended())
+
+
+def _run(
+    spark: Any, in_path: str, out_path: str, config: EngineConfig, partitions: int, startup: float
+) -> SparkReplayResult:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
 
     sc = spark.sparkContext
     started = time.perf_counter()
@@ -356,61 +365,69 @@ def _run(
     check_columns(df)
     check_rows(df)
     df = df.withColumn(ROW, F.monotonically_increasing_id())
-    present = [c for c in ALL_COLUMNS if c in df.columns]
-    has_labels = "label_time" in df.columns and "is_fraud" in df.columns
-
-    planned = df.select(ROW, *present)
-    if has_labels:
-        sc.setJobDescription("sentinel features: each fraud label's clock")
-        planned = planned.join(label_clocks(df), ROW, "left")
-    else:
-        planned = planned.withColumn(LABEL_CLOCK, F.lit(None).cast("double"))
-
-    sc.setJobDescription("sentinel features: transaction ids shared by several rows")
-    repeated = df.groupBy("transaction_id").count().filter(F.col("count") > 1)
-    shared_rows = planned.join(repeated.select("transaction_id"), "transaction_id", "left_semi")
-    shared_schema = ", ".join(
-        f"{name} {_spark_type(dtype)}" for name, dtype in SHARED_SCHEMA.items()
-    )
-    tables = shared_rows.repartition(partitions, "transaction_id").mapInArrow(
-        _shared_tables_task(config), shared_schema
-    )
-    table = planned.join(tables, ROW, "left")
-
-    stats = sc.accumulator([], Appended())
-    for side, column in SIDES.items():
-        added = [
-            StructField(computed(n), DoubleType()) for n in side_features(config.features, side)
-        ]
-        table = table.repartition(partitions, column).mapInArrow(
-            _side_task(config, side, stats), StructType([*table.schema.fields, *added])
-        )
+    stats = _list_accumulator(sc)
     # Kept on the executors' disks: the sort samples its input before sorting it, and would
     # otherwise replay the merchant side twice.
-    table = table.persist(StorageLevel.DISK_ONLY)
+    replayed = _replayed(_planned(df, config, partitions), config, partitions, stats).persist(
+        StorageLevel.DISK_ONLY
+    )
     labels = [c for c in LABEL_COLUMNS if c in df.columns]
-    names = config.features.names
-    table = table.orderBy("event_time", "transaction_id", ROW).select(
-        *KEY_COLUMNS, *(F.col(computed(n)).alias(n) for n in names), *labels
+    table = replayed.orderBy("event_time", "transaction_id", ROW).select(
+        *KEY_COLUMNS, *(F.col(computed(n)).alias(n) for n in config.features.names), *labels
     )
     sc.setJobDescription("sentinel features: replay by card, then by merchant; write")
     table.write.mode("overwrite").parquet(out_path)
-    spark.catalog.clearCache()
-    seconds = time.perf_counter() - started
+    replayed.unpersist()
     tasks = list({(t[0], t[1]): t for t in stats.value}.values())
     return SparkReplayResult(
         rows=sum(t[2] for t in tasks if t[0] == "card"),
         columns=len(table.columns),
-        seconds=seconds,
+        seconds=time.perf_counter() - started,
         startup_seconds=startup,
         master=sc.master,
         partitions=partitions,
         app_id=sc.applicationId,
         ui_url=sc.uiWebUrl,
         tasks=tasks,
-        driver_peak_rss_mib=_peak_rss_kib() / 1024,
+        driver_peak_rss_mib=peak_rss_kib() / 1024,
         jvm_peak_rss_mib=_jvm_peak_rss_mib(spark),
     )
+
+
+def _planned(df: Any, config: EngineConfig, partitions: int) -> Any:
+    """The log's rows (ROW and the contract's columns) with the plan's columns: each fraud
+    label's clock, and what the log's id tables hold before each row of a repeated id."""
+    from pyspark.sql import functions as F
+
+    sc = df.sparkSession.sparkContext
+    planned = df.select(ROW, *[c for c in ALL_COLUMNS if c in df.columns])
+    if "label_time" in df.columns and "is_fraud" in df.columns:
+        sc.setJobDescription("sentinel features: each fraud label's clock")
+        planned = planned.join(label_clocks(df), ROW, "left")
+    else:
+        planned = planned.withColumn(LABEL_CLOCK, F.lit(None).cast("double"))
+    sc.setJobDescription("sentinel features: transaction ids shared by several rows")
+    repeated = df.groupBy("transaction_id").count().filter(F.col("count") > 1)
+    shared_rows = planned.join(repeated.select("transaction_id"), "transaction_id", "left_semi")
+    schema = ", ".join(f"{name} {_spark_type(dtype)}" for name, dtype in SHARED_SCHEMA.items())
+    tables = shared_rows.repartition(partitions, "transaction_id").mapInArrow(
+        _shared_tables_task(config), schema
+    )
+    return planned.join(tables, ROW, "left")
+
+
+def _replayed(planned: Any, config: EngineConfig, partitions: int, stats: Any) -> Any:
+    """The rows with the card side's features, then the merchant side's (`computed` names)."""
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    table = planned
+    for side, column in SIDES.items():
+        names = side_features(config.features, side)
+        added = [StructField(computed(n), DoubleType()) for n in names]
+        table = table.repartition(partitions, column).mapInArrow(
+            _side_task(config, side, stats), StructType([*table.schema.fields, *added])
+        )
+    return table
 
 
 def spark_replay_frame(

@@ -251,16 +251,23 @@ def test_cli_features_rejects_unreadable_and_invalid_input(
     assert "Traceback" not in invalid.output
 
 
-def test_features_asset_materializes_after_the_data_checks(sentinel_home: Path) -> None:
-    config = {"ops": {"transactions": {"config": {"cards": 300, "days": 14, "seed": 2}}}}
-    with local_instance(sentinel_home) as instance:
-        result = dg.materialize(
+def materialize_features(
+    home: Path, simulation: dict, resources: dict | None = None
+) -> dg.ExecuteInProcessResult:
+    """`transactions` and `transaction_features` on a small simulation."""
+    config = {"ops": {"transactions": {"config": simulation}}}
+    with local_instance(home) as instance:
+        return dg.materialize(
             [*defs.assets, *defs.asset_checks],  # type: ignore[list-item]
             selection=[dg.AssetKey("transactions"), dg.AssetKey("transaction_features")],
             run_config=config,
             instance=instance,
-            resources=defs.resources,
+            resources={**defs.resources, **(resources or {})},
         )
+
+
+def test_features_asset_materializes_after_the_data_checks(sentinel_home: Path) -> None:
+    result = materialize_features(sentinel_home, {"cards": 300, "days": 14, "seed": 2})
     assert result.success
     check = next(
         e
@@ -284,19 +291,10 @@ def test_features_asset_materializes_after_the_data_checks(sentinel_home: Path) 
 def test_the_feature_engine_resource_replays_on_spark(sentinel_home: Path) -> None:
     """The same asset on Spark (local[2]) when the resource says so: the same table, and
     the run's metadata names the engine and its partitions."""
-    config = {"ops": {"transactions": {"config": {"cards": 200, "days": 10, "seed": 3}}}}
-    resources = {
-        **defs.resources,
-        "feature_engine": FeatureReplayEngine(engine="spark", master="local[2]", partitions=2),
-    }
-    with local_instance(sentinel_home) as instance:
-        result = dg.materialize(
-            [*defs.assets, *defs.asset_checks],  # type: ignore[list-item]
-            selection=[dg.AssetKey("transactions"), dg.AssetKey("transaction_features")],
-            run_config=config,
-            instance=instance,
-            resources=resources,
-        )
+    spark = FeatureReplayEngine(engine="spark", master="local[2]", partitions=2)
+    result = materialize_features(
+        sentinel_home, {"cards": 200, "days": 10, "seed": 3}, {"feature_engine": spark}
+    )
     assert result.success
     metadata = next(
         e.materialization.metadata

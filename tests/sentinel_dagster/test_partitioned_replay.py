@@ -44,6 +44,14 @@ def test_partitions_give_the_one_process_table(seed: int) -> None:
     assert_same_table(expected, partitioned_replay(log, config, partitions=1 + seed % 5), config)
 
 
+OPTIONAL_DROPPED = ["is_fraud", "label_time", "device_id", "lat", "lon", "channel"]
+
+
+def test_a_log_without_the_optional_columns_partitions_the_same_way() -> None:
+    log = random_log(5, n=1_500).drop(columns=OPTIONAL_DROPPED)
+    assert_same_table(replay(log).table, partitioned_replay(log, partitions=3), EngineConfig())
+
+
 def test_the_python_reference_engine_partitions_the_same_way() -> None:
     log = random_log(9, n=1_500)
     config = EngineConfig(compiled=False)
@@ -133,6 +141,13 @@ def test_spark_gives_the_one_process_table(spark: object, tmp_path: Path, seed: 
 
 
 @pytest.mark.timeout(300)
+def test_spark_replays_a_log_without_the_optional_columns(spark: object, tmp_path: Path) -> None:
+    log = random_log(5, n=1_500).drop(columns=OPTIONAL_DROPPED)
+    table, _ = spark_table(spark, log, tmp_path, EngineConfig(), partitions=2)
+    assert_same_table(replay(log).table, table, EngineConfig())
+
+
+@pytest.mark.timeout(300)
 def test_spark_refuses_bad_logs_with_the_replays_messages(spark: object, tmp_path: Path) -> None:
     log = random_log(3, n=100)
     config = EngineConfig()
@@ -199,3 +214,14 @@ def test_sentinel_features_refuses_what_spark_cannot_do(
         app, ["features", str(tmp_path / "none"), str(tmp_path / "out"), "--engine", "spark"]
     )
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_importing_spark_connect_does_not_end_a_python_c_process() -> None:
+    """Without Spark Connect's modules, PySpark takes a `python -c` process for its doctests
+    and exits it, silently, when `pyspark.sql.connect` is imported: Great Expectations
+    imports it, so any `python -c` using validation would stop with status 0."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import pyspark.sql.connect.dataframe; print('imported')"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr[-500:]
