@@ -5,8 +5,9 @@ event's time is applied first, since it was known at that moment — and fed one
 to `serving.feature_engine.FeatureEngine`, the code the scoring service runs.
 
 A replay of one partition of the log (`partitioned_replay`) is told, through `SharedIds`,
-what the whole log's transaction-id tables hold where its rows share ids with other
-partitions; the engine then decides from them exactly as it would in one process.
+the log's clock at its fraud labels and what the whole log's transaction-id tables hold
+where its rows share ids with other partitions; the engine then decides from them exactly
+as it would in one process.
 """
 
 import gc

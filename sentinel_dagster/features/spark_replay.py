@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from sentinel_dagster.core import pyspark_on_demand
 from sentinel_dagster.data.dataset import check_schema, normalize
 from sentinel_dagster.features.feature_replay import KEY_COLUMNS, LABEL_COLUMNS
 from sentinel_dagster.features.partitioned_replay import (
@@ -118,6 +119,7 @@ def spark_session(master: str, conf: Mapping[str, str] | None = None) -> Any:
     A local master's workers run this interpreter, so they import this project as the driver
     does, and it listens on loopback only. A cluster's workers need the project installed
     (README, "Switching the feature engine")."""
+    pyspark_on_demand.allow()
     try:
         from pyspark.sql import SparkSession
     except ModuleNotFoundError:
@@ -175,12 +177,15 @@ def _jvm_peak_rss_mib(spark: Any) -> float:
         return 0.0
 
 
-def _frame(batches: Iterator[pa.RecordBatch]) -> pd.DataFrame | None:
-    """A partition's batches as one frame with the contract's dtypes (UTC timestamps)."""
+def _table(batches: Iterator[pa.RecordBatch]) -> pa.Table | None:
+    """A partition's batches as one table (None: the partition is empty)."""
     tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
-    if not tables:
-        return None
-    return normalize(pa.concat_tables(tables).to_pandas())
+    return pa.concat_tables(tables) if tables else None
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    """The rows as the engine reads them: the contract's dtypes (UTC timestamps)."""
+    return normalize(table.to_pandas())
 
 
 def _arrow(frame: pd.DataFrame) -> Iterator[pa.RecordBatch]:
@@ -272,9 +277,9 @@ def label_clocks(df: Any) -> Any:
 
 def _shared_tables_task(config: EngineConfig) -> Callable[[Iterator[pa.RecordBatch]], Any]:
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        frame = _frame(batches)
-        if frame is not None:
-            yield from _arrow(shared_id_tables(frame, config))
+        rows = _table(batches)
+        if rows is not None:
+            yield from _arrow(shared_id_tables(_frame(rows), config))
 
     return task
 
@@ -283,12 +288,11 @@ def _side_task(config: EngineConfig, side: str, stats: Any) -> Callable[..., Any
     from pyspark import TaskContext
 
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
-        if not tables:
+        rows = _table(batches)
+        if rows is None:
             return
-        rows = pa.concat_tables(tables)
         started = time.perf_counter()
-        order, features = replay_side(normalize(rows.to_pandas()), config, side)
+        order, features = replay_side(_frame(rows), config, side)
         out = rows.take(pa.array(order))  # the rows as they came, in log order
         for name in features.columns:
             out = out.append_column(name, pa.array(features[name].to_numpy()))

@@ -225,3 +225,25 @@ def test_importing_spark_connect_does_not_end_a_python_c_process() -> None:
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr[-500:]
+
+
+def test_pyspark_is_imported_only_when_the_spark_engine_starts() -> None:
+    """GX and MLflow import PySpark when it is installed (1.5-3 s per process, measured):
+    the pipeline refuses it to them, and the Spark engine allows it."""
+    probe = """
+import sys
+import sentinel_dagster.data.validation, sentinel_dagster.training.precomputed
+print("pyspark" in sys.modules)
+try:
+    import pyspark
+except ModuleNotFoundError:
+    print("refused")
+from sentinel_dagster.core import pyspark_on_demand
+pyspark_on_demand.allow()
+import pyspark.sql
+print("pyspark" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
+    )
+    assert done.stdout.split() == ["False", "refused", "True"], done.stderr[-500:]
