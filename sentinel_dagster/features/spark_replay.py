@@ -323,19 +323,32 @@ def spark_replay(
     """Replay the log at `in_path` (Parquet, read by Spark: a file or a directory, on any
     filesystem Spark reads) into the feature table at `out_path` (a Parquet directory,
     rows in (event_time, transaction_id) order). `partitions` per side (0: twice the
-    cluster's cores). `session` reuses a running session and leaves it running; otherwise
-    one is started on `master` and stopped at the end."""
+    cluster's cores). `session`, or else the process's active one (a notebook's), is used
+    and left running (`master` and `conf` are then the session's own); otherwise one is
+    started on `master` and stopped at the end."""
     config = config or EngineConfig()
     started = time.perf_counter()
-    spark = session or spark_session(master, conf)
+    running = session or _active_session()
+    spark = running or spark_session(master, conf)
     startup = time.perf_counter() - started
     try:
         if on_start is not None:
             on_start(spark)
         return _run(spark, str(in_path), str(out_path), config, partitions, startup)
     finally:
-        if session is None:
+        if running is None:
             spark.stop()
+
+
+def _active_session() -> Any:
+    """The process's active Spark session, if any (None also without PySpark:
+    `spark_session` then says why)."""
+    pyspark_on_demand.allow()
+    try:
+        from pyspark.sql import SparkSession
+    except ModuleNotFoundError:
+        return None
+    return SparkSession.getActiveSession()
 
 
 def _list_accumulator(sc: Any) -> Any:

@@ -116,12 +116,11 @@ def spark() -> Iterator[object]:
 
 
 def spark_table(spark: object, log: pd.DataFrame, tmp_path: Path, config: EngineConfig, **kw):
+    """The table Spark writes, and the run: through the active session (the fixture's)."""
     from sentinel_dagster.features.spark_replay import spark_replay
 
     write_parquet_frame(log, tmp_path / "log.parquet")
-    result = spark_replay(
-        tmp_path / "log.parquet", tmp_path / "features", config, session=spark, **kw
-    )
+    result = spark_replay(tmp_path / "log.parquet", tmp_path / "features", config, **kw)
     return pd.read_parquet(tmp_path / "features"), result
 
 
@@ -138,6 +137,7 @@ def test_spark_gives_the_one_process_table(spark: object, tmp_path: Path, seed: 
     assert metadata["card_partitions"] == metadata["merchant_partitions"] == 3
     assert metadata["merchant_largest_partition_rows"] >= (log["merchant_id"] == "busy").sum()
     assert metadata["worker_peak_rss_mib"] > 0 and metadata["driver_peak_rss_mib"] > 0
+    assert spark.sparkContext._jsc is not None  # the active session is left running
 
 
 @pytest.mark.timeout(300)
@@ -232,7 +232,8 @@ def test_pyspark_is_imported_only_when_the_spark_engine_starts() -> None:
     the pipeline refuses it to them, and the Spark engine allows it."""
     probe = """
 import sys
-import sentinel_dagster.data.validation, sentinel_dagster.training.precomputed
+import sentinel_dagster  # what every pipeline process imports first
+import great_expectations, mlflow.types.schema  # both probe for PySpark
 print("pyspark" in sys.modules)
 try:
     import pyspark
