@@ -14,9 +14,10 @@ What one process knows and a partition does not, and how a partition is told:
 - The clock. The replay reads the log in event-time order, so at each event the clock is
   that event's own time in every partition: no event is too late offline, and windows,
   expiry and trimming see the same bounds. Between events a partition's clock lags the
-  log's; that only matters to a label's horizon, which decides whether a repeated fraud
-  label of one id is a duplicate, so those labels are given the log's clock (the latest
-  event time before the label).
+  log's; that matters to a fraud label's horizon, which decides whether an idle card or
+  merchant starts afresh (and so where its prefix sums start: amounts would differ in their
+  last bits) and whether a repeated fraud label is a duplicate. So every fraud label is
+  given the log's clock (the latest event time strictly before it).
 - Transaction ids that several rows share (retries, reused ids, an id seen with two cards):
   `shared_id_tables` computes, for every row of such an id, what the log's transaction and
   label tables hold for it just before the row. The partition sets them and the engine
