@@ -15,6 +15,12 @@ holdout rows and the scores the trainer (XGBoost) gave them; loading re-scores t
 compiled model and rejects any difference beyond 1e-5, any NaN, infinity or score outside
 [0, 1]. An all-zeros smoke row (what older bundles, without a proof, still get) lets through
 a model that is broken only on real inputs.
+
+A bundle may be signed (serving/signatures.py): `manifest.sig` beside the manifest, an
+Ed25519 signature of its exact bytes. When the service trusts public keys
+(SENTINEL_BUNDLE_PUBLIC_KEYS), the signature is verified before anything in the manifest is
+used, and an unsigned or badly signed bundle is rejected; without trusted keys it is not
+checked.
 """
 
 import hashlib
@@ -26,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from serving.features import (
     DEFAULT_FEATURE_SET,
@@ -34,6 +41,7 @@ from serving.features import (
 )
 from serving.predictor import CompiledPredictor, Rows, as_rows
 from serving.profiles import FULL, ProfileError, RequestProfile, declare_profile, largest_first
+from serving.signatures import SIGNATURE_FILE, SignatureError, verify_manifest
 
 MANIFEST = "manifest.json"
 PROOF_FILE = "proof.json"  # per model: real holdout rows and the trainer's scores for them
@@ -83,6 +91,7 @@ class Bundle:
     path: Path
     manifest: dict[str, Any]
     models: dict[str, ServedModel]  # by profile; FULL unless the bundle has no full model
+    signed_by: str | None = None  # the id of the trusted key its signature verified with
 
     # Cached: read for every scored event.
     @cached_property
@@ -121,16 +130,44 @@ class Bundle:
         return self.fallback.threshold
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def _manifest_bytes(path: Path) -> bytes:
     try:
-        manifest = json.loads((Path(path) / MANIFEST).read_text())
+        return (Path(path) / MANIFEST).read_bytes()
     except FileNotFoundError:
         raise BundleError(f"{path}: no {MANIFEST}") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise BundleError(f"{path}: unreadable {MANIFEST}: {exc}") from None
+
+
+def _parse_manifest(path: Path, raw: bytes) -> dict[str, Any]:
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
         raise BundleError(f"{path}: unreadable {MANIFEST}: {exc}") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{path}: {MANIFEST} is not an object")
     return manifest
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    return _parse_manifest(path, _manifest_bytes(path))
+
+
+def verify_signature(path: Path, manifest: bytes, trusted: dict[str, Ed25519PublicKey]) -> str:
+    """The id of the trusted key that signed these manifest bytes; BundleError says why not."""
+    try:
+        signature = (Path(path) / SIGNATURE_FILE).read_bytes()
+    except FileNotFoundError:
+        raise BundleError(
+            f"{path}: unsigned: no {SIGNATURE_FILE}, and SENTINEL_BUNDLE_PUBLIC_KEYS is set "
+            "(only bundles signed by a trusted key are loaded)"
+        ) from None
+    except OSError as exc:
+        raise BundleError(f"{path}: unreadable {SIGNATURE_FILE}: {exc}") from None
+    try:
+        return verify_manifest(manifest, signature, trusted)
+    except SignatureError as exc:
+        raise BundleError(f"{path}: {exc}") from None
 
 
 def has_full_model(manifest: dict[str, Any]) -> bool:
@@ -300,10 +337,19 @@ def _profile_models(
     return models
 
 
-def load_bundle(path: Path, features: FeatureSet = DEFAULT_FEATURE_SET) -> Bundle:
-    """Verify and load a bundle whose feature set is `features`; BundleError says why not."""
+def load_bundle(
+    path: Path,
+    features: FeatureSet = DEFAULT_FEATURE_SET,
+    trusted_keys: dict[str, Ed25519PublicKey] | None = None,
+) -> Bundle:
+    """Verify and load a bundle whose feature set is `features`; BundleError says why not.
+
+    With `trusted_keys` (by key id) the bundle must be signed by one of them; None: its
+    signature, if any, is not checked."""
     path = Path(path)
-    manifest = read_manifest(path)
+    raw = _manifest_bytes(path)  # verified and parsed from the same bytes: no swap between
+    signed_by = None if trusted_keys is None else verify_signature(path, raw, trusted_keys)
+    manifest = _parse_manifest(path, raw)
     verify_checksums(path, manifest)
     check_feature_set(path, manifest, features)
     if manifest.get("features") != list(features.names):
@@ -321,4 +367,4 @@ def load_bundle(path: Path, features: FeatureSet = DEFAULT_FEATURE_SET) -> Bundl
         )
     elif not models:
         raise BundleError(f"{path}: no full model and no profile model: nothing to score with")
-    return Bundle(path=path, manifest=manifest, models=models)
+    return Bundle(path=path, manifest=manifest, models=models, signed_by=signed_by)

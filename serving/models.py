@@ -64,6 +64,15 @@ class ModelManager:
         self._rejected: set[Path] = set()  # bundles are immutable: do not retry every poll
         self._previous: Bundle | None = None  # the champion before the current one
         self._ejected: set[Path] = set()  # answered non-probabilities: never again
+        # Read once: changing the trusted keys takes a restart, which verifies every bundle
+        # loaded again.
+        self.trusted_keys = settings.trusted_bundle_keys()
+        if self.trusted_keys is None:
+            log_event(log, logging.INFO, "bundle_signatures", checked=False,
+                      reason="SENTINEL_BUNDLE_PUBLIC_KEYS is not set")  # fmt: skip
+        else:
+            ids = sorted(self.trusted_keys)  # key ids only, never the keys
+            log_event(log, logging.INFO, "bundle_signatures", checked=True, trusted_keys=ids)
 
     def sources(self) -> tuple[Path | None, Path | None]:
         """(champion dir, challenger dir): pinned by the seed's variables, else the registry."""
@@ -85,7 +94,7 @@ class ModelManager:
         if path in self._rejected:
             return loaded
         try:
-            bundle = load_bundle(path, self.features)
+            bundle = load_bundle(path, self.features, self.trusted_keys)
         except BundleError as exc:
             self._rejected.add(path)
             self.last_rejected = Rejection(str(path), str(exc), dt.datetime.now(dt.UTC))
@@ -94,7 +103,8 @@ class ModelManager:
                       reason=str(exc))  # fmt: skip
             return loaded  # keep serving what we had
         self.counters.loaded += 1
-        log_event(log, logging.INFO, "bundle_loaded", role=role, version=bundle.version)
+        log_event(log, logging.INFO, "bundle_loaded", role=role, version=bundle.version,
+                  signed_by=bundle.signed_by)  # fmt: skip
         return bundle
 
     def reload(self, retry_rejected: bool = False) -> bool:

@@ -12,6 +12,7 @@ from sentinel_dagster.training.compile_model import to_onnx
 from serving.features import DEFAULT_FEATURE_SET, FEATURE_INDEX, FEATURE_NAMES, FeatureSet
 from serving.profiles import DEFAULT_PROFILES, RequestProfile
 from serving.registry import Registry
+from serving.signatures import SigningKey
 
 # The seed README's curl example, field for field.
 SEED_REQUEST = {
@@ -46,8 +47,10 @@ def publish_booster(
     run_id: str,
     now: dt.datetime | None = None,
     features: FeatureSet = DEFAULT_FEATURE_SET,
+    signing_key: SigningKey | None = None,
 ) -> tuple[str, str]:
-    """Compile and publish a trained booster as the lineage would: (version, role)."""
+    """Compile and publish a trained booster as the lineage would: (version, role); signed
+    with `signing_key`, else unsigned (whatever the environment says)."""
     content = BundleContent(
         model_json=bytes(booster.save_raw("json")),
         model_onnx=to_onnx(booster),
@@ -62,7 +65,7 @@ def publish_booster(
         feature_set=features,
         proof={"full": proof(booster)},
     )
-    return publish(registry, content, now=now)
+    return publish(registry, content, now=now, signing_key=signing_key)
 
 
 def publish_small(registry: Registry, seed: int = 0, minute: int = 0) -> tuple[str, str]:
