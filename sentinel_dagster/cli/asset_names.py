@@ -15,6 +15,7 @@ ASSET_GROUPS: dict[str, str] = {
     "promotion_decision": "training",
     "model_bundle": "training",
     "shadow_comparison_report": "shadow",
+    "champion_drift": "monitoring",
     "feature_ablation": "analysis",
 }
 # Beyond names, groups, keys, commas and the graph operators, leave the judging to Dagster.

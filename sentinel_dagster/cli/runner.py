@@ -111,6 +111,8 @@ def _report(result: dg.ExecuteInProcessResult, home: Path) -> RunReport:
         failed = evaluation.metadata.get("failures")
         if failed is not None:
             report.check_failures[name] = _failure_lines(failed.value)
+        elif not evaluation.passed and evaluation.description:  # e.g. the drift watch's warning
+            report.check_failures[name] = [evaluation.description]
         refused = evaluation.metadata.get("refused_data")
         if refused is not None:
             report.refused_data = str(refused.value)

@@ -47,3 +47,9 @@ def missing_file(path: Path) -> str | None:
     if path.is_dir():
         return f"expected a Parquet file, got a directory: {path}"
     return None
+
+
+def drift_summary_path(home: Path) -> Path:
+    """The drift watch's latest result, which the scoring service exports to Prometheus
+    (serving/drift_metrics.py reads the same path)."""
+    return home / "monitoring" / "drift.json"

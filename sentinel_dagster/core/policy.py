@@ -82,6 +82,21 @@ class ShadowPolicy(BaseModel):
     max_score_psi: float | None = Field(default=None, ge=0.0)
 
 
+class DriftPolicy(BaseModel):
+    """When the champion's live inputs and scores have moved too far from the distribution
+    its bundle was judged on (the drift watch, sentinel_dagster/monitoring/drift.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    window_hours: float = Field(default=168.0, gt=0.0)  # live traffic looked at, back from now
+    min_events: int = Field(default=500, ge=1)  # per comparison, before it is judged
+    max_feature_psi: float = Field(default=0.25, ge=0.0)  # any one of the model's features
+    max_score_psi: float = Field(default=0.25, ge=0.0)  # the champion's scores
+    # Live decline rate minus the holdout's, in absolute terms, either way.
+    max_decline_rate_change: float = Field(default=0.02, ge=0.0, le=1.0)
+    retrain_on_drift: bool = False  # drift_retrain_sensor launches retrain_job
+    retrain_cooldown_hours: float = Field(default=24.0, ge=0.0)  # between those retrains
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="allow")  # later sections belong to later stages
     # How long chargebacks take to arrive: it shapes the training split, the label features'
@@ -90,6 +105,7 @@ class Policy(BaseModel):
     data: DataPolicy = DataPolicy()
     promotion: PromotionPolicy = PromotionPolicy()
     shadow: ShadowPolicy = ShadowPolicy()
+    drift: DriftPolicy = DriftPolicy()
     # The request profiles trained, gated and published beside the full model: name ->
     # the features such callers send precomputed, without a card (serving/profiles.py).
     request_profiles: dict[str, list[str]] = {PRECOMPUTED_7: list(SEED_FEATURES)}

@@ -26,3 +26,9 @@ shadow_report_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("shadow_comparison_report"),
     description="Refresh the shadow comparison; shadow_promotion_sensor acts on its verdict.",
 )
+
+drift_watch_job = dg.define_asset_job(
+    "drift_watch_job",
+    selection=dg.AssetSelection.assets("champion_drift"),
+    description="Compare the champion's live traffic with its bundle's drift reference.",
+)

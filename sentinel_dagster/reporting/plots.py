@@ -64,3 +64,25 @@ def shadow_comparison_png(
         curves.legend()
     curves.set(xlabel="recall", ylabel="precision", title="Labelled shadow traffic", ylim=(0, 1.02))
     return _png(figure)
+
+
+def binned_shares_png(panels: list[tuple[str, list[str], np.ndarray, np.ndarray]]) -> bytes:
+    """Reference against live share per bin, one panel per (title, bin names, reference
+    shares, live shares). Bins under 0.2% on both sides are left out: a continuous feature's
+    cut points hold a single reference value each."""
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(4.5 * columns, 3.6 * rows), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    for ax, (title, names, reference, live) in zip(axes, panels, strict=False):
+        kept = np.flatnonzero(np.maximum(reference, live) >= 0.002)
+        x = np.arange(len(kept))
+        ax.bar(x - 0.2, np.asarray(reference)[kept], width=0.4, label="reference")
+        ax.bar(x + 0.2, np.asarray(live)[kept], width=0.4, label="live")
+        ax.set_xticks(x, [names[i] for i in kept], rotation=60, ha="right", fontsize=7)
+        ax.set(ylabel="share", title=title)
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    return _png(figure)

@@ -19,10 +19,10 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 from sentinel_dagster.core.policy import ShadowPolicy
+from sentinel_dagster.core.stability import population_stability
 from sentinel_dagster.training.evaluation import recall_at_fpr
 
 DAY = 86_400.0
-PSI_BINS = 10
 
 
 @dataclass
@@ -85,19 +85,6 @@ def read_log(folder: Path, prefix: str, since: dt.date | None = None) -> pd.Data
                 if isinstance(row, dict):
                     rows.append(row)
     return pd.DataFrame(rows)
-
-
-def population_stability(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> float:
-    """PSI of `actual` against `expected`, on `expected`'s quantile bins (equal-width bins
-    over [0, 1] when `expected` has too few distinct values to cut into quantiles)."""
-    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
-    if len(edges) < bins // 2 + 1:
-        edges = np.linspace(0.0, 1.0, bins + 1)
-    edges[0], edges[-1] = -np.inf, np.inf
-    share_e = np.histogram(expected, edges)[0] / len(expected)
-    share_a = np.histogram(actual, edges)[0] / len(actual)
-    share_e, share_a = np.clip(share_e, 1e-6, None), np.clip(share_a, 1e-6, None)
-    return float(np.sum((share_a - share_e) * np.log(share_a / share_e)))
 
 
 def compared_events(scored: pd.DataFrame, champion: str, challenger: str) -> pd.DataFrame:

@@ -261,7 +261,8 @@ def test_materialize_star_is_every_asset_for_the_quick_check() -> None:
     assert unknown_in_selection("* , nosuch") == (
         "no asset 'nosuch': the assets are transactions, daily_transaction_stats, "
         "transaction_features, training_set, candidate_model, candidate_evaluation, "
-        "promotion_decision, model_bundle, shadow_comparison_report, feature_ablation"
+        "promotion_decision, model_bundle, shadow_comparison_report, champion_drift, "
+        "feature_ablation"
     )
 
 

@@ -61,8 +61,12 @@ def test_all_definitions_load() -> None:
     checks = defs.resolve_asset_graph().asset_check_keys
     assert {c.name for c in checks if c.asset_key.to_user_string() == "transactions"} == set(CHECKS)
     assert {c.name for c in checks if c.asset_key.to_user_string() != "transactions"} == {
-        "transaction_features_valid"
+        "transaction_features_valid",
+        "champion_drift_within_policy",  # a warning, never blocking
     }
+    drift = defs.resolve_schedule_def("drift_watch_schedule")
+    assert drift.cron_schedule == "45 * * * *" and drift.job_name == "drift_watch_job"
+    assert defs.resolve_sensor_def("drift_retrain_sensor").job_name == "retrain_job"
 
 
 def test_the_dg_project_lists_the_defs_folders_definitions(sentinel_home: Path) -> None:
@@ -89,6 +93,7 @@ def test_the_dg_project_lists_the_defs_folders_definitions(sentinel_home: Path) 
     assert {s["name"] for s in listed["sensors"]} == {
         "automation_sensor",
         "shadow_promotion_sensor",
+        "drift_retrain_sensor",
     }
 
 

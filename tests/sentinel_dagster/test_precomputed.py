@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from sentinel_dagster.cli.main import app
+from sentinel_dagster.monitoring.reference import read_reference
 from sentinel_dagster.training import mlflow_tracking
 from serving.app import create_app
 from serving.bundle import load_bundle
@@ -84,6 +85,11 @@ def test_a_seed_format_table_trains_passes_the_gate_and_serves(home: Path, tmp_p
     manifest = bundle.manifest
     assert manifest["full_model"] is False and bundle.full is None
     assert "model.onnx" not in manifest["files"]  # the full model is absent, and says so
+    # The drift watch compares the profile model's inputs and scores: its reference is theirs.
+    reference = read_reference(bundle.path)
+    assert "drift_reference.json" in manifest["files"]
+    assert reference is not None and reference.model == "precomputed-7"
+    assert list(reference.features) == list(manifest["profiles"]["precomputed-7"]["features"])
     assert sorted(manifest["profiles"]["precomputed-7"]["features"]) == sorted(SEED_FEATURES)
     card = (bundle.path / "model_card.md").read_text()
     assert "{{" not in card and "Stratified random split" in card and "no full model" in card

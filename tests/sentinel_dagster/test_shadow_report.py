@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 
 from sentinel_dagster.core.policy import ShadowPolicy
+from sentinel_dagster.core.stability import population_stability
 from sentinel_dagster.shadow.shadow_report import (
     DAY,
     attach_labels,
     compare,
-    population_stability,
     to_markdown,
 )
 
