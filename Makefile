@@ -12,6 +12,16 @@ export GX_ANALYTICS_ENABLED := False
 .PHONY: setup run ui test lint typecheck defs pytest bench lock clean
 
 setup: $(STAMP)
+	@# promtool checks the alert rules (tests/mlops); here, not under the stamp, so that a
+	@# checkout set up before it gets it too. Only the tool is wanted: where no policy-rc.d
+	@# exists, a temporary one keeps the package's postinst from starting a Prometheus
+	@# server, and the boot start it registers is disabled.
+	@command -v promtool >/dev/null || ( guard=/usr/sbin/policy-rc.d; own=; \
+	  [ -e $$guard ] || { printf '#!/bin/sh\nexit 101\n' >$$guard && chmod +x $$guard && own=1; }; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; rc=$$?; \
+	  [ -z "$$own" ] || rm -f $$guard; \
+	  { systemctl disable prometheus || update-rc.d prometheus disable; } >/dev/null 2>&1; \
+	  exit $$rc )
 
 # Re-installs only when the dependency files change, so a second `make setup` is instant.
 # Bytecode is compiled at install (uv does not by default): where PYTHONDONTWRITEBYTECODE is
