@@ -72,6 +72,7 @@ bench: setup
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m benchmarks.http.run
 	$(BIN)/python -m benchmarks.state_stores
+	$(BIN)/python -m benchmarks.http.access_control
 
 # Regenerate exact pins after changing the ranges in pyproject.toml.
 lock: setup

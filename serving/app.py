@@ -7,23 +7,23 @@ answer. The two scoring routes are answered by `serving.hot_routes` (see why the
 import asyncio
 import contextlib
 import gc
-import hmac
 import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.types import ASGIApp
 
 from serving import hot_routes
 from serving.access_log import AccessLog
+from serving.breaker import CircuitBreaker
 from serving.bundle import Bundle
 from serving.hot_routes import HotRoutes
 from serving.logs import configure, log_event
@@ -61,8 +61,15 @@ EXPLAIN_PARAMETER = {
 }
 
 
-BEARER = HTTPBearer(auto_error=False, description="SENTINEL_ADMIN_TOKEN")
-ADMIN_DISABLED = "admin is disabled: set SENTINEL_ADMIN_TOKEN (at least 16 characters)"
+# For the OpenAPI description only: every key is checked by HotRoutes before a route runs
+# (serving/access_control.py), so the routes never read it themselves.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="APIKey",
+    description="An API key (`sentinel api-key create`), needed when SENTINEL_API_KEYS_FILE "
+    "is set; for /admin/* an admin key or SENTINEL_ADMIN_TOKEN.",
+)
+ADMIN = [Depends(BEARER)]
 
 
 def _batch_schema(max_events: int) -> dict[str, Any]:
@@ -104,6 +111,14 @@ def profiles_of(bundle: Bundle | None) -> list[dict[str, Any]] | None:
     ]
 
 
+def _breaker(breaker: CircuitBreaker) -> dict[str, Any]:
+    return {
+        "state": str(breaker.state),
+        "transitions": breaker.transitions,
+        "short_circuited": breaker.short_circuited,
+    }
+
+
 def service_of(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
@@ -113,7 +128,7 @@ def _endpoint(handler: hot_routes.Handler) -> Callable[[Request], Awaitable[Resp
     async def endpoint(request: Request) -> Response:
         service = service_of(request)
         explain = hot_routes.explain_requested(request.url.query) is True  # checked by HotRoutes
-        status, body = await handler(service, await request.body(), explain)
+        status, body = await handler(service, await request.body(), explain, None)
         return Response(body, status, media_type="application/json")
 
     return endpoint
@@ -159,6 +174,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )  # the routes that read a body enforce its limit themselves: a 413 in JSON, documented
     add_docs_pages(app)
     app.access_log_every = settings.access_log_every()
+    # The description says what this configuration asks: keys only when they are on.
+    keyed = settings.api_keys_file is not None
+    secured = ADMIN if keyed else []
+    auth = (401, 403) if keyed else (403,)  # 403 without keys: not over loopback
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -219,7 +238,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             response_model_exclude_none=True,
             tags=["scoring"],
             summary=summary,
-            responses=errors(409, 413, 415, 422, 503),
+            responses=errors(*auth, 409, 413, 415, 422, 429, 503),
+            dependencies=secured,
             openapi_extra={"parameters": [EXPLAIN_PARAMETER], "requestBody": body},
         )
 
@@ -228,7 +248,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         tags=["labels"],
         summary="A label: the payment was fraud (a chargeback) or not",
         response_model=FeedbackResponse,
-        responses=errors(413, 415, 422, 503),
+        responses=errors(*auth, 413, 415, 422, 429, 503),
+        dependencies=secured,
         openapi_extra={
             "requestBody": json_body(
                 FeedbackRequest.model_json_schema(), one_limit, FEEDBACK_EXAMPLES
@@ -283,7 +304,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.get(
         "/v1/models",
         tags=["models"],
-        summary="Champion and challenger, their profiles, breaker, online state, reloads",
+        summary="Champion and challenger, their profiles, breakers, canary, online state, reloads",
+        responses=errors(*auth),
+        dependencies=secured,
     )
     async def models(request: Request) -> dict[str, Any]:
         service = service_of(request)
@@ -306,11 +329,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 "rejected": service.manager.counters.rejected,
                 "ejected": service.manager.counters.ejected,  # see last_rejected for why
             },
-            "breaker": {
-                "state": str(breaker.state),
-                "transitions": breaker.transitions,
-                "short_circuited": breaker.short_circuited,
-            },
+            "breaker": _breaker(breaker),
+            "challenger_breaker": _breaker(service.challenger_breaker),
+            "canary": service.canary.status(),
+            "failure_policy": settings.failure_policy,
             **_state_of(service),
             "batching": {  # champion calls shared by the requests of one turn and profile
                 "model_calls": service.scorer.model_calls,
@@ -323,24 +345,24 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         tags=["models"],
         summary="Reload the registry now, retrying rejected bundles",
         responses=errors(401, 403),
+        dependencies=ADMIN,
     )
-    async def admin_reload(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
-    ) -> JSONResponse:
-        token = settings.admin_token
-        if token is None:  # unset or empty: off, whatever the request sends
-            return JSONResponse({"detail": ADMIN_DISABLED}, 403)
-        if credentials is None:
-            return JSONResponse(
-                {"detail": "missing bearer token"}, 401, headers={"WWW-Authenticate": "Bearer"}
-            )
-        given = credentials.credentials
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return JSONResponse({"detail": "invalid token"}, 403)
+    async def admin_reload(request: Request) -> JSONResponse:
         service = service_of(request)
         changed = await asyncio.to_thread(service.reload, True)
         return JSONResponse({"reloaded": changed, **(await models(request))})
+
+    @app.post(
+        "/admin/canary/resume",
+        tags=["models"],
+        summary="Resume a stopped canary: the challenger decides its share of cards again",
+        responses=errors(401, 403),
+        dependencies=ADMIN,
+    )
+    async def admin_canary_resume(request: Request) -> JSONResponse:
+        service = service_of(request)
+        resumed = await asyncio.to_thread(service.canary.resume)
+        return JSONResponse({"resumed": resumed, "canary": service.canary.status()})
 
     @app.get(
         "/metrics",

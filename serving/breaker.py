@@ -40,9 +40,13 @@ class BreakerConfig:
 
 class CircuitBreaker:
     def __init__(
-        self, config: BreakerConfig | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        config: BreakerConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        model: str = "champion",  # whose calls it judges, for the log
     ) -> None:
         self.config = config or BreakerConfig()
+        self.model = model
         self._clock = clock
         self.state = BreakerState.CLOSED
         self._window: deque[bool] = deque(maxlen=self.config.window_size)  # True = bad call
@@ -55,7 +59,7 @@ class CircuitBreaker:
     def _move(self, state: BreakerState) -> None:
         key = f"{self.state}->{state}"
         self.transitions[key] = self.transitions.get(key, 0) + 1
-        log_event(log, logging.WARNING, "breaker_transition", transition=key)
+        log_event(log, logging.WARNING, "breaker_transition", model=self.model, transition=key)
         self.state = state
         if state is BreakerState.OPEN:
             self._opened_at = self._clock()

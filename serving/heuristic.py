@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from serving.features import FEATURE_INDEX, MERCHANT_CATEGORIES
 
 BASE_LOG_ODDS = -5.0  # ~0.7% with no rule fired, about the base fraud rate
+# With no model loaded there is no model threshold: decline when the rules say fraud is
+# more likely than not (fired rules weighing at least -BASE_LOG_ODDS).
+HEURISTIC_ONLY_THRESHOLD = 0.5
 HIGH_RISK_CATEGORIES = frozenset(
     float(MERCHANT_CATEGORIES.index(c))
     for c in ("electronics", "jewelry", "gift_cards", "digital_goods")

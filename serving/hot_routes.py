@@ -20,12 +20,13 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serving.access_control import Caller, Refusal
 from serving.access_log import RouteNames, StatusOf
 from serving.features import FEATURE_NAMES
 from serving.logs import log_event
 from serving.resolve import ResolveError, stateful_ids
 from serving.schemas import ScoreBatchRequest, ScoreRequest
-from serving.scoring import EventConflict, EventError, NoModelError, ScoreOutcome
+from serving.scoring import EventConflict, EventError, ScoreOutcome
 from serving.service import Service
 from serving.state_store import StateStoreError
 
@@ -76,17 +77,23 @@ def _answer(service: Service, outcome: ScoreOutcome, explain: bool) -> dict[str,
     if outcome.replayed:
         service.metrics.hot.count_replay()
     else:
-        service.metrics.hot.count_outcome(
-            body["decision"], body["scored_by"], outcome.shadow_disagrees, outcome.state,
-            body["fraud_probability"], body.get("shadow_fraud_probability"),
-        )  # fmt: skip
+        service.metrics.hot.count_outcome(body, outcome.shadow_disagrees, outcome.state)
     body["state"] = outcome.state  # added, duplicate, too_late; stateless without a card
     if explain:  # orjson writes the NaN of a missing feature as null
         body["features"] = dict(zip(FEATURE_NAMES, outcome.vector, strict=True))
     return body
 
 
-async def score_one(service: Service, raw: bytes, explain: bool) -> Answer:
+class Refused(Exception):
+    """A request refused with headers of its own (429 with Retry-After)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        self.refusal = refusal
+
+
+async def score_one(
+    service: Service, raw: bytes, explain: bool, caller: Caller | None = None
+) -> Answer:
     try:
         request = ScoreRequest.model_validate_json(raw)
     except ValidationError as exc:
@@ -97,7 +104,7 @@ async def score_one(service: Service, raw: bytes, explain: bool) -> Answer:
         return missing_ids(exc)
     try:
         (outcome,) = await service.scorer.score_many([request])
-    except (NoModelError, StateStoreError) as exc:
+    except StateStoreError as exc:
         return error(503, str(exc))
     except EventConflict as exc:
         return conflict_error(exc.message)
@@ -106,7 +113,9 @@ async def score_one(service: Service, raw: bytes, explain: bool) -> Answer:
     return 200, orjson.dumps(_answer(service, outcome, explain))
 
 
-async def score_batch(service: Service, raw: bytes, explain: bool) -> Answer:
+async def score_batch(
+    service: Service, raw: bytes, explain: bool, caller: Caller | None = None
+) -> Answer:
     try:
         events = ScoreBatchRequest.model_validate_json(raw).events
     except ValidationError as exc:
@@ -121,9 +130,12 @@ async def score_batch(service: Service, raw: bytes, explain: bool) -> Answer:
             stateful_ids(request)
         except ResolveError as exc:
             return missing_ids(exc, f"events.{i}.")
+    refusal = service.access.charge(caller, "/v1/score/batch", len(events))  # per event
+    if refusal is not None:
+        raise Refused(refusal)
     try:
         outcomes = await service.scorer.score_many(events)
-    except (NoModelError, StateStoreError) as exc:
+    except StateStoreError as exc:
         return error(503, str(exc))
     except EventConflict as exc:  # nothing of the batch was stored
         return conflict_error(exc.message, f"events.{exc.index}.")
@@ -133,7 +145,7 @@ async def score_batch(service: Service, raw: bytes, explain: bool) -> Answer:
     return 200, orjson.dumps({"results": results})
 
 
-Handler = Callable[[Service, bytes, bool], Awaitable[Answer]]
+Handler = Callable[[Service, bytes, bool, Caller | None], Awaitable[Answer]]
 HANDLERS: dict[str, Handler] = {"/v1/score": score_one, "/v1/score/batch": score_batch}
 
 
@@ -183,8 +195,17 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+async def send_answer(
+    send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": [*head, *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class HotRoutes:
-    """ASGI middleware: answers POST /v1/score and /v1/score/batch, passes the rest on."""
+    """ASGI middleware: checks every request's key and rate limit (serving/access_control.py),
+    answers POST /v1/score and /v1/score/batch, and passes the rest on."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -192,7 +213,7 @@ class HotRoutes:
 
     @staticmethod
     async def _respond(
-        service: Service, handler: Handler, scope: Scope, receive: Receive
+        service: Service, handler: Handler, scope: Scope, receive: Receive, caller: Caller | None
     ) -> Answer:
         settings = service.settings
         batch = handler is score_batch
@@ -207,7 +228,7 @@ class HotRoutes:
                                 "(true or false)", "type": "bool_parsing"}])  # fmt: skip
         if not json_content_type(scope["headers"]):
             return error(415, NOT_JSON)
-        return await handler(service, raw, explain)
+        return await handler(service, raw, explain, caller)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Another route, through FastAPI: counted by status, timed."""
@@ -221,24 +242,42 @@ class HotRoutes:
                 seconds = time.perf_counter() - started
                 service.metrics.hot.observe_request(self._route(scope), sending.status, seconds)
 
+    async def _refuse(self, scope: Scope, send: Send, service: Service, refusal: Refusal) -> None:
+        await send_answer(send, refusal.status, refusal.body(), refusal.headers)
+        route = scope["path"] if scope["path"] in HANDLERS else self._route(scope)
+        service.metrics.hot.observe_request(route, refusal.status, 0.0)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        service: Service | None = getattr(scope["app"].state, "service", None)
+        caller = None
+        if service is not None:  # None before the lifespan has started the service
+            refusal, caller = service.access.authorize(scope)
+            if refusal is None and scope["path"] in CHARGED_ONE:
+                refusal = service.access.charge(caller, scope["path"])
+            if refusal is not None:
+                await self._refuse(scope, send, service, refusal)
+                return
         handler = HANDLERS.get(scope["path"])
-        if handler is None or scope["method"] != "POST":
+        if handler is None or scope["method"] != "POST" or service is None:
             await self._counted(scope, receive, send)
             return
         started = time.perf_counter()
-        service: Service = scope["app"].state.service
+        headers: tuple[tuple[bytes, bytes], ...] = ()
         try:
-            status, body = await self._respond(service, handler, scope, receive)
+            status, body = await self._respond(service, handler, scope, receive, caller)
+        except Refused as exc:
+            status, body, headers = exc.refusal.status, exc.refusal.body(), exc.refusal.headers
         except Exception as exc:  # outside FastAPI's error middleware: the same 500 here
             log_event(
                 log, logging.ERROR, "unhandled_error", route=scope["path"], error=type(exc).__name__
             )  # the type only: messages may quote the body
             status, body = error(500, "internal error")
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_answer(send, status, body, headers)
         service.metrics.hot.observe_request(scope["path"], status, time.perf_counter() - started)
+
+
+# Charged one token before the body is read (a batch is charged per event once parsed).
+CHARGED_ONE = frozenset({"/v1/score", "/v1/feedback"})

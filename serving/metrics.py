@@ -36,6 +36,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from serving.breaker import BreakerState, CircuitBreaker
+from serving.canary import STOP_REASONS, Canary
 from serving.feature_engine import STATE_TABLES
 
 SCORERS = ("champion", "heuristic", "challenger")
@@ -73,6 +74,8 @@ class HotPathCounters(Collector):
         self.decisions: Tally[str] = Tally()
         self.scored_by: Tally[str] = Tally()
         self.state_updates: Tally[str] = Tally()  # added, duplicate, too_late, stateless
+        self.decided_by: Tally[str] = Tally()  # champion, challenger (its canary share)
+        self.failure_policy: Tally[tuple[str, str]] = Tally()  # (policy, cause)
         self.shadow_disagreements = 0
         self.shadow_failures = 0
         self.ejections = 0  # champions taken out of service for non-probability answers
@@ -84,21 +87,21 @@ class HotPathCounters(Collector):
         # Who gave the score: the champion's model, the heuristic, the challenger (shadow).
         self.scores = {name: _Histogram(SCORE_BUCKETS) for name in SCORERS}
 
-    def count_outcome(
-        self,
-        decision: str,
-        scored_by: str,
-        shadow_disagrees: bool,
-        state: str,
-        score: float,
-        shadow_score: float | None,
-    ) -> None:
-        self.decisions[decision] += 1
+    def count_outcome(self, answer: Mapping[str, Any], shadow_disagrees: bool, state: str) -> None:
+        """One fresh answer (`ScoreResponse`'s fields)."""
+        scored_by, decided_by = answer["scored_by"], answer["decided_by"]
+        self.decisions[answer["decision"]] += 1
         self.scored_by[scored_by] += 1
+        self.decided_by[decided_by] += 1
         self.state_updates[state] += 1
         if shadow_disagrees:
             self.shadow_disagreements += 1
-        self.scores["champion" if scored_by == "model" else scored_by].observe(score)
+        policy = answer.get("failure_policy")
+        if policy is not None:
+            self.failure_policy[policy, answer["failure_cause"]] += 1
+        scorer = "heuristic" if scored_by == "heuristic" else decided_by
+        self.scores[scorer].observe(answer["fraud_probability"])
+        shadow_score = answer.get("shadow_fraud_probability")
         if shadow_score is not None:
             self.scores["challenger"].observe(shadow_score)
 
@@ -127,6 +130,19 @@ class HotPathCounters(Collector):
         )  # fmt: skip
         for state, n in sorted(self.state_updates.items()):
             states.add_metric([state], n)
+        decided_by = CounterMetricFamily(
+            "sentinel_decided_by", "Decisions by the model that made them (challenger: its "
+            "canary share)", labels=["model"],
+        )  # fmt: skip
+        for model, n in sorted(self.decided_by.items()):
+            decided_by.add_metric([model], n)
+        policy = CounterMetricFamily(
+            "sentinel_failure_policy", "Answers given by SENTINEL_FAILURE_POLICY because the "
+            "model could not answer, by policy and cause (breaker_open, model_error, no_model)",
+            labels=["policy", "cause"],
+        )  # fmt: skip
+        for (name, cause), n in sorted(self.failure_policy.items()):
+            policy.add_metric([name, cause], n)
         latency = HistogramMetricFamily(
             "sentinel_request_duration_seconds", "Time to answer a request, by route",
             labels=["route"],
@@ -141,13 +157,16 @@ class HotPathCounters(Collector):
             requests.add_metric([route, str(status)], n)
         scores = HistogramMetricFamily(
             "sentinel_score", "Fraud probabilities given, by who gave them (champion: its "
-            "model; heuristic: the fallback; challenger: in shadow)", labels=["scorer"],
+            "model; heuristic: the fallback; challenger: in shadow or for its canary cards)",
+            labels=["scorer"],
         )  # fmt: skip
         for scorer, histogram in self.scores.items():
             scores.add_metric([scorer], histogram.buckets(), histogram.total)
         yield decisions
         yield scored_by
         yield states
+        yield decided_by
+        yield policy
         yield latency
         yield requests
         yield scores
@@ -200,30 +219,65 @@ class StateCollector(Collector):
 
 
 class BreakerCollector(Collector):
-    """The deadline breaker's state (1 for the current one) and its transitions so far, read
-    from the breaker at each scrape."""
+    """A deadline breaker's state (1 for the current one) and its transitions so far, read
+    from the breaker at each scrape: `sentinel_breaker_*` for the champion's,
+    `sentinel_challenger_breaker_*` for the challenger's."""
 
-    def __init__(self, breaker: CircuitBreaker) -> None:
+    def __init__(self, breaker: CircuitBreaker, prefix: str = "sentinel_breaker") -> None:
         self.breaker = breaker
+        self.prefix = prefix
 
     def collect(self) -> Iterator[Metric]:
         state = GaugeMetricFamily(
-            "sentinel_breaker_state", "1 for the breaker's current state", labels=["state"]
-        )
+            f"{self.prefix}_state", f"1 for the {self.breaker.model} breaker's current state",
+            labels=["state"],
+        )  # fmt: skip
         current = str(self.breaker.state)
         for name in BreakerState:
             state.add_metric([name], 1.0 if name == current else 0.0)
         transitions = CounterMetricFamily(
-            "sentinel_breaker_transitions", "Breaker transitions (from_to)", labels=["transition"]
-        )
+            f"{self.prefix}_transitions", f"The {self.breaker.model} breaker's transitions "
+            "(from_to)", labels=["transition"],
+        )  # fmt: skip
         for transition, n in sorted(self.breaker.transitions.items()):
             transitions.add_metric([transition], n)
         yield state
         yield transitions
 
 
+class CanaryCollector(Collector):
+    """The canary's share in force, whether it is stopped, and its stops by reason."""
+
+    def __init__(self, canary: Canary) -> None:
+        self.canary = canary
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.canary.status()
+        yield GaugeMetricFamily(
+            "sentinel_canary_share", "Share of cards the challenger decides now (0 when "
+            "stopped or without a challenger)", value=status["share"],
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "sentinel_canary_stopped", "1 when the canary was stopped for the loaded challenger",
+            value=1.0 if status["stopped"] else 0.0,
+        )  # fmt: skip
+        stops = CounterMetricFamily(
+            "sentinel_canary_stops", "Automatic canary stops by reason (breaker_open, "
+            "decline_rate) made by this process", labels=["reason"],
+        )  # fmt: skip
+        for reason in STOP_REASONS:
+            stops.add_metric([reason], self.canary.stop_counts.get(reason, 0))
+        yield stops
+
+
 class ServiceMetrics:
-    def __init__(self, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        challenger_breaker: CircuitBreaker | None = None,
+        canary: Canary | None = None,
+        extra: tuple[Collector, ...] = (),
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.hot = HotPathCounters()
@@ -231,6 +285,12 @@ class ServiceMetrics:
         self.state = StateCollector()
         r.register(self.state)
         r.register(BreakerCollector(breaker))
+        if challenger_breaker is not None:
+            r.register(BreakerCollector(challenger_breaker, "sentinel_challenger_breaker"))
+        if canary is not None:
+            r.register(CanaryCollector(canary))
+        for collector in extra:
+            r.register(collector)
         ProcessCollector(registry=r)  # CPU seconds, resident memory, open descriptors
         PlatformCollector(registry=r)  # python_info
         GCCollector(registry=r)  # collections per generation

@@ -39,8 +39,12 @@ class ReadyResponse(BaseModel):
 
 
 MEANINGS = {
-    401: "No bearer token: send `Authorization: Bearer $SENTINEL_ADMIN_TOKEN`.",
-    403: "Wrong token, or admin is disabled (SENTINEL_ADMIN_TOKEN unset).",
+    401: "Missing, unknown or revoked API key: send `Authorization: Bearer <key>` "
+    "(answered with `WWW-Authenticate: Bearer`). Only when authentication is on "
+    "(SENTINEL_API_KEYS_FILE; for /admin/* also SENTINEL_ADMIN_TOKEN).",
+    403: "The key lacks this route's scope (`score`, `feedback` or `admin`); for /admin/*, "
+    "admin is disabled (neither an admin key nor SENTINEL_ADMIN_TOKEN); without "
+    "authentication, a request that did not arrive over loopback.",
     409: "A `transaction_id` already scored with a different body (within the dedup window): "
     "`loc` names it (in a batch, `events.{i}.transaction_id`) and `msg` what changed; nothing "
     "of the call was stored (README: Retries). A retry with the same body gets the original "
@@ -48,7 +52,9 @@ MEANINGS = {
     413: "The body is larger than the route's limit (stated on its request body).",
     415: "The body is not declared `Content-Type: application/json`.",
     422: "A field is invalid: `loc` names it, `msg` says why; nothing was stored.",
-    503: "No champion model is loaded yet, or the shared state store (Redis) is down.",
+    429: "Over this caller's rate limit on this route (SENTINEL_RATE_LIMITS or the key's "
+    "own): `Retry-After` gives the seconds to wait. A batch takes one token per event.",
+    503: "The shared state store (Redis) is down.",
 }
 
 

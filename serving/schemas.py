@@ -102,12 +102,19 @@ class ScoreResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     fraud_probability: float
-    decision: Literal["approve", "decline"]
+    # review: only from SENTINEL_FAILURE_POLICY=review, when the model could not answer
+    decision: Literal["approve", "decline", "review"]
     threshold: float
     circuit_breaker_state: Literal["closed", "open"]  # the seed's meaning: who answered
     shadow_fraud_probability: float | None = None
-    model_version: str
+    model_version: str | None  # None: no model loaded (the failure policy answered)
     scored_by: Literal["model", "heuristic"]
+    # champion, or challenger for the cards of its canary share (SENTINEL_CANARY_SHARE)
+    decided_by: Literal["champion", "challenger"]
+    # Set when the model could not answer: the SENTINEL_FAILURE_POLICY that decided
+    # (heuristic, review, decline, approve) and why (breaker_open, model_error, no_model).
+    failure_policy: Literal["heuristic", "review", "decline", "approve"] | None = None
+    failure_cause: Literal["breaker_open", "model_error", "no_model"] | None = None
     reasons: list[str]
     # What the event did to the online state: added; duplicate (a retried transaction_id,
     # answered with the answer stored for it: README "Retries");

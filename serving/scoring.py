@@ -26,7 +26,9 @@ are scored; the engine, too late to add them, says so (`ScoreOutcome.state`).
 import asyncio
 import logging
 import math
+import random
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +37,11 @@ from typing import Any, NamedTuple, cast
 import orjson
 
 from serving.batching import TurnBatcher
-from serving.breaker import CircuitBreaker
+from serving.breaker import BreakerState, CircuitBreaker
 from serving.bundle import Bundle, ServedModel
+from serving.canary import Canary, CanaryConfig, FileStops, in_canary
 from serving.feature_engine import EventArgs, FeatureEngine, RefusedEvent
-from serving.heuristic import HeuristicResult, heuristic_score
+from serving.heuristic import HEURISTIC_ONLY_THRESHOLD, HeuristicResult, heuristic_score
 from serving.journal import Journal
 from serving.metrics import HotPathCounters
 from serving.models import LoadedModels, ModelManager
@@ -59,10 +62,6 @@ from serving.settings import ServiceSettings
 from serving.timeparse import iso
 
 log = logging.getLogger("sentinel.serving")
-
-
-class NoModelError(Exception):
-    """No champion is loaded yet."""
 
 
 class EventError(ValueError):
@@ -92,27 +91,67 @@ class ScoreOutcome:
 def answer_body(
     probability: float,
     scored_by: str,
-    champion: Bundle,
+    bundle: Bundle,
     model: ServedModel,
     wanted: str,
     reasons: tuple[str, ...],
     shadow_probability: float | None,
+    decided_by: str = "champion",
 ) -> dict[str, Any]:
-    """The response fields a retry gets back (`ScoreResponse` without state and features)."""
+    """The response fields a retry gets back (`ScoreResponse` without state and features):
+    `bundle`'s `model` decided (the champion's, or the challenger's for a canary card)."""
     body: dict[str, Any] = {
         "fraud_probability": probability,
         "decision": "decline" if probability >= model.threshold else "approve",
         "threshold": model.threshold,
         "circuit_breaker_state": "closed" if scored_by == "model" else "open",
-        "model_version": champion.version,
+        "model_version": bundle.version,
         "scored_by": scored_by,
         "reasons": reasons,
         "profile": model.profile,  # full, or the request profile whose model answered
+        "decided_by": decided_by,
     }
-    if model.profile != wanted:  # the champion has no model for the profile wanted
+    if model.profile != wanted:  # the bundle has no model for the profile wanted
         body["profile_unavailable"] = wanted
     if shadow_probability is not None:
         body["shadow_fraud_probability"] = shadow_probability
+    return body
+
+
+def policy_body(
+    policy: str,
+    cause: str,
+    rules: HeuristicResult,
+    champion: Bundle | None,
+    model: ServedModel | None,
+    wanted: str,
+    shadow_probability: float | None,
+) -> dict[str, Any]:
+    """The answer when the model could not give one (`cause`: breaker_open, model_error,
+    no_model): the heuristic's probability and reasons, and the decision SENTINEL_FAILURE_POLICY
+    names (heuristic: the heuristic's at the model's threshold, or at
+    HEURISTIC_ONLY_THRESHOLD with no model loaded)."""
+    if champion is not None and model is not None:
+        body = answer_body(
+            rules.probability, "heuristic", champion, model, wanted, rules.reasons,
+            shadow_probability,
+        )  # fmt: skip
+    else:
+        body = {
+            "fraud_probability": rules.probability,
+            "decision": "decline" if rules.probability >= HEURISTIC_ONLY_THRESHOLD else "approve",
+            "threshold": HEURISTIC_ONLY_THRESHOLD,
+            "circuit_breaker_state": "open",
+            "model_version": None,
+            "scored_by": "heuristic",
+            "reasons": rules.reasons,
+            "profile": "heuristic",
+            "decided_by": "champion",
+        }
+    if policy != "heuristic":
+        body["decision"] = policy  # review, decline or approve, whatever the score says
+    body["failure_policy"] = policy
+    body["failure_cause"] = cause
     return body
 
 
@@ -122,7 +161,8 @@ BOTH_FULL: Wanted = (FULL, FULL)
 
 
 class ModelScores(NamedTuple):
-    champion: float | None  # None: slow, failed, not asked (breaker open) or not a probability
+    champion: float | None  # None: failed, not asked (breaker open) or not a probability
+    champion_failure: str | None  # why champion is None: breaker_open or model_error
     challenger: float | None
     champion_us: float  # the whole (batched) call this row was part of
     challenger_us: float | None
@@ -154,8 +194,16 @@ class Scorer:
         log: ScoredLog,
         counters: HotPathCounters,
         journal: Journal | None = None,
+        challenger_breaker: CircuitBreaker | None = None,
+        canary: Canary | None = None,
     ) -> None:
         self.settings = settings
+        self.challenger_breaker = challenger_breaker or CircuitBreaker(
+            settings.breaker_config(), model="challenger"
+        )
+        self.canary = canary or Canary(CanaryConfig(), FileStops(settings.home / "serving"))
+        self.failure_policy = settings.failure_policy
+        self._features_below = int(settings.log_features * (1 << 32))  # crc32 sample bound
         self.journal = journal  # the engine's inputs, written out before any answer
         self.manager = manager
         self.engine = engine
@@ -180,28 +228,31 @@ class Scorer:
         await asyncio.sleep(self.settings.inject_latency_ms / 1000.0)
         return model.predictor.predict_rows(rows)
 
-    async def _champion(self, bundle: Bundle, model: ServedModel, rows: Rows) -> list[float | None]:
-        """The champion's probability per row; None where it was slow, failed, not asked or
-        not a probability. A batch of rows is one model call, judged by the breaker as one
+    async def _champion(
+        self, bundle: Bundle, model: ServedModel, rows: Rows
+    ) -> tuple[list[float | None], str]:
+        """The champion's probability per row, None where it failed, was not asked or gave
+        no probability; and the cause to report for the None rows (breaker_open or
+        model_error). A batch of rows is one model call, judged by the breaker as one
         (one breaker for every model of the champion bundle: a broken profile model sends
-        its callers to the heuristic, and opens the breaker for all once it trips)."""
+        its callers to the failure policy, and opens the breaker for all once it trips)."""
         if self.settings.force_circuit_open or not self.breaker.allow():
-            return [None] * len(rows)
+            return [None] * len(rows), "breaker_open"
         started = time.perf_counter()
         try:
             if self.settings.inject_latency_ms > 0:
                 scores = await asyncio.wait_for(self._slow_predict(model, rows), self._deadline_s)
             else:
                 scores = model.predictor.predict_rows(rows)
-        except Exception:  # a timeout or a broken model: the heuristic answers
+        except Exception:  # a timeout or a broken model: the failure policy answers
             self.breaker.record(True)
-            return [None] * len(rows)
+            return [None] * len(rows), "model_error"
         slow = time.perf_counter() - started > self._deadline_s
         valid: list[float | None] = [p if _valid(p) else None for p in scores]
         self.breaker.record(slow or None in valid)
         if None in valid:  # a model that answers NaN or infinity is broken, not slow
             self._eject(bundle, model, scores[valid.index(None)])
-        return valid
+        return valid, "model_error"
 
     def _eject(self, bundle: Bundle, model: ServedModel, answer: float) -> None:
         """Eject in a worker thread, once per bundle: the swap takes the manager's lock,
@@ -221,16 +272,23 @@ class Scorer:
         if self.manager.eject(bundle, reason):
             self.counters.ejections += 1
 
-    def _shadow(self, model: ServedModel | None, rows: Rows) -> list[float | None]:
-        if model is None:
+    def _challenger(self, model: ServedModel | None, rows: Rows) -> list[float | None]:
+        """The challenger's probability per row (None: failed, not asked), under its own
+        breaker: a slow or failing challenger is not called for a while, so it cannot slow
+        the champion's answers, and its opening stops the canary."""
+        if model is None or not self.challenger_breaker.allow():
             return [None] * len(rows)
+        started = time.perf_counter()
         try:  # isolation: a failing challenger never touches the champion's answer
             scores = model.predictor.predict_rows(rows)
         except Exception:
-            self.counters.shadow_failures += len(rows)
-            return [None] * len(rows)
+            scores = [math.nan] * len(rows)
         valid = [p if _valid(p) else None for p in scores]
         self.counters.shadow_failures += valid.count(None)
+        slow = time.perf_counter() - started > self._deadline_s
+        self.challenger_breaker.record(slow or None in valid)
+        if self.challenger_breaker.state is BreakerState.OPEN:
+            self.canary.stop("breaker_open")
         return valid
 
     async def _predict(self, models: LoadedModels, items: list[Item]) -> list[ModelScores]:
@@ -265,22 +323,24 @@ class Scorer:
         shadow = models.challenger.model_for(wanted[1]) if models.challenger else None
         rows = model.rows(vectors)
         started = time.perf_counter()
-        champion = await self._champion(models.champion, model, rows)
+        champion, cause = await self._champion(models.champion, model, rows)
         between = time.perf_counter()
         if shadow is not None and shadow.columns != model.columns:
             rows = shadow.rows(vectors)
-        challenger = self._shadow(shadow, rows)
+        challenger = self._challenger(shadow, rows)
         champion_us = round((between - started) * 1e6, 1)
         challenger_us = round((time.perf_counter() - between) * 1e6, 1) if shadow else None
+        failed = None if None not in champion else cause
         return [
-            ModelScores(p, shadow_p, champion_us, challenger_us, model, shadow)
+            ModelScores(p, failed, shadow_p, champion_us, challenger_us, model, shadow)
             for p, shadow_p in zip(champion, challenger, strict=True)
         ]
 
     def _wanted(self, models: LoadedModels, request: ScoreRequest) -> Wanted:
         """(champion's, challenger's) profile for a request without a card."""
         champion, challenger, known = models.champion, models.challenger, models.known_profiles
-        assert champion is not None
+        if champion is None:
+            return BOTH_FULL  # nothing to ask: the failure policy answers
         return (
             wanted_profile(request, champion.profiles, known),
             wanted_profile(request, challenger.profiles, known) if challenger else FULL,
@@ -289,9 +349,6 @@ class Scorer:
     async def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreOutcome]:
         """Score events in order: each one's features see the events before it."""
         models = self.manager.current  # read once: these requests finish on this pair
-        champion, challenger = models.champion, models.challenger
-        if champion is None:
-            raise NoModelError("no champion model is loaded yet")
         if not requests:
             return []  # no model call: an empty call must not count for the breaker
         received = self.clock()
@@ -343,14 +400,27 @@ class Scorer:
         ]  # a retry's stored answer; the others are scored below
         fresh = [i for i, answer in enumerate(stored) if answer is None]
         rows = [(wanted[i], vectors[i]) for i in fresh]
-        scores = await self.batcher.submit(models, rows) if rows else []
+        scores: list[ModelScores | None] = []
+        if models.champion is None:  # nothing to call: the failure policy answers them all
+            scores = [None] * len(rows)
+        elif rows:
+            scores = list(await self.batcher.submit(models, rows))
         kept: list[tuple[str, str, bytes]] = []
         fingerprint_of = dict(zip(at, fingerprints, strict=True))
+        share = self.canary.share(models.challenger.version) if models.challenger else 0.0
         for i, scored in zip(fresh, scores, strict=True):
             request = requests[i]
             rules = heuristic_score(vectors[i])
-            outcome = self._outcome(models, wanted[i][0], vectors[i], states[i], scored, rules)
-            self._log(request, times[i], received, outcome, scored, rules.probability, challenger)
+            canary_key = request.card_id or request.transaction_id
+            to_challenger = (
+                share > 0.0
+                and canary_key is not None
+                and in_canary(models.challenger.version, canary_key, share)  # type: ignore[union-attr]
+            )
+            outcome = self._outcome(
+                models, wanted[i], vectors[i], states[i], scored, rules, to_challenger
+            )
+            self._log(request, times[i], received, outcome, scored, rules.probability, models)
             outcomes[i] = outcome
             args = stateful[i]
             if args is not None:
@@ -360,20 +430,43 @@ class Scorer:
         return cast(list[ScoreOutcome], outcomes)  # every one is set by now
 
     def _outcome(
-        self, models: LoadedModels, wanted: str, vector: list[float], state: str,
-        scored: ModelScores, rules: HeuristicResult,
+        self, models: LoadedModels, wanted: Wanted, vector: list[float], state: str,
+        scored: ModelScores | None, rules: HeuristicResult, to_challenger: bool,
     ) -> ScoreOutcome:  # fmt: skip
-        assert models.champion is not None
+        """Who decides: the challenger for a canary card when it answered, else the
+        champion's model, else the failure policy."""
+        champion = models.champion
+        if scored is None or champion is None:  # no model loaded
+            answer = policy_body(self.failure_policy, "no_model", rules, None, None, FULL, None)
+            return ScoreOutcome(answer, vector, state, False, False)
         p, shadow, shadow_model = scored.champion, scored.challenger, scored.challenger_model
-        probability = p if p is not None else rules.probability
-        answer = answer_body(
-            probability, "model" if p is not None else "heuristic", models.champion,
-            scored.champion_model, wanted, rules.reasons, shadow,
-        )  # fmt: skip
+        champion_declines = p is not None and p >= scored.champion_model.threshold
+        challenger_declines = (
+            shadow is not None and shadow_model is not None and shadow >= shadow_model.threshold
+        )
+        if p is not None and shadow is not None:  # both decided: the canary's evidence
+            self.canary.observe(champion_declines, challenger_declines)
+        if to_challenger and shadow is not None and shadow_model is not None:
+            assert models.challenger is not None
+            answer = answer_body(
+                shadow, "model", models.challenger, shadow_model, wanted[1], rules.reasons,
+                None, decided_by="challenger",
+            )  # fmt: skip
+            disagrees = p is not None and champion_declines != challenger_declines
+            return ScoreOutcome(answer, vector, state, False, disagrees)
+        if p is not None:
+            answer = answer_body(
+                p, "model", champion, scored.champion_model, wanted[0], rules.reasons, shadow
+            )
+        else:
+            answer = policy_body(
+                self.failure_policy, scored.champion_failure or "model_error", rules,
+                champion, scored.champion_model, wanted[0], shadow,
+            )  # fmt: skip
         disagrees = (
-            shadow_model is not None
-            and shadow is not None
-            and (shadow >= shadow_model.threshold) != (answer["decision"] == "decline")
+            shadow is not None
+            and shadow_model is not None
+            and challenger_declines != (answer["decision"] == "decline")
         )
         return ScoreOutcome(answer, vector, state, False, disagrees)
 
@@ -446,31 +539,46 @@ class Scorer:
         event_time: float,
         received: float,
         outcome: ScoreOutcome,
-        scored: ModelScores,
+        scored: ModelScores | None,
         heuristic: float,
-        challenger: Bundle | None,
+        models: LoadedModels,
     ) -> None:
-        answer, shadow_model = outcome.answer, scored.challenger_model
-        self.log.append(
-            {
-                "transaction_id": request.transaction_id,
-                "event_time": event_time,
-                "scored_at": received,
-                "champion_version": answer["model_version"],
-                "profile": answer["profile"],
-                "champion_score": scored.champion,
-                "champion_threshold": answer["threshold"],
-                "champion_call_us": scored.champion_us,
-                "heuristic_score": heuristic,
-                "challenger_version": challenger.version if challenger else None,
-                "challenger_score": answer.get("shadow_fraud_probability"),
-                "challenger_profile": shadow_model.profile if shadow_model else None,
-                "challenger_threshold": shadow_model.threshold if shadow_model else None,
-                "challenger_call_us": scored.challenger_us,
-                "decision": answer["decision"],
-                "scored_by": answer["scored_by"],
-                # added, too_late (the card's history lacks it: its features are partial),
-                # duplicate, stateless: the shadow report weighs the evidence by it
-                "state": outcome.state,
-            }
-        )
+        answer = outcome.answer
+        champion_model = scored.champion_model if scored else None
+        shadow_model = scored.challenger_model if scored else None
+        challenger = models.challenger if scored else None
+        record = {
+            "transaction_id": request.transaction_id,
+            "event_time": event_time,
+            "scored_at": received,
+            "champion_version": models.champion.version if models.champion else None,
+            "profile": champion_model.profile if champion_model else answer["profile"],
+            "champion_score": scored.champion if scored else None,
+            "champion_threshold": champion_model.threshold if champion_model else None,
+            "champion_call_us": scored.champion_us if scored else None,
+            "heuristic_score": heuristic,
+            "challenger_version": challenger.version if challenger else None,
+            "challenger_score": scored.challenger if scored else None,
+            "challenger_profile": shadow_model.profile if shadow_model else None,
+            "challenger_threshold": shadow_model.threshold if shadow_model else None,
+            "challenger_call_us": scored.challenger_us if scored else None,
+            "decision": answer["decision"],
+            "scored_by": answer["scored_by"],
+            # champion, or challenger for a canary card: the shadow report reads them apart
+            "decided_by": answer["decided_by"],
+            # added, too_late (the card's history lacks it: its features are partial),
+            # duplicate, stateless: the shadow report weighs the evidence by it
+            "state": outcome.state,
+        }
+        if "failure_policy" in answer:
+            record["failure_policy"] = answer["failure_policy"]
+            record["failure_cause"] = answer["failure_cause"]
+        if self._features_below and self._sampled(request.transaction_id):
+            record["features"] = outcome.vector  # for the drift watch; NaN is written as null
+        self.log.append(record)
+
+    def _sampled(self, transaction_id: str | None) -> bool:
+        """SENTINEL_LOG_FEATURES: the same transactions on every worker (by id)."""
+        if transaction_id is None:
+            return random.random() * (1 << 32) < self._features_below
+        return zlib.crc32(transaction_id.encode()) < self._features_below

@@ -7,7 +7,11 @@ import gc
 import logging
 import time
 
+from serving.access_control import AccessCollector, AccessControl
+from serving.api_keys import KeyRing
 from serving.breaker import CircuitBreaker
+from serving.canary import Canary, FileStops, RedisStops
+from serving.drift_metrics import DriftCollector
 from serving.feature_engine import KERNELS, FeatureEngine
 from serving.journal import (
     REPLAY_NONE,
@@ -20,6 +24,7 @@ from serving.journal import (
 from serving.logs import log_event
 from serving.metrics import ServiceMetrics
 from serving.models import ModelManager
+from serving.rate_limits import MemoryBuckets, RedisBuckets
 from serving.redis_state import RedisFeatureEngine
 from serving.scored_log import ScoredLog
 from serving.scoring import Scorer
@@ -37,7 +42,7 @@ class Service:
         journal = journal and settings.redis_url is None
         self.settings = settings
         self.breaker = CircuitBreaker(settings.breaker_config())
-        self.metrics = ServiceMetrics(self.breaker)
+        self.challenger_breaker = CircuitBreaker(settings.breaker_config(), model="challenger")
         self.manager = ModelManager(settings)
         self.snapshot_path = settings.home / "serving" / STATE_SNAPSHOT
         self.journal_dir = settings.home / "serving" / JOURNAL_DIR
@@ -57,13 +62,31 @@ class Service:
         else:
             log_event(log, logging.WARNING, "feature_kernels", kernels="python", reason=KERNELS)
         self.engine.limit_state(*self._state_caps())
+        # Keys, limits and canary stops are shared where the state is: Redis when set.
+        shared = self.engine.client if isinstance(self.engine, RedisFeatureEngine) else None
+        keys = KeyRing(settings.api_keys_file, settings.admin_token)  # a bad file: no start
+        buckets = MemoryBuckets() if shared is None else RedisBuckets(shared, settings.redis_prefix)
+        self.access = AccessControl(
+            keys, settings.route_limits(), buckets, settings.allow_unauthenticated
+        )
+        stops = (
+            FileStops(settings.home / "serving")
+            if shared is None
+            else RedisStops(shared, settings.redis_prefix)
+        )
+        self.canary = Canary(settings.canary_config(), stops)
+        drift = DriftCollector(settings.home / "monitoring" / "drift.json")  # the drift watch's
+        self.metrics = ServiceMetrics(
+            self.breaker, self.challenger_breaker, self.canary,
+            (AccessCollector(self.access), drift),
+        )  # fmt: skip
         # After the caps: the journal replays as it ran, under them.
         self.persistence = self._replay_journal(journal)
         self.log = ScoredLog(settings.home / "scored")
         self.feedback_log = ScoredLog(settings.home / "scored", prefix="feedback")
         self.scorer = Scorer(
             settings, self.manager, self.engine, self.breaker, self.log, self.metrics.hot,
-            journal=self.journal,
+            journal=self.journal, challenger_breaker=self.challenger_breaker, canary=self.canary,
         )  # fmt: skip
 
     def _state_caps(self) -> tuple[int | None, int | None]:
@@ -166,6 +189,14 @@ class Service:
         )
         return changed
 
+    def follow_controls(self) -> None:
+        """The background tick: a changed keys file, a canary stop from another worker."""
+        self.access.reload_keys()
+        try:
+            self.canary.poll()
+        except Exception as exc:  # the shared store is down: keep what we knew
+            log_event(log, logging.WARNING, "canary_poll_failed", error=type(exc).__name__)
+
     def flush(self) -> None:
         """Lines a failed write left behind (the request path writes its own)."""
         if self.journal is not None:
@@ -241,6 +272,7 @@ async def run_background(service: Service) -> None:
             await service.persist()
         except Exception as exc:
             log_event(log, logging.ERROR, "state_persist_failed", error=type(exc).__name__)
+        service.follow_controls()
         if time.monotonic() - last_freeze >= FREEZE_EVERY_S:
             last_freeze = time.monotonic()
             freeze_long_lived()

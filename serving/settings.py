@@ -3,14 +3,19 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import AliasChoices, Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.breaker import BreakerConfig
+from serving.canary import CanaryConfig
 from serving.feature_engine import EngineConfig
 from serving.features import DEFAULT_LABEL_MATURITY_DAYS, FeatureSet
+from serving.rate_limits import Rate, parse_limits
+from serving.signatures import load_public_keys
 
 MIN_ADMIN_TOKEN = 16
+BUNDLE_PUBLIC_KEYS_VAR = "SENTINEL_BUNDLE_PUBLIC_KEYS"
 
 
 def access_log_every(value: str) -> int:
@@ -55,6 +60,57 @@ class ServiceSettings(BaseSettings):
         default=None,
         description="Bearer token for /admin/*, at least 16 characters; unset or empty: "
         "admin routes disabled.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="JSON file of API keys (hashes, names, scopes; `sentinel api-key "
+        "create`): set, every scoring, feedback and model route needs a bearer key; unset, "
+        "the service answers only over loopback (README: Going live).",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Answer without API keys on a non-loopback address: only when a gateway "
+        "in front authenticates callers.",
+    )
+    rate_limits: str = Field(
+        default="",
+        description="Token-bucket limits per caller (key, or client address without keys) "
+        "and route, e.g. `/v1/score=2000/s,/v1/score/batch=20000/s:40000,/v1/feedback=200/s` "
+        "(RATE/UNIT[:BURST]; a batch takes one token per event); empty: unlimited. A key's "
+        "own `rate_limits` in the keys file override these.",
+    )
+    failure_policy: Literal["heuristic", "review", "decline", "approve"] = Field(
+        default="heuristic",
+        description="What answers when the model cannot (breaker open, model failed or "
+        "ejected, no model loaded): the heuristic's decision, or review, decline or approve "
+        "every such payment (the answer's `failure_policy` says which).",
+    )
+    canary_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of cards whose payments the challenger decides (the same cards "
+        "for as long as it serves); 0: the challenger only shadows.",
+    )
+    canary_max_decline_rate_change: float = Field(
+        default=0.01,
+        gt=0,
+        le=1,
+        description="Stop the canary (back to 0%) when the challenger's decline rate differs "
+        "from the champion's on the same events by more than this (absolute).",
+    )
+    canary_min_events: int = Field(
+        default=1_000, gt=0, description="Events both models scored before judging."
+    )
+    canary_window: int = Field(
+        default=5_000, gt=0, description="The last events the decline rates are compared on."
+    )
+    log_features: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of scored events whose feature vector the scored-event log "
+        "keeps (chosen by transaction id), for the drift watch.",
     )
     access_log: str = Field(
         default="off",
@@ -147,6 +203,14 @@ class ServiceSettings(BaseSettings):
     snapshot_interval_s: float = Field(
         default=300.0, gt=0, description="...or this long after the last snapshot."
     )
+    # Signed bundles (serving/signatures.py).
+    bundle_public_keys: str | None = Field(
+        default=None,
+        description="Comma-separated PEM public key files and/or directories of *.pub and "
+        "*.pem files: only bundles signed by one of these keys are loaded (several at once "
+        "while keys rotate). Unset: bundle signatures are not checked.",
+    )
+    _trusted_keys: dict[str, Ed25519PublicKey] | None = PrivateAttr(default=None)
 
     def feature_set(self) -> FeatureSet:
         return FeatureSet(label_maturity_days=self.label_maturity_days)
@@ -166,6 +230,15 @@ class ServiceSettings(BaseSettings):
                 "(unset it to disable the admin routes)"
             )
         return token
+
+    @field_validator("rate_limits", mode="after")
+    @classmethod
+    def _rate_limits_parse(cls, value: str) -> str:
+        parse_limits(value)  # refuses a malformed limit, naming it
+        return value
+
+    def route_limits(self) -> dict[str, Rate]:
+        return parse_limits(self.rate_limits)
 
     @field_validator("access_log", mode="after")
     @classmethod
@@ -191,5 +264,30 @@ class ServiceSettings(BaseSettings):
             half_open_probes=self.breaker_half_open_probes,
         )
 
+    def canary_config(self) -> CanaryConfig:
+        return CanaryConfig(
+            share=self.canary_share,
+            max_decline_rate_change=self.canary_max_decline_rate_change,
+            min_events=self.canary_min_events,
+            window=self.canary_window,
+        )
+
     def registry_root(self) -> Path:
         return self.home / "registry"
+
+    @field_validator("bundle_public_keys", mode="after")
+    @classmethod
+    def _bundle_public_keys_load(cls, spec: str | None) -> str | None:
+        """A key file that is missing or not an Ed25519 public key stops the service at
+        startup, naming the setting (a SigningKeyError is a ValueError)."""
+        if spec is None or not spec.strip():
+            return None
+        load_public_keys(spec, BUNDLE_PUBLIC_KEYS_VAR)
+        return spec
+
+    def trusted_bundle_keys(self) -> dict[str, Ed25519PublicKey] | None:
+        """The public keys bundles must be signed by, by key id (read once); None: bundle
+        signatures are not checked."""
+        if self.bundle_public_keys is not None and self._trusted_keys is None:
+            self._trusted_keys = load_public_keys(self.bundle_public_keys, BUNDLE_PUBLIC_KEYS_VAR)
+        return self._trusted_keys

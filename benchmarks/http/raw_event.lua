@@ -16,6 +16,11 @@ end
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+-- An API key when the service has authentication on (benchmarks/http/access_control.py).
+local token = os.getenv("SENTINEL_BENCH_TOKEN")
+if token and token ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. token
+end
 request = function()
   counter = counter + 1
   local body = string.format(

@@ -109,11 +109,15 @@ def server(app: str, env: dict[str, str]):
         process.wait(timeout=30)
 
 
-def wrk(url: str, script: str | None = None, connections: int = 16) -> dict[str, float]:
+def wrk(
+    url: str, script: str | None = None, connections: int = 16, token: str | None = None
+) -> dict[str, float]:
+    """`token`: an API key raw_event.lua sends as a bearer token."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{SECONDS}s", "--latency", url]
     if script:
         command[1:1] = ["-s", str(HERE / script)]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, "SENTINEL_BENCH_TOKEN": token or ""}
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def pct(label: str) -> float:

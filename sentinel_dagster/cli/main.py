@@ -441,6 +441,7 @@ def materialize(
     unknown = None if select is None else unknown_in_selection(select)
     if unknown is not None:
         raise fail(f"cannot materialize {select}: {unknown}", EXIT_UNUSABLE)
+    _check_signing_key()
     from sentinel_dagster.cli.runner import MaterializeError, load_run_config, with_policy
     from sentinel_dagster.core.policy import PolicyError, load_policy
 
@@ -500,6 +501,7 @@ def train(
     alone: exit 0 when published, 1 when its expectations, its split or the gate refused it.
     2 on unusable input."""
     require_file(data)
+    _check_signing_key()
     from sentinel_dagster.cli.runner import with_policy
     from sentinel_dagster.core.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy
     from sentinel_dagster.data.dataset import DatasetError, read_parquet
@@ -614,6 +616,7 @@ def serve(
             "would keep its own card and merchant state and answer from part of the traffic",
             EXIT_UNUSABLE,
         )
+    _check_access(settings, host)
     import uvicorn
 
     # uvicorn's own access log stays off: a text line per request costs throughput; the
@@ -622,6 +625,92 @@ def serve(
         "serving.app:app", host=host, port=port, workers=workers,
         log_level=server_log_level, access_log=False,
     )  # fmt: skip
+
+
+def _check_access(settings: Any, host: str) -> None:
+    """The keys file must be usable, and without keys only loopback may be bound."""
+    import ipaddress
+
+    from serving.api_keys import KeyFileError, KeyRing
+
+    if settings.api_keys_file is not None:
+        try:
+            KeyRing(settings.api_keys_file)
+        except KeyFileError as exc:
+            raise fail(str(exc), EXIT_UNUSABLE) from None
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not settings.allow_unauthenticated:
+        raise fail(
+            f"--host {host} is not loopback and authentication is off: set "
+            "SENTINEL_API_KEYS_FILE (sentinel api-key create), or "
+            "SENTINEL_ALLOW_UNAUTHENTICATED=true if a gateway in front authenticates",
+            EXIT_UNUSABLE,
+        )
+
+
+api_key_app = typer.Typer(
+    help="API keys for the scoring service (SENTINEL_API_KEYS_FILE): create, list, revoke.",
+    no_args_is_help=True,
+)
+app.add_typer(api_key_app, name="api-key")
+KeysFile = Annotated[
+    Path,
+    typer.Option(
+        "--file", envvar="SENTINEL_API_KEYS_FILE", help="The keys file the service reads."
+    ),
+]
+
+
+@api_key_app.command("create")
+def api_key_create(
+    name: Annotated[str, typer.Argument(help="Who uses it, e.g. checkout-eu.")],
+    keys_file: KeysFile,
+    scope: Annotated[
+        list[str], typer.Option("--scope", help="score, feedback or admin; repeat for more.")
+    ],
+) -> None:
+    """Add a key and print its token once: only its hash is kept."""
+    from serving.api_keys import KeyFileError, create_key
+
+    try:
+        token = create_key(keys_file, name, scope)
+    except KeyFileError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    say(token)
+    say(f"key {name!r} ({', '.join(sorted(scope))}) added to {keys_file}; the token above "
+        "is not stored anywhere: hand it to the caller now", err=True)  # fmt: skip
+
+
+@api_key_app.command("list")
+def api_key_list(keys_file: KeysFile) -> None:
+    """The keys in the file: name, scopes, creation time, own rate limits (never a hash)."""
+    from serving.api_keys import KeyFileError, read_keys
+
+    try:
+        keys = read_keys(keys_file)
+    except KeyFileError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    for key in keys:
+        limits = ", ".join(f"{route}={rate}" for route, rate in key.rate_limits.items())
+        say(f"{key.name}\t{','.join(sorted(key.scopes))}\t{key.created_at or '-'}\t{limits}")
+
+
+@api_key_app.command("revoke")
+def api_key_revoke(
+    name: Annotated[str, typer.Argument(help="The key's name.")], keys_file: KeysFile
+) -> None:
+    """Remove a key: the service refuses it within a second (it re-reads the file)."""
+    from serving.api_keys import KeyFileError, revoke_key
+
+    try:
+        revoke_key(keys_file, name)
+    except KeyFileError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    say(f"key {name!r} revoked in {keys_file}")
 
 
 @app.command()
@@ -638,6 +727,15 @@ def replay(
     drain_labels: Annotated[
         bool, typer.Option(help="After the last event, send the labels still to come.")
     ] = True,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SENTINEL_API_KEY",
+            help="A key with the score and feedback scopes, when "
+            "the service has authentication on.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send events to a running service in event-time order, and fraud labels to
     /v1/feedback once their label_time has passed in the replay's time."""
@@ -649,7 +747,7 @@ def replay(
 
     try:
         frame = load_transactions(in_path)
-        client = ServiceClient(url)
+        client = ServiceClient(url, api_key=api_key)
         start = pd.Timestamp(since, tz="UTC") if since else None
     except DatasetError as exc:
         raise fail(str(exc), EXIT_UNUSABLE) from None
@@ -705,6 +803,7 @@ def up(
     from serving.registry import Registry
 
     _service_settings()  # a bad SENTINEL_* setting: say so before starting anything
+    _check_signing_key()
     home = paths.sentinel_home()
     if Registry(home / "registry").pointer("champion") is None:
         say("no champion yet: materializing the lineage (about a minute on an idle machine)")
@@ -763,6 +862,49 @@ def bench(
     code = subprocess.run([sys.executable, "-m", module, *context.args], cwd=root).returncode
     if code != 0:
         raise typer.Exit(code)
+
+
+signing_key_app = typer.Typer(
+    help="Ed25519 keys that sign published bundles (README: Signed bundles).",
+    no_args_is_help=True,
+)
+app.add_typer(signing_key_app, name="signing-key")
+
+
+@signing_key_app.command("generate")
+def signing_key_generate(
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for NAME.key and NAME.pub (created).")
+    ],
+    name: Annotated[str, typer.Option(help="File name of the pair.")] = "bundle-signing",
+) -> None:
+    """Make a key pair: NAME.key, the publisher's private key (mode 0600, keep it secret), and
+    NAME.pub, the public key the scoring service trusts. Never overwrites a file."""
+    from sentinel_dagster.governance.signing_keys import SIGNING_KEY_FILE_VAR, write_key_pair
+    from serving.settings import BUNDLE_PUBLIC_KEYS_VAR
+    from serving.signatures import SigningKeyError
+
+    try:
+        pair = write_key_pair(out, name)
+    except SigningKeyError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
+    say(f"key id {pair.key_id}: wrote {pair.private} (private, mode 0600) and {pair.public}")
+    say("the publisher (Dagster, sentinel train) signs with:")
+    say(f"  export {SIGNING_KEY_FILE_VAR}={pair.private.resolve()}")
+    say("the scoring service trusts (rotating: add it to the list, comma-separated):")
+    say(f"  export {BUNDLE_PUBLIC_KEYS_VAR}={pair.public.resolve()}")
+
+
+def _check_signing_key() -> None:
+    """A misconfigured publisher key is said before a run trains for a minute and then
+    fails to publish."""
+    from sentinel_dagster.governance.signing_keys import signing_key_from_env
+    from serving.signatures import SigningKeyError
+
+    try:
+        signing_key_from_env()
+    except SigningKeyError as exc:
+        raise fail(str(exc), EXIT_UNUSABLE) from None
 
 
 def main() -> None:

@@ -50,6 +50,9 @@ class ShadowReport:
     # By request profile: which model of each bundle answered ("full", "precomputed-7", or
     # "full vs precomputed-7" when the two bundles answered with different ones).
     profiles: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    # By who decided (the service's canary: `decided_by` in the log; older logs: champion):
+    # the decisions customers got from each model, apart from what either would have done.
+    deciders: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -180,6 +183,7 @@ def judge(
             report.pr_auc[name] = float(average_precision_score(y, scores))
             report.recall_at_target_fpr[name] = recall_at_fpr(y, scores, policy.target_fpr)
     report.profiles = by_profile(events)
+    report.deciders = by_decider(events)
     report.reasons = _hold_reasons(report, policy)
     report.verdict = "hold" if report.reasons else "promote"
     return report
@@ -213,6 +217,37 @@ def by_profile(events: pd.DataFrame) -> dict[str, dict[str, float | int | None]]
             "fraud_labels": int(y.sum()),
             "pr_auc_champion": _pr_auc(y, a[known]),
             "pr_auc_challenger": _pr_auc(y, b[known]),
+        }
+    return stats
+
+
+def by_decider(events: pd.DataFrame) -> dict[str, dict[str, float | int | None]]:
+    """Per model that decided (champion, or challenger for its canary cards): events, the
+    share declined, what each model would have declined on the same events, and on
+    labelled ones the frauds the decisions caught and the genuine payments they declined."""
+    decided = events.get("decided_by", pd.Series("champion", index=events.index))
+    stats: dict[str, dict[str, float | int | None]] = {}
+    for name, group in events.groupby(decided.fillna("champion"), sort=True):
+        a, b = group["champion_score"].to_numpy(float), group["challenger_score"].to_numpy(float)
+        would = {"champion": a >= group["champion_threshold"].to_numpy(float),
+                 "challenger": b >= group["challenger_threshold"].to_numpy(float)}  # fmt: skip
+        declined = (
+            (group["decision"] == "decline").to_numpy()
+            if "decision" in group
+            else would.get(str(name), would["champion"])
+        )
+        known = group["label"].notna().to_numpy()
+        y = group["label"][known].to_numpy(int).astype(bool)
+        caught = declined[known]
+        stats[str(name)] = {
+            "events": len(group),
+            "decline_rate": float(declined.mean()),
+            "champion_decline_rate": float(would["champion"].mean()),
+            "challenger_decline_rate": float(would["challenger"].mean()),
+            "labelled_events": int(known.sum()),
+            "fraud_labels": int(y.sum()),
+            "frauds_declined": int((caught & y).sum()),
+            "genuine_declined": int((caught & ~y).sum()),
         }
     return stats
 
@@ -348,6 +383,23 @@ def to_markdown(report: ShadowReport, now: dt.datetime) -> str:
                 f"| {name} | {p['events']} | {_number(p['decision_agreement'])} | "
                 f"{p['labelled_events']} / {p['fraud_labels']} | "
                 f"{_number(p['pr_auc_champion'])} | {_number(p['pr_auc_challenger'])} |"
+            )
+        lines.append("")
+    if "challenger" in report.deciders:
+        lines += [
+            "By who decided (the challenger decides its canary share of cards; decline "
+            "rates of both models on the same events, and what the decisions made caught):",
+            "",
+            "| decided by | events | declined | champion would | challenger would "
+            "| labelled / frauds | frauds declined | genuine declined |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, d in report.deciders.items():
+            lines.append(
+                f"| {name} | {d['events']} | {_number(d['decline_rate'])} | "
+                f"{_number(d['champion_decline_rate'])} | "
+                f"{_number(d['challenger_decline_rate'])} | {d['labelled_events']} / "
+                f"{d['fraud_labels']} | {d['frauds_declined']} | {d['genuine_declined']} |"
             )
         lines.append("")
     lines += [

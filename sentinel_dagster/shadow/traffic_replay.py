@@ -56,19 +56,21 @@ class ReplaySummary:
 
 
 class ServiceClient:
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, timeout: float = 10.0, api_key: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"--url must look like http://HOST:PORT, got {url!r}")
         self.host, self.port, self.timeout = parts.hostname, parts.port or 80, timeout
         self._connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:  # the service's SENTINEL_API_KEYS_FILE is set: a key with score + feedback
+            self._headers["Authorization"] = f"Bearer {api_key}"
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         payload = orjson.dumps(body)
-        headers = {"Content-Type": "application/json"}
         for attempt in (1, 2):
             try:
-                self._connection.request("POST", path, payload, headers)
+                self._connection.request("POST", path, payload, self._headers)
                 response = self._connection.getresponse()
                 data = response.read()
                 break
@@ -85,7 +87,13 @@ class ServiceClient:
             answer = orjson.loads(data)
         except orjson.JSONDecodeError:
             answer = {}
-        return response.status, answer if isinstance(answer, dict) else {}
+        answer = answer if isinstance(answer, dict) else {}
+        if response.status in (401, 403):  # every later call would be refused too: stop
+            raise ServiceError(
+                f"{path}: {response.status} {answer.get('detail', '')} (send a key with "
+                "--api-key or SENTINEL_API_KEY)"
+            )
+        return response.status, answer
 
     def close(self) -> None:
         self._connection.close()

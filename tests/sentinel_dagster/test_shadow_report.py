@@ -231,3 +231,28 @@ def test_a_profile_that_loses_holds_even_when_the_pooled_comparison_gains() -> N
     thin = ShadowPolicy(**{**policy.model_dump(), "min_labelled_events": 10_000})
     assert not any(r.startswith("precomputed-7") for r in compare(scored, feedback, "A", "B",
                                                                    thin).reasons)  # fmt: skip
+
+
+def test_canary_decisions_are_reported_apart_from_the_champions() -> None:
+    scored, feedback = logs()
+    canary = np.arange(len(scored)) % 4 == 0  # a quarter of the cards: the challenger decided
+    scored["decided_by"] = np.where(canary, "challenger", "champion")
+    deciding = np.where(canary, scored["challenger_score"], scored["champion_score"])
+    scored["decision"] = np.where(deciding >= 0.6, "decline", "approve")
+    report = compare(scored, feedback, "A", "B", POLICY)
+    assert set(report.deciders) == {"champion", "challenger"}
+    challenger, champion = report.deciders["challenger"], report.deciders["champion"]
+    assert challenger["events"] == 100 and champion["events"] == 300
+    frauds = set(feedback["transaction_id"])
+    canary_frauds = sum(t in frauds for t in scored.loc[canary, "transaction_id"])
+    # the challenger ranks every fraud at 0.9 and declines it; the champion never declines
+    assert challenger["frauds_declined"] == challenger["fraud_labels"] == canary_frauds
+    assert champion["frauds_declined"] == 0 and champion["decline_rate"] == 0.0
+    assert challenger["decline_rate"] == challenger["challenger_decline_rate"] > 0
+    assert challenger["champion_decline_rate"] == 0.0  # what the champion would have done
+    markdown = to_markdown(report, pd.Timestamp("2026-02-01").to_pydatetime())
+    assert f"| challenger | 100 | {challenger['decline_rate']:.4f} |" in markdown
+    without = compare(logs()[0], feedback, "A", "B", POLICY)  # logs before the canary
+    assert list(without.deciders) == ["champion"] and "By who decided" not in to_markdown(
+        without, pd.Timestamp("2026-02-01").to_pydatetime()
+    )

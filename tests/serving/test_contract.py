@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from serving.api_keys import create_key
 from serving.app import create_app
 from serving.hot_routes import explain_requested
 from serving.registry import Registry
@@ -33,7 +34,11 @@ from tests.serving.bundles import publish_with_profiles
 HOME = Path(tempfile.mkdtemp(prefix="contract-"))  # the app must exist when this is imported
 atexit.register(shutil.rmtree, HOME, True)
 publish_with_profiles(Registry(HOME / "registry"))
-SETTINGS = ServiceSettings(home=HOME, admin_token="contract-admin-token-0123")
+# Authentication on, as in production: one key with every scope, sent with every case
+# (schemathesis also sends cases without it, which must get 401).
+KEYS = HOME / "api-keys.json"
+TOKEN = create_key(KEYS, "contract", ["score", "feedback", "admin"])
+SETTINGS = ServiceSettings(home=HOME, admin_token="contract-admin-token-0123", api_keys_file=KEYS)
 APP = create_app(SETTINGS)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
@@ -76,6 +81,8 @@ def test_the_service_keeps_its_openapi_contract(case: schemathesis.Case) -> None
     shutil.rmtree(HOME / "serving", ignore_errors=True)
     with TestClient(APP):  # the lifespan: models loaded, state ready
         fields = rules_broken(case.body) if isinstance(case.body, dict) else set()
+        if case.headers and "Authorization" in case.headers:  # a generated token: a real one
+            case.headers["Authorization"] = f"Bearer {TOKEN}"  # (a case without it must get 401)
         if not fields:
             case.call_and_validate()
             return
@@ -97,6 +104,8 @@ def valid_otherwise(case: schemathesis.Case) -> bool:
     if model is None or not headers.get("content-type", "application/json").startswith(
         "application/json"
     ):
+        return False
+    if "authorization" not in headers:  # refused before its body is read: 401
         return False
     query = {k: str(v).lower() if isinstance(v, bool) else v for k, v in (case.query or {}).items()}
     if explain_requested(urlencode(query, doseq=True)) is None:

@@ -1,0 +1,211 @@
+"""SENTINEL_FAILURE_POLICY (what answers when the model cannot) and the canary (a share of
+cards the challenger decides, stopped automatically), through the app and the scored log."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.canary import Canary, CanaryConfig, FileStops, in_canary
+from serving.registry import Registry
+from serving.settings import ServiceSettings
+from tests.serving.bundles import SEED_REQUEST, publish_small
+
+POLICIES = ("heuristic", "review", "decline", "approve")
+
+
+def event(i: int, card: str | None = None) -> dict[str, object]:
+    return {
+        "transaction_id": f"t{i}", "card_id": card or f"card{i}", "merchant_id": "m1",
+        "amount": 20.0 + i, "event_time": f"2026-01-01T12:{i // 60:02d}:{i % 60:02d}Z",
+        "channel": "online", "device_id": "d1",
+    }  # fmt: skip
+
+
+def scored_lines(home: Path) -> list[dict]:
+    return [json.loads(line) for f in sorted((home / "scored").glob("scored-*.jsonl"))
+            for line in f.read_text().splitlines()]  # fmt: skip
+
+
+def service_of(c: TestClient):  # type: ignore[no-untyped-def]
+    return c.app.state.service  # type: ignore[attr-defined]
+
+
+def client(home: Path, **settings: object) -> TestClient:
+    return TestClient(create_app(ServiceSettings(home=home, **settings)))  # type: ignore[arg-type]
+
+
+# --- the failure policy --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_each_policy_answers_for_an_open_breaker_and_says_so(tmp_path: Path, policy: str) -> None:
+    publish_small(Registry(tmp_path / "registry"), seed=1)
+    with client(tmp_path, force_circuit_open=True, failure_policy=policy) as c:
+        body = c.post("/v1/score", json=event(1)).json()
+        metrics = c.get("/metrics").text
+    assert (body["failure_policy"], body["failure_cause"]) == (policy, "breaker_open")
+    assert body["scored_by"] == "heuristic" and body["circuit_breaker_state"] == "open"
+    heuristic_decision = "decline" if body["fraud_probability"] >= body["threshold"] else "approve"
+    expected = heuristic_decision if policy == "heuristic" else policy
+    assert body["decision"] == expected
+    assert body["reasons"] is not None  # the heuristic's reasons, for a reviewer
+    assert f'sentinel_failure_policy_total{{cause="breaker_open",policy="{policy}"}} 1.0' in metrics
+    assert f'sentinel_decisions_total{{decision="{expected}"}} 1.0' in metrics
+    (line,) = scored_lines(tmp_path)
+    assert (line["failure_policy"], line["failure_cause"], line["decision"]) == (
+        policy, "breaker_open", expected,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_each_policy_answers_without_a_model(tmp_path: Path, policy: str) -> None:
+    with client(tmp_path, failure_policy=policy) as c:
+        body = c.post("/v1/score", json=SEED_REQUEST).json()
+    assert (body["failure_policy"], body["failure_cause"]) == (policy, "no_model")
+    assert body["model_version"] is None and body["threshold"] == 0.5
+    if policy != "heuristic":
+        assert body["decision"] == policy
+    else:
+        assert body["decision"] == ("decline" if body["fraud_probability"] >= 0.5 else "approve")
+
+
+def test_a_failing_model_is_answered_by_the_policy_and_a_healthy_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_small(Registry(tmp_path / "registry"), seed=1)
+    with client(tmp_path, failure_policy="review") as c:
+        healthy = c.post("/v1/score", json=event(1)).json()
+        assert "failure_policy" not in healthy and healthy["scored_by"] == "model"
+        model = service_of(c).manager.current.champion.full
+
+        def broken(rows: object) -> list[float]:
+            raise RuntimeError("onnxruntime failed")
+
+        monkeypatch.setattr(model.predictor, "predict_rows", broken)
+        failed = c.post("/v1/score", json=event(2)).json()
+    assert (failed["decision"], failed["failure_cause"]) == ("review", "model_error")
+
+
+def test_a_bad_policy_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ValueError, match="failure_policy"):
+        ServiceSettings(failure_policy="maybe")  # type: ignore[arg-type]
+
+
+# --- the canary ----------------------------------------------------------------------------
+
+
+def test_the_canary_picks_cards_by_hash_stably_and_a_wider_share_keeps_them() -> None:
+    cards = [f"card{i}" for i in range(4_000)]
+    tenth = {c for c in cards if in_canary("v2", c, 0.1)}
+    assert 330 < len(tenth) < 470  # about 10%
+    assert tenth <= {c for c in cards if in_canary("v2", c, 0.3)}
+    assert tenth == {c for c in cards if in_canary("v2", c, 0.1)}  # the same every time
+    assert tenth != {c for c in cards if in_canary("v3", c, 0.1)}  # another challenger: others
+    assert not any(in_canary("v2", c, 0.0) for c in cards)
+
+
+@pytest.fixture
+def two_models(tmp_path: Path) -> Iterator[Path]:
+    registry = Registry(tmp_path / "registry")
+    publish_small(registry, seed=1)
+    publish_small(registry, seed=3, minute=2)  # the challenger
+    yield tmp_path
+
+
+def test_a_canary_card_is_decided_by_the_challenger_every_time(two_models: Path) -> None:
+    with client(two_models, canary_share=0.5) as c:
+        models = service_of(c).manager.current
+        champion, challenger = models.champion.version, models.challenger.version
+        bodies = [c.post("/v1/score", json=event(i, f"card{i % 20}")).json() for i in range(60)]
+        metrics = c.get("/metrics").text
+        status = c.get("/v1/models").json()["canary"]
+    for i, body in enumerate(bodies):
+        canary = in_canary(challenger, f"card{i % 20}", 0.5)
+        assert body["decided_by"] == ("challenger" if canary else "champion")
+        assert body["model_version"] == (challenger if canary else champion)
+    decided = [b["decided_by"] for b in bodies]
+    assert 0 < decided.count("challenger") < 60
+    lines = scored_lines(two_models)
+    assert [line["decided_by"] for line in lines] == decided
+    for line in lines:  # both scores and the champion's identity, whoever decided
+        assert line["champion_version"] == champion and line["challenger_version"] == challenger
+        assert line["champion_score"] is not None and line["challenger_score"] is not None
+    n = decided.count("challenger")
+    assert f'sentinel_decided_by_total{{model="challenger"}} {float(n)}' in metrics
+    assert "sentinel_canary_share 0.5" in metrics
+    assert status["share"] == 0.5 and status["stopped"] is None
+
+
+def test_without_a_share_the_challenger_only_shadows(two_models: Path) -> None:
+    with client(two_models) as c:
+        bodies = [c.post("/v1/score", json=event(i)).json() for i in range(20)]
+    assert {b["decided_by"] for b in bodies} == {"champion"}
+    assert all("shadow_fraud_probability" in b for b in bodies)
+
+
+def test_the_challenger_breaker_opening_stops_the_canary_on_every_worker(
+    two_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = {"canary_share": 1.0, "breaker_minimum_calls": 2, "breaker_window": 4}
+    with client(two_models, **settings) as c, client(two_models, **settings) as other:
+        challenger = service_of(c).manager.current.challenger.full
+
+        def broken(rows: object) -> list[float]:
+            raise RuntimeError("challenger down")
+
+        monkeypatch.setattr(challenger.predictor, "predict_rows", broken)
+        bodies = [c.post("/v1/score", json=event(i)).json() for i in range(4)]
+        # the challenger failed: the champion decided every one, and the canary stopped
+        assert {b["decided_by"] for b in bodies} == {"champion"}
+        assert all(b["scored_by"] == "model" for b in bodies)
+        status = c.get("/v1/models").json()
+        assert status["challenger_breaker"]["state"] == "open"
+        assert status["canary"]["stopped"]["reason"] == "breaker_open"
+        assert status["canary"]["share"] == 0.0
+        metrics = c.get("/metrics").text
+        assert 'sentinel_canary_stops_total{reason="breaker_open"} 1.0' in metrics
+        assert "sentinel_canary_stopped 1.0" in metrics
+        assert 'sentinel_challenger_breaker_state{state="open"} 1.0' in metrics
+        # the other worker learns it on its background tick
+        other.post("/v1/score", json=event(100))  # follows the challenger
+        service_of(other).follow_controls()
+        assert other.get("/v1/models").json()["canary"]["stopped"]["reason"] == "breaker_open"
+
+
+def test_a_drifting_decline_rate_stops_the_canary_and_an_admin_resumes_it(
+    two_models: Path,
+) -> None:
+    token = "an-admin-token-0123456789"
+    settings = {"canary_share": 0.5, "canary_min_events": 10, "canary_window": 10,
+                "admin_token": token}  # fmt: skip
+    with client(two_models, **settings) as c:
+        service = service_of(c)
+        challenger = service.manager.current.challenger.full
+        object.__setattr__(challenger, "threshold", 0.0)  # it now declines everything
+        bodies = [c.post("/v1/score", json=event(i)).json() for i in range(12)]
+        stopped = c.get("/v1/models").json()["canary"]["stopped"]
+        assert stopped["reason"] == "decline_rate" and stopped["challenger_decline_rate"] == 1.0
+        after = [c.post("/v1/score", json=event(100 + i)).json() for i in range(10)]
+        assert {b["decided_by"] for b in after} == {"champion"}  # back to 0%
+        assert {b["decided_by"] for b in bodies[:10]} == {"champion", "challenger"}
+        object.__setattr__(challenger, "threshold", 0.5)
+        resumed = c.post("/admin/canary/resume", headers={"Authorization": f"Bearer {token}"})
+        assert resumed.json()["resumed"] is True and resumed.json()["canary"]["share"] == 0.5
+        assert not list((two_models / "serving").glob("canary-stopped-*"))
+
+
+def test_a_stop_belongs_to_its_challenger_and_survives_a_restart(tmp_path: Path) -> None:
+    stops = FileStops(tmp_path)
+    first = Canary(CanaryConfig(share=0.2), stops)
+    assert first.share("v2") == 0.2
+    first.stop("breaker_open")
+    assert first.share("v2") == 0.0
+    restarted = Canary(CanaryConfig(share=0.2), FileStops(tmp_path))
+    assert restarted.share("v2") == 0.0  # still stopped after a restart
+    assert restarted.share("v3") == 0.2  # a new challenger starts at the configured share
+    (tmp_path / "canary-stopped-v4.json").write_text("{not json")
+    assert restarted.share("v4") == 0.0  # an unreadable stop is a stop
