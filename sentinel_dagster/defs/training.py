@@ -26,6 +26,13 @@ from sentinel_dagster.features.feature_importance import gain_importance
 from sentinel_dagster.governance import promotion, publishing
 from sentinel_dagster.governance.promotion import decide_bundle
 from sentinel_dagster.governance.publishing import BundleContent, ProfileContent, publish
+from sentinel_dagster.governance.signing_keys import signing_key_from_env
+from sentinel_dagster.monitoring import reference as drift_reference
+from sentinel_dagster.monitoring.reference import (
+    DRIFT_REFERENCE_FILE,
+    build_reference,
+    period_label,
+)
 from sentinel_dagster.reporting import markdown as reporting
 from sentinel_dagster.reporting import plots
 from sentinel_dagster.reporting.markdown import frame_markdown, metrics_table
@@ -64,6 +71,7 @@ from serving.events import SCENARIOS
 from serving.features import FEATURE_NAMES, FeatureSet, markdown_table
 from serving.profiles import FULL, RequestProfile
 from serving.registry import Registry
+from serving.signatures import SigningKeyError
 
 _DEFAULT = TrainParams()
 
@@ -227,7 +235,9 @@ class EvaluationConfig(dg.Config):
 
 
 @dg.asset(
-    group_name="training", kinds={"mlflow"}, **catalog("training", evaluation, plots, reporting)
+    group_name="training",
+    kinds={"mlflow"},
+    **catalog("training", evaluation, plots, reporting, drift_reference),
 )
 @timed
 def candidate_evaluation(
@@ -266,6 +276,13 @@ def candidate_evaluation(
     dist_png = score_distribution_png(holdout.labels, scores, threshold)
     (model_dir / "pr_curve.png").write_bytes(pr_png)
     (model_dir / "score_distribution.png").write_bytes(dist_png)
+    # The drift watch's reference, carried by the bundle: the holdout, not the training rows,
+    # whose long windows the replay is still filling (monitoring/reference.py).
+    reference = build_reference(
+        FULL, holdout.frame, FEATURE_NAMES, scores, threshold,
+        period_label("holdout", holdout.frame["event_time"]),
+    )  # fmt: skip
+    (model_dir / DRIFT_REFERENCE_FILE).write_text(json.dumps(reference.to_dict()))
     importance = gain_importance(
         xgb.Booster(model_file=str(model_dir / "model.json")), FEATURE_NAMES
     )
@@ -433,6 +450,13 @@ def proofs_of(candidate: dict[str, Any]) -> dict[str, Any] | None:
     return {name: json.loads((f / PROOF_FILE).read_text()) for name, f in folders.items()}
 
 
+def drift_reference_of(candidate: dict[str, Any]) -> dict[str, Any] | None:
+    """The candidate's drift reference, as candidate_evaluation wrote it; None for a
+    candidate evaluated before references existed (its bundle then carries none)."""
+    path = Path(candidate["model_dir"]) / DRIFT_REFERENCE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def profile_contents(
     models: dict[str, Any], evaluation: dict[str, Any]
 ) -> tuple[ProfileContent, ...]:
@@ -485,6 +509,10 @@ def model_bundle(
             {"published": False, "version": published, "reasons": ["already published"]},
             metadata={"published": False, "already_published_as": published},
         )
+    try:  # before anything is written: a misconfigured key publishes nothing
+        signing_key = signing_key_from_env()
+    except SigningKeyError as exc:
+        raise dg.Failure(description=f"nothing published, champion unchanged: {exc}") from None
     features = policy.feature_set()
     model_dir = Path(candidate_model["model_dir"])
     content = BundleContent(
@@ -508,8 +536,9 @@ def model_bundle(
         feature_set=features,
         profiles=profile_contents(candidate_model.get("profiles", {}), candidate_evaluation),
         proof=proofs_of(candidate_model),
+        drift_reference=drift_reference_of(candidate_model),
     )
-    version, role = publish(registry, content)
+    version, role = publish(registry, content, signing_key=signing_key)
     mlflow_tracking.use_local_store(sentinel_home.root())
     mlflow_tracking.record_bundle(
         candidate_model["run_id"], candidate_model["mlflow_model_version"], version
@@ -521,6 +550,9 @@ def model_bundle(
             "published": True,
             "version": version,
             "role": role,
+            # The key's id only (never the key): which public key the service must trust.
+            "signed": signing_key is not None,
+            "signing_key_id": signing_key.key_id if signing_key else "unsigned",
             "path": dg.MetadataValue.path(str(registry.bundle_dir(version))),
             "manifest": dg.MetadataValue.json(
                 json.loads((registry.bundle_dir(version) / "manifest.json").read_text())

@@ -4,6 +4,10 @@ The first published bundle becomes champion, later ones challenger, except that 
 replaces a champion of another feature set (after an upgrade or a change of label maturity)
 at once. A published bundle is never modified again (files are made read-only); only the
 pointers move.
+
+With a signing key (signing_keys.py) the manifest is signed: `manifest.sig` beside it
+(serving/signatures.py), written in the temporary folder like every other file. Without one,
+bundles are published unsigned.
 """
 
 import datetime as dt
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sentinel_dagster.governance.signing_keys import FROM_ENV, FromEnv, signing_key_from_env
+from sentinel_dagster.monitoring.reference import DRIFT_REFERENCE_FILE
 from serving.bundle import (
     MANIFEST,
     PROOF_FILE,
@@ -24,6 +30,7 @@ from serving.bundle import (
 )
 from serving.features import DEFAULT_FEATURE_SET, FeatureSet
 from serving.registry import Registry
+from serving.signatures import SIGNATURE_FILE, SigningKey
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "mlops" / "model_card_template.md"
 
@@ -58,6 +65,9 @@ class BundleContent:
     # Per model ("full", each profile): real holdout rows and the trainer's scores, which the
     # service re-scores before serving (serving/bundle.py); None only for test doubles.
     proof: dict[str, Any] | None = None
+    # What the model's inputs and scores looked like (monitoring/reference.py), for the
+    # drift watch; None: the bundle carries none and the watch says so.
+    drift_reference: dict[str, Any] | None = None
 
 
 def render_model_card(fields: dict[str, str], template: Path = TEMPLATE) -> str:
@@ -84,9 +94,18 @@ def _other_feature_set(registry: Registry, version: str, features: FeatureSet) -
 
 
 def publish(
-    registry: Registry, content: BundleContent, now: dt.datetime | None = None
+    registry: Registry,
+    content: BundleContent,
+    now: dt.datetime | None = None,
+    signing_key: SigningKey | FromEnv | None = FROM_ENV,
 ) -> tuple[str, str]:
-    """Write the bundle atomically and point at it; returns (version, role)."""
+    """Write the bundle atomically and point at it; returns (version, role).
+
+    `signing_key` signs the manifest (None: unsigned); by default the environment's
+    (`signing_key_from_env`), resolved before anything is written, so a misconfigured key
+    publishes nothing."""
+    if signing_key is FROM_ENV:
+        signing_key = signing_key_from_env()
     now = now or dt.datetime.now(dt.UTC)
     version = f"{now:%Y%m%dT%H%M%S}-{content.mlflow_run_id[:8]}"
     full_model = content.model_json is not None and content.model_onnx is not None
@@ -103,6 +122,8 @@ def publish(
         files |= {json_file: profile.model_json, onnx_file: profile.model_onnx}
     if content.proof is not None:
         files[PROOF_FILE] = json.dumps(content.proof).encode()
+    if content.drift_reference is not None:
+        files[DRIFT_REFERENCE_FILE] = json.dumps(content.drift_reference, sort_keys=True).encode()
     files |= {
         "lineage.json": json.dumps(content.lineage, indent=2, sort_keys=True).encode(),
         "model_card.md": render_model_card(
@@ -135,7 +156,10 @@ def publish(
         "mlflow_model_version": content.mlflow_model_version,
         "files": {name: sha256_file(tmp / name) for name in files},
     }
-    _write(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    _write(tmp / MANIFEST, manifest_bytes)
+    if signing_key is not None:  # over the bytes just written: what the service will read
+        _write(tmp / SIGNATURE_FILE, signing_key.signature_file(manifest_bytes))
     for path in tmp.iterdir():
         path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
     os.replace(tmp, registry.bundle_dir(version))

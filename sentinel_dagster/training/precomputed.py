@@ -38,6 +38,8 @@ from sentinel_dagster.core.policy import DataPolicy, Policy
 from sentinel_dagster.data.validation import ValidationReport, run_suite
 from sentinel_dagster.governance.promotion import BundleDecision, decide_bundle
 from sentinel_dagster.governance.publishing import BundleContent, ProfileContent, publish
+from sentinel_dagster.governance.signing_keys import signing_key_from_env
+from sentinel_dagster.monitoring.reference import build_reference
 from sentinel_dagster.training import mlflow_tracking
 from sentinel_dagster.training.bundle_models import (
     CompiledModel,
@@ -209,6 +211,7 @@ class _Candidate:
     source: str
     code_version: str
     target_fpr: float
+    drift_reference: dict[str, Any]  # monitoring/reference.py, on the holdout
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -297,6 +300,7 @@ def _bundle_content(
         card_fields=_card_fields(c, run_id),
         feature_set=c.features,
         proof={c.profile.name: c.model.proof},
+        drift_reference=c.drift_reference,
         profiles=(
             ProfileContent(
                 name=c.profile.name,
@@ -320,7 +324,11 @@ def train_precomputed(
     source: str,
     code_version: str = "unknown",
 ) -> PrecomputedRun:
-    """Split, train, compile, evaluate and gate a profile model; publish it if it passes."""
+    """Split, train, compile, evaluate and gate a profile model; publish it if it passes.
+
+    The signing key (signing_keys.signing_key_from_env) is read first: a misconfigured one
+    raises SigningKeyError before anything is trained."""
+    signing_key = signing_key_from_env()
     data = split_stratified(frame, params.seed)
     model = train_and_compile(data, params, profile)
     judged = evaluate_model(model.onnx, profile, model.threshold, data.holdout)
@@ -333,7 +341,11 @@ def train_precomputed(
         source,
         code_version,
         params.target_fpr,
-    )
+        build_reference(
+            profile.name, data.holdout.frame, profile.features, judged.scores,
+            model.threshold, "holdout (stratified random split)",
+        ).to_dict(),
+    )  # fmt: skip
     registry = Registry(home / "registry")
     try:
         judged_against = score_champion(registry, candidate.features, data.holdout)
@@ -347,7 +359,8 @@ def train_precomputed(
     run_id, model_version = _log_to_mlflow(candidate, data, params, home)
     published = None
     if decision.passed:
-        published = publish(registry, _bundle_content(candidate, run_id, model_version, champion))
+        content = _bundle_content(candidate, run_id, model_version, champion)
+        published = publish(registry, content, signing_key=signing_key)
         mlflow_tracking.record_bundle(run_id, model_version, published[0])
         mlflow_tracking.set_alias(published[1], model_version)
     return PrecomputedRun(profile, model, judged, decision, champion, run_id, published)

@@ -21,6 +21,8 @@ from sentinel_dagster.core import paths
 from sentinel_dagster.definitions import defs
 from sentinel_dagster.defs.resources import GovernancePolicy, ParquetIOManager, SentinelHome
 from sentinel_dagster.features.feature_importance import ALL_FEATURES
+from sentinel_dagster.governance.signing_keys import KeyPairFiles, write_key_pair
+from sentinel_dagster.monitoring.reference import read_reference
 from sentinel_dagster.training import mlflow_tracking
 from serving.app import create_app
 from serving.bundle import BundleError, load_bundle
@@ -41,6 +43,7 @@ class Lineage:
     second: dg.ExecuteInProcessResult  # passes again: becomes challenger
     champion_after_first: str | None
     champion_after_refused: str | None
+    signing_key: KeyPairFiles  # the first run signs its bundle with it, the others do not
 
 
 def _materialize(home: Path, instance, selection, config: dict, policy: Path | None = None):
@@ -72,8 +75,11 @@ def lineage(tmp_path_factory: pytest.TempPathFactory) -> Lineage:
     impossible = home / "strict_policy.yaml"
     impossible.write_text("promotion:\n  metric_floors:\n    pr_auc: 0.9999\n")
     full = {"ops": {"transactions": {"config": DATA}}}
+    signing_key = write_key_pair(home / "keys", "lineage")
     with local_instance(home) as instance:
-        first = _materialize(home, instance, "*model_bundle", full)
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("SENTINEL_SIGNING_KEY_FILE", str(signing_key.private))
+            first = _materialize(home, instance, "*model_bundle", full)
         champion = registry.pointer("champion")
         keys = [dg.AssetKey(k) for k in [*TRAINING, "model_bundle"]]
         refused = _materialize(home, instance, keys, {}, policy=impossible)
@@ -84,7 +90,7 @@ def lineage(tmp_path_factory: pytest.TempPathFactory) -> Lineage:
         loose = home / "loose_policy.yaml"
         loose.write_text("promotion:\n  max_regression:\n    pr_auc: 0.2\n")
         second = _materialize(home, instance, keys, reseeded, policy=loose)
-    return Lineage(home, first, refused, second, champion, champion_after_refused)
+    return Lineage(home, first, refused, second, champion, champion_after_refused, signing_key)
 
 
 def test_full_lineage_publishes_a_verified_champion(lineage: Lineage) -> None:
@@ -97,7 +103,14 @@ def test_full_lineage_publishes_a_verified_champion(lineage: Lineage) -> None:
     assert set(manifest["files"]) == {
         "model.json", "model.onnx", "model_card.md", "lineage.json",
         "profile-precomputed-7.json", "profile-precomputed-7.onnx", "proof.json",
+        "drift_reference.json",
     }  # fmt: skip
+    # The drift watch's reference: the full model's features and scores on its holdout.
+    reference = read_reference(loaded.path)
+    assert reference is not None and reference.model == "full"
+    assert list(reference.features) == list(manifest["features"])
+    assert reference.threshold == manifest["threshold"]
+    assert 0.0 < reference.decline_rate < 0.1 and reference.computed_from.startswith("holdout ")
     # Real holdout rows and XGBoost's scores for every model: re-scored at load time.
     proof = json.loads((loaded.path / "proof.json").read_text())
     assert set(proof) == {"full", "precomputed-7"}
@@ -282,6 +295,18 @@ def test_the_evaluation_still_runs_the_ablation_when_its_config_asks(lineage: Li
     assert result.success
     rows = {row["removed"] for row in _output(result, "candidate_evaluation")["ablation"]}
     assert rows == {ALL_FEATURES, *feature_groups()}
+
+
+def test_the_bundle_is_signed_with_the_configured_key_and_says_so(lineage: Lineage) -> None:
+    metadata = lineage.first.asset_materializations_for_node("model_bundle")[0].metadata
+    key_id = lineage.signing_key.key_id
+    assert metadata["signed"].value is True and metadata["signing_key_id"].value == key_id
+    trusted = ServiceSettings(bundle_public_keys=str(lineage.signing_key.public))
+    version = _output(lineage.first, "model_bundle")["version"]
+    bundle_dir = Registry(lineage.home / "registry").bundle_dir(version)
+    assert load_bundle(bundle_dir, trusted_keys=trusted.trusted_bundle_keys()).signed_by == key_id
+    unsigned = lineage.second.asset_materializations_for_node("model_bundle")[0].metadata
+    assert unsigned["signed"].value is False  # no key in the environment
 
 
 def test_a_failing_gate_publishes_nothing_and_keeps_the_champion(lineage: Lineage) -> None:
