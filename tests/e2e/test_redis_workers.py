@@ -38,9 +38,10 @@ def post(url: str, body: dict) -> dict:
 
 
 @contextmanager
-def serve(home: Path, redis_url: str, workers: int) -> Iterator[str]:
+def serve(home: Path, redis_url: str, workers: int, **settings: str) -> Iterator[str]:
+    """`sentinel serve` on `redis_url`; `settings`: more SENTINEL_* variables."""
     port = free_port()
-    env = os.environ | {"SENTINEL_HOME": str(home), "SENTINEL_REDIS_URL": redis_url}
+    env = os.environ | {"SENTINEL_HOME": str(home), "SENTINEL_REDIS_URL": redis_url} | settings
     server = subprocess.Popen(
         [str(SENTINEL), "serve", "--host", "127.0.0.1", "--port", str(port),
          "--workers", str(workers)],

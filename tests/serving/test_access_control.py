@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from typer.testing import CliRunner
 
 from sentinel_dagster.cli.main import app as cli_app
@@ -342,7 +344,8 @@ def test_redis_buckets_are_shared_by_every_worker_and_a_failure_lets_requests_th
     finally:
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
-    down = RedisBuckets(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2), "x:")
+    unreachable = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    down = RedisBuckets(unreachable, "x:")  # as the service's client: no retries
     control = AccessControl(KeyRing(None), {"/v1/score": rate}, down)
     assert control.charge(Caller(None, "10.0.0.1"), "/v1/score") is None  # not a 5xx
     assert control.limiter_errors == 1

@@ -2,14 +2,16 @@
 cards the challenger decides, stopped automatically), through the app and the scored log."""
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from serving.canary import Canary, CanaryConfig, FileStops, in_canary
+from serving.canary import Canary, CanaryConfig, FileStops, RedisStops, in_canary
 from serving.registry import Registry
 from serving.settings import ServiceSettings
 from tests.serving.bundles import SEED_REQUEST, publish_small
@@ -209,3 +211,24 @@ def test_a_stop_belongs_to_its_challenger_and_survives_a_restart(tmp_path: Path)
     assert restarted.share("v3") == 0.2  # a new challenger starts at the configured share
     (tmp_path / "canary-stopped-v4.json").write_text("{not json")
     assert restarted.share("v4") == 0.0  # an unreadable stop is a stop
+
+
+def test_on_redis_a_stop_reaches_every_host_and_a_resume_too() -> None:
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    prefix = f"test-{uuid.uuid4().hex}:"
+    config = CanaryConfig(share=0.3)
+    here = Canary(config, RedisStops(client, prefix))
+    there = Canary(config, RedisStops(client, prefix))
+    try:
+        assert here.share("v7") == there.share("v7") == 0.3
+        here.stop("decline_rate", events=1_000)
+        there.poll()  # the other host's background tick
+        assert there.share("v7") == 0.0 and there.stopped["reason"] == "decline_rate"
+        there.stop("breaker_open")  # already stopped: the first stop stands
+        assert json.loads(client.get(f"{prefix}canary:stopped:v7"))["reason"] == "decline_rate"
+        assert there.resume() is True
+        here.poll()
+        assert here.share("v7") == 0.3
+    finally:
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
