@@ -171,7 +171,8 @@ class AccessControl:
             return None
         if wait <= 0.0:
             return None
-        self.limited[route, caller.name] += 1
+        # by key name; without keys one label for all, not one per client address
+        self.limited[route, caller.name if caller.key is not None else "unauthenticated"] += 1
         who = f"key {caller.name!r}" if caller.key is not None else f"client {caller.name}"
         if math.isinf(wait):
             return Refusal(429, f"{cost:g} events is more than the burst of {rate.burst:g} "
@@ -184,9 +185,14 @@ class AccessControl:
             ((b"retry-after", str(retry).encode()),),
         )
 
+    def tick(self) -> None:
+        """The background tick: forget full buckets, pick up a changed keys file."""
+        self.buckets.prune()
+        self.reload_keys()
+
     def reload_keys(self) -> None:
-        """The background tick: pick up a changed keys file; a broken one keeps the old
-        keys and is logged (the error names the file and the entry)."""
+        """Pick up a changed keys file; a broken one keeps the old keys and is logged (the
+        error names the file and the entry)."""
         try:
             if self.keys.reload():
                 log_event(log, logging.INFO, "api_keys_loaded", keys=len(self.keys.by_hash))
@@ -207,8 +213,8 @@ class AccessCollector(Collector):
         for (route, reason), n in sorted(self.control.refused.items()):
             refused.add_metric([route, reason], n)
         limited = CounterMetricFamily(
-            "sentinel_rate_limited", "Requests answered 429, by route and key (client "
-            "address without authentication)", labels=["route", "key"],
+            "sentinel_rate_limited", "Requests answered 429, by route and key "
+            "(unauthenticated without keys)", labels=["route", "key"],
         )  # fmt: skip
         for (route, key), n in sorted(self.control.limited.items()):
             limited.add_metric([route, key], n)

@@ -69,23 +69,37 @@ class Buckets(Protocol):
         """Take `cost` tokens; 0.0 if granted, else the seconds until they could be."""
         ...
 
+    def prune(self) -> int:
+        """Forget what is no longer needed (the background tick); how many entries."""
+        ...
+
 
 class MemoryBuckets:
-    """This worker's buckets: key -> [tokens, last refill time]."""
+    """This worker's buckets: key -> [tokens, last refill time, full again at]."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._buckets: dict[str, list[float]] = {}
 
+    def prune(self) -> int:
+        """Forget the buckets that are full again (the background tick): without keys a
+        bucket per client address would otherwise pile up. How many were dropped."""
+        now = self.clock()
+        full = [key for key, bucket in self._buckets.items() if bucket[2] <= now]
+        for key in full:
+            del self._buckets[key]
+        return len(full)
+
     def take(self, key: str, rate: Rate, cost: float) -> float:
         now = self.clock()
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = [rate.burst, now]
+            bucket = self._buckets[key] = [rate.burst, now, now]
         tokens = min(rate.burst, bucket[0] + (now - bucket[1]) * rate.per_s)
         bucket[1] = now
         if tokens >= cost:
             bucket[0] = tokens - cost
+            bucket[2] = now + (rate.burst - bucket[0]) / rate.per_s
             return 0.0
         bucket[0] = tokens
         return math.inf if cost > rate.burst else (cost - tokens) / rate.per_s
@@ -153,3 +167,11 @@ class RedisBuckets:
             self._leases[key] = [held + float(granted) - cost, now]
             return 0.0
         return math.inf if float(wait) < 0 else float(wait)
+
+    def prune(self) -> int:
+        """Drop expired leases (Redis expires the buckets themselves)."""
+        now = self.clock()
+        old = [key for key, lease in self._leases.items() if now - lease[1] > LEASE_TTL_S]
+        for key in old:
+            del self._leases[key]
+        return len(old)

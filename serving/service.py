@@ -190,8 +190,12 @@ class Service:
         return changed
 
     def follow_controls(self) -> None:
-        """The background tick: a changed keys file, a canary stop from another worker."""
-        self.access.reload_keys()
+        """The background tick: a changed keys file, full rate-limit buckets, a canary stop
+        from another worker."""
+        try:
+            self.access.tick()
+        except Exception as exc:  # the shared store is down: leases are dropped next time
+            log_event(log, logging.WARNING, "access_tick_failed", error=type(exc).__name__)
         try:
             self.canary.poll()
         except Exception as exc:  # the shared store is down: keep what we knew

@@ -284,6 +284,11 @@ def test_a_bucket_refills_at_its_rate_and_says_how_long_to_wait() -> None:
     assert buckets.take("k", rate, 4) == 0.0
     assert buckets.take("k", rate, 1) > 0
     assert math.isinf(buckets.take("k", rate, 5))  # more than the burst: never
+    assert buckets.prune() == 1  # "other" is full again: forgotten; "k" is not
+    clock.now += 1.5
+    assert buckets.prune() == 0  # k holds 3 of 4 tokens: still needed
+    clock.now += 0.5
+    assert buckets.prune() == 1 and buckets.take("k", rate, 4) == 0.0  # full: a fresh one
 
 
 def test_over_the_limit_is_429_with_retry_after_per_key_and_route(home: Path, keys: Path) -> None:
@@ -327,6 +332,10 @@ def test_a_key_of_its_own_limit_and_without_keys_the_client_address(home: Path, 
         c.app.state.service.access.buckets = MemoryBuckets(Clock())  # type: ignore[attr-defined]
         codes = [c.post("/v1/feedback", json=LABEL).status_code for _ in range(2)]
         assert codes == [200, 429]
+        metrics = c.get("/metrics").text  # one label for every address, not one each
+        assert 'sentinel_rate_limited_total{key="unauthenticated",route="/v1/feedback"} 1.0' in (
+            metrics
+        )
         assert c.post("/v1/score", json=SEED_REQUEST).status_code == 200  # another route
 
 
