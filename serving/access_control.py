@@ -118,9 +118,11 @@ class AccessControl:
         self.refused[route, reason] += 1
         return refusal, None
 
-    def authorize(self, scope: Mapping[str, Any]) -> tuple[Refusal | None, Caller | None]:
-        """(refusal, None) or (None, the caller); (None, None) for an open route."""
-        path = str(scope["path"])
+    def authorize(
+        self, scope: Mapping[str, Any], path: str
+    ) -> tuple[Refusal | None, Caller | None]:
+        """(refusal, None) or (None, the caller); (None, None) for an open route. `path`:
+        the route's path (without a proxy's prefix: `access_log.route_path`)."""
         need = required_scope(path)
         if need is None:
             return None, None

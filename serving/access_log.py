@@ -19,6 +19,18 @@ from serving.logs import log_event
 log = logging.getLogger("sentinel.serving.access")
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: `path` without the proxy's prefix (`root_path`). Since
+    uvicorn 0.26 `path` includes the prefix and Starlette strips it when it routes; anything
+    that matches paths before Starlette (the access gate, the hot routes) must do the same,
+    as Starlette's `get_route_path` does."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :]
+    return path
+
+
 class RouteNames:
     """A request's route as logs and metrics name it: the path of a route the app serves,
     or `unmatched` (so no id typed into a URL becomes a log field or a metric label)."""
@@ -29,7 +41,7 @@ class RouteNames:
     def __call__(self, scope: Scope) -> str:
         if self._routes is None:
             self._routes = frozenset(route.path for route in scope["app"].routes)
-        path: str = scope["path"]
+        path = route_path(scope)
         return path if path in self._routes else "unmatched"
 
 

@@ -68,6 +68,12 @@ class CircuitBreaker:
         else:
             self._window.clear()
 
+    def reset(self) -> None:
+        """Closed, with an empty window: for a new model (not a transition of this one)."""
+        self.state = BreakerState.CLOSED
+        self._window.clear()
+        self._probes_started = self._probes_passed = 0
+
     def allow(self) -> bool:
         """May the model be called now? (Counts a probe when half-open.)"""
         if self.state is BreakerState.OPEN:

@@ -174,17 +174,26 @@ def has_full_model(manifest: dict[str, Any]) -> bool:
     return manifest.get("full_model", True) is not False  # older bundles: always
 
 
-def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
+def verify_checksums(path: Path, manifest: dict[str, Any]) -> dict[str, bytes]:
+    """Every listed file's content, read once and checked against its sha256: what is
+    loaded is what was checked (a file swapped after the check is never read again)."""
     files = manifest.get("files")
     required = REQUIRED_FILES if has_full_model(manifest) else REQUIRED_FILES[len(MODEL_FILES) :]
     if not isinstance(files, dict) or set(required) - set(files):
         raise BundleError(f"{path}: manifest must list the sha256 of {', '.join(required)}")
+    contents = {}
     for name, expected in files.items():
         target = Path(path) / name
         if not target.is_file():
             raise BundleError(f"{path}: {name} is missing")
-        if sha256_file(target) != expected:
+        try:
+            content = target.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"{path}: unreadable {name}: {exc}") from None
+        if hashlib.sha256(content).hexdigest() != expected:
             raise BundleError(f"{path}: {name} does not match its sha256 in the manifest")
+        contents[name] = content
+    return contents
 
 
 def check_feature_set(path: Path, manifest: dict[str, Any], engine: FeatureSet) -> None:
@@ -254,7 +263,9 @@ def _proof_rows(path: Path, onnx_file: str, proof: Any, width: int) -> tuple[Any
     return rows, scores
 
 
-def _predictor(path: Path, onnx_file: str, width: int, proof: Any = None) -> CompiledPredictor:
+def _predictor(
+    path: Path, onnx_file: str, width: int, onnx: bytes, proof: Any = None
+) -> CompiledPredictor:
     """The compiled model, loaded and proven: it must score the proof's real holdout rows as
     the trainer did (within PROOF_TOLERANCE), each a finite probability. A bundle published
     before proofs existed (`proof` None) is smoke-run on an all-zeros row instead, which a
@@ -265,7 +276,7 @@ def _predictor(path: Path, onnx_file: str, width: int, proof: Any = None) -> Com
         else (np.zeros((1, width), dtype=np.float32), None)
     )
     try:  # onnxruntime raises its own exception types, on load or on the first run
-        predictor = CompiledPredictor((path / onnx_file).read_bytes())
+        predictor = CompiledPredictor(onnx)
         if predictor.width != width:
             raise BundleError(f"{path}: {onnx_file} reads {predictor.width} features, not {width}")
         scores = predictor.predict(rows)
@@ -285,13 +296,13 @@ def _predictor(path: Path, onnx_file: str, width: int, proof: Any = None) -> Com
     return predictor
 
 
-def _read_proof(path: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+def _read_proof(path: Path, contents: dict[str, bytes]) -> dict[str, Any] | None:
     """The bundle's proof.json (checksummed like every file), None for an older bundle."""
-    if PROOF_FILE not in manifest["files"]:
+    if PROOF_FILE not in contents:
         return None
     try:
-        proof = json.loads((path / PROOF_FILE).read_text())
-    except (OSError, ValueError) as exc:
+        proof = json.loads(contents[PROOF_FILE])
+    except ValueError as exc:
         raise BundleError(f"{path}: unreadable {PROOF_FILE}: {exc}") from None
     if not isinstance(proof, dict):
         raise BundleError(f"{path}: {PROOF_FILE} is not an object")
@@ -307,7 +318,7 @@ def _model_proof(path: Path, proofs: dict[str, Any] | None, name: str) -> Any:
 
 
 def _profile_models(
-    path: Path, manifest: dict[str, Any], proofs: dict[str, Any] | None
+    path: Path, manifest: dict[str, Any], contents: dict[str, bytes], proofs: dict[str, Any] | None
 ) -> dict[str, ServedModel]:
     declared = manifest.get("profiles") or {}
     if not isinstance(declared, dict):
@@ -330,7 +341,11 @@ def _profile_models(
             profile.features,
             _threshold(path, f"profile {name}", entry),
             _predictor(
-                path, onnx_file, len(profile.features), _model_proof(path, proofs, profile.name)
+                path,
+                onnx_file,
+                len(profile.features),
+                contents[onnx_file],
+                _model_proof(path, proofs, profile.name),
             ),
             profile.columns,
         )
@@ -350,20 +365,26 @@ def load_bundle(
     raw = _manifest_bytes(path)  # verified and parsed from the same bytes: no swap between
     signed_by = None if trusted_keys is None else verify_signature(path, raw, trusted_keys)
     manifest = _parse_manifest(path, raw)
-    verify_checksums(path, manifest)
+    contents = verify_checksums(path, manifest)
     check_feature_set(path, manifest, features)
     if manifest.get("features") != list(features.names):
         raise BundleError(f"{path}: its feature list differs from its feature_set declaration")
     if not isinstance(manifest.get("version"), str | int):
         raise BundleError(f"{path}: the manifest needs a version")
-    proofs = _read_proof(path, manifest)
-    models = _profile_models(path, manifest, proofs)
+    proofs = _read_proof(path, contents)
+    models = _profile_models(path, manifest, contents, proofs)
     if has_full_model(manifest):
         models[FULL] = ServedModel(
             FULL,
             features.names,
             _threshold(path, "the manifest", manifest),
-            _predictor(path, "model.onnx", len(features.names), _model_proof(path, proofs, FULL)),
+            _predictor(
+                path,
+                "model.onnx",
+                len(features.names),
+                contents["model.onnx"],
+                _model_proof(path, proofs, FULL),
+            ),
         )
     elif not models:
         raise BundleError(f"{path}: no full model and no profile model: nothing to score with")

@@ -125,7 +125,10 @@ class Canary:
 
     def share(self, challenger_version: str | None) -> float:
         """The share decided by `challenger_version` now (0 when stopped or none)."""
-        if challenger_version is None or self.config.share <= 0.0:
+        if challenger_version is None:
+            self.version = None  # promoted or removed: nothing to report a share for
+            return 0.0
+        if self.config.share <= 0.0:
             return 0.0
         if challenger_version != self.version:
             self._follow(challenger_version)
@@ -134,9 +137,13 @@ class Canary:
     def _follow(self, version: str) -> None:
         """A new challenger: its own stop record, and a fresh decline-rate window."""
         self.version = version
+        self._forget()
+        self.stopped = self._read(version)
+
+    def _forget(self) -> None:
+        """Start the decline-rate window afresh (a new challenger, a resume)."""
         self._paired.clear()
         self._champion_declines = self._challenger_declines = 0
-        self.stopped = self._read(version)
 
     def _read(self, version: str) -> dict[str, Any] | None:
         try:
@@ -148,7 +155,10 @@ class Canary:
     def poll(self) -> None:
         """The background tick: pick up a stop (or a resume) written by another worker."""
         if self.version is not None and self.config.share > 0.0:
+            was_stopped = self.stopped is not None
             self.stopped = self._read(self.version)
+            if was_stopped and self.stopped is None:  # resumed elsewhere: judge afresh, or
+                self._forget()  # the window that stopped it would stop it again at once
 
     def observe(self, champion_declines: bool, challenger_declines: bool) -> None:
         """One event both models scored; stops the canary when the decline rates part."""
@@ -191,8 +201,7 @@ class Canary:
             return False
         self.stops.resume(self.version)
         self.stopped = None
-        self._paired.clear()
-        self._champion_declines = self._challenger_declines = 0
+        self._forget()
         log_event(log, logging.WARNING, "canary_resumed", challenger=self.version)
         return True
 

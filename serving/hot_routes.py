@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.access_control import Caller, Refusal
-from serving.access_log import RouteNames, StatusOf
+from serving.access_log import RouteNames, StatusOf, route_path
 from serving.features import FEATURE_NAMES
 from serving.logs import log_event
 from serving.resolve import ResolveError, stateful_ids
@@ -242,25 +242,28 @@ class HotRoutes:
                 seconds = time.perf_counter() - started
                 service.metrics.hot.observe_request(self._route(scope), sending.status, seconds)
 
-    async def _refuse(self, scope: Scope, send: Send, service: Service, refusal: Refusal) -> None:
+    async def _refuse(
+        self, scope: Scope, send: Send, service: Service, refusal: Refusal, path: str
+    ) -> None:
         await send_answer(send, refusal.status, refusal.body(), refusal.headers)
-        route = scope["path"] if scope["path"] in HANDLERS else self._route(scope)
+        route = path if path in HANDLERS else self._route(scope)
         service.metrics.hot.observe_request(route, refusal.status, 0.0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = route_path(scope)  # behind a proxy's prefix, what Starlette routes on
         service: Service | None = getattr(scope["app"].state, "service", None)
         caller = None
         if service is not None:  # None before the lifespan has started the service
-            refusal, caller = service.access.authorize(scope)
-            if refusal is None and scope["path"] in CHARGED_ONE:
-                refusal = service.access.charge(caller, scope["path"])
+            refusal, caller = service.access.authorize(scope, path)
+            if refusal is None and path in CHARGED_ONE:
+                refusal = service.access.charge(caller, path)
             if refusal is not None:
-                await self._refuse(scope, send, service, refusal)
+                await self._refuse(scope, send, service, refusal, path)
                 return
-        handler = HANDLERS.get(scope["path"])
+        handler = HANDLERS.get(path)
         if handler is None or scope["method"] != "POST" or service is None:
             await self._counted(scope, receive, send)
             return
@@ -272,11 +275,11 @@ class HotRoutes:
             status, body, headers = exc.refusal.status, exc.refusal.body(), exc.refusal.headers
         except Exception as exc:  # outside FastAPI's error middleware: the same 500 here
             log_event(
-                log, logging.ERROR, "unhandled_error", route=scope["path"], error=type(exc).__name__
+                log, logging.ERROR, "unhandled_error", route=path, error=type(exc).__name__
             )  # the type only: messages may quote the body
             status, body = error(500, "internal error")
         await send_answer(send, status, body, headers)
-        service.metrics.hot.observe_request(scope["path"], status, time.perf_counter() - started)
+        service.metrics.hot.observe_request(path, status, time.perf_counter() - started)
 
 
 # Charged one token before the body is read (a batch is charged per event once parsed).

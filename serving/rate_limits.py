@@ -150,6 +150,8 @@ class RedisBuckets:
         self._leases: dict[str, list[float]] = {}  # key -> [tokens held, taken at]
 
     def take(self, key: str, rate: Rate, cost: float) -> float:
+        if cost > rate.burst:  # never, whatever a lease still holds
+            return math.inf
         now = self.clock()
         lease = self._leases.get(key)
         held = 0.0

@@ -203,6 +203,7 @@ class Scorer:
         )
         self.canary = canary or Canary(CanaryConfig(), FileStops(settings.home / "serving"))
         self.failure_policy = settings.failure_policy
+        self._challenger_version: str | None = None  # the one the challenger breaker judges
         self._features_below = int(settings.log_features * (1 << 32))  # crc32 sample bound
         self.journal = journal  # the engine's inputs, written out before any answer
         self.manager = manager
@@ -336,6 +337,15 @@ class Scorer:
             for p, shadow_p in zip(champion, challenger, strict=True)
         ]
 
+    def _canary_share(self, challenger: Bundle | None) -> float:
+        """The canary's share for this challenger; a new challenger starts with a closed
+        breaker of its own (the one before may have left it open)."""
+        version = challenger.version if challenger is not None else None
+        if version != self._challenger_version:
+            self._challenger_version = version
+            self.challenger_breaker.reset()
+        return self.canary.share(version)
+
     def _wanted(self, models: LoadedModels, request: ScoreRequest) -> Wanted:
         """(champion's, challenger's) profile for a request without a card."""
         champion, challenger, known = models.champion, models.challenger, models.known_profiles
@@ -400,6 +410,8 @@ class Scorer:
         ]  # a retry's stored answer; the others are scored below
         fresh = [i for i, answer in enumerate(stored) if answer is None]
         rows = [(wanted[i], vectors[i]) for i in fresh]
+        # Before the model calls: a stop in this call belongs to this challenger.
+        share = self._canary_share(models.challenger)
         scores: list[ModelScores | None] = []
         if models.champion is None:  # nothing to call: the failure policy answers them all
             scores = [None] * len(rows)
@@ -407,7 +419,6 @@ class Scorer:
             scores = list(await self.batcher.submit(models, rows))
         kept: list[tuple[str, str, bytes]] = []
         fingerprint_of = dict(zip(at, fingerprints, strict=True))
-        share = self.canary.share(models.challenger.version) if models.challenger else 0.0
         for i, scored in zip(fresh, scores, strict=True):
             request = requests[i]
             rules = heuristic_score(vectors[i])

@@ -68,7 +68,11 @@ def live_traffic(scored: pd.DataFrame, champion: str, model: str, since: float) 
     when = pd.to_numeric(scored[clock], errors="coerce")  # a garbled time: not in the window
     mine = scored[(scored["champion_version"] == champion) & (when >= since)]
     if "transaction_id" in mine:  # several processes' files: the latest scoring wins
-        mine = mine.sort_values(clock, kind="stable").drop_duplicates("transaction_id", keep="last")
+        mine = mine.sort_values(clock, kind="stable")
+        # only among events with an id: every event sent without one is an event of its own
+        has_id = mine["transaction_id"].notna()
+        once = ~mine.duplicated("transaction_id", keep="last") | ~has_id
+        mine = mine[once]
     answered = _column(mine, "champion_score", np.nan).notna()
     by_model = _column(mine, "profile", model) == model
     ours = mine[answered & by_model]

@@ -19,6 +19,7 @@ rows and the holdout, `merchant_txn_count_30d_lagged` 1.8), so live traffic woul
 drifted from the first hour.
 """
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from sentinel_dagster.core.stability import QuantileBins
-from serving.bundle import MANIFEST, sha256_file
+from serving.bundle import MANIFEST
 
 DRIFT_REFERENCE_FILE = "drift_reference.json"
 FORMAT = 1
@@ -133,11 +134,15 @@ def read_reference(bundle_dir: Path) -> DriftReference | None:
         listed = manifest["files"].get(DRIFT_REFERENCE_FILE)
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         raise DriftReferenceError(f"{where}: the bundle's {MANIFEST} is unreadable") from None
-    if listed != sha256_file(path):
+    try:
+        content = path.read_bytes()  # read once: what is checked is what is parsed
+    except OSError as exc:
+        raise DriftReferenceError(f"{where}: unreadable: {exc}") from None
+    if listed != hashlib.sha256(content).hexdigest():
         raise DriftReferenceError(f"{where}: does not match the checksum in {MANIFEST}")
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        raw = json.loads(content)
+    except ValueError as exc:
         raise DriftReferenceError(f"{where}: unreadable: {exc}") from None
     try:
         return DriftReference.from_dict(raw)

@@ -212,6 +212,8 @@ def test_live_traffic_is_the_champions_window_and_the_decline_rate_its_own_decis
     assert live.features.shape == (2, len(FEATURE_NAMES)) and live.other_models == 1
     assert np.isnan(live.features[:, FEATURE_INDEX["amount"]]).sum() == 1  # t0's null
     assert live_traffic(pd.DataFrame(), "v1", "full", 0.0).events == 0
+    anonymous = pd.DataFrame([{**line, "transaction_id": None} for line in lines[:4]])
+    assert live_traffic(anonymous, "v1", "full", now - 7 * DAY_S).events == 4  # not one
 
 
 def test_scores_and_decline_rate_that_moved_are_warnings_with_their_numbers() -> None:

@@ -179,6 +179,22 @@ def test_each_route_needs_its_scope(secured: tuple[TestClient, dict[str, str]]) 
         assert line in metrics, line
 
 
+def test_behind_a_path_prefix_every_route_is_checked_as_without_it(home: Path, keys: Path) -> None:
+    """uvicorn --root-path /fraud: `path` carries the prefix, Starlette routes without it;
+    the gate must see the route, or every protected route would be open."""
+    token = create_key(keys, "scorer", ["score"])
+    app = create_app(ServiceSettings(home=home, api_keys_file=keys))
+    with TestClient(app, root_path="/fraud") as c:
+        scope_path = c.post("/fraud/v1/score", json=SEED_REQUEST)
+        assert scope_path.status_code == 401  # no key: refused, as without the prefix
+        assert c.post("/fraud/admin/canary/resume").status_code == 401
+        assert c.get("/fraud/v1/models").status_code == 401
+        ok = c.post("/fraud/v1/score", json=SEED_REQUEST, headers=bearer(token))
+        assert ok.status_code == 200 and ok.json()["decided_by"] == "champion"
+        metrics = c.get("/fraud/metrics").text
+        assert 'sentinel_requests_total{route="/v1/score",status="200"} 1.0' in metrics
+
+
 def test_the_openapi_document_says_which_routes_need_a_key(
     secured: tuple[TestClient, dict[str, str]], home: Path
 ) -> None:
@@ -235,17 +251,17 @@ def test_without_keys_only_loopback_is_answered(home: Path) -> None:
         servers = {("127.0.0.1", 8000): True, ("::1", 8000): True, ("10.0.0.5", 8000): False,
                    ("192.168.1.4", 80): False}  # fmt: skip
         for server, allowed in servers.items():
-            refusal, _ = control.authorize({**scope, "server": server})
+            refusal, _ = control.authorize({**scope, "server": server}, "/v1/score")
             assert (refusal is None) == allowed, server
-        refusal, _ = control.authorize({**scope, "server": ("10.0.0.5", 8000)})
+        refusal, _ = control.authorize({**scope, "server": ("10.0.0.5", 8000)}, "/v1/score")
         assert refusal is not None and refusal.status == 403
         assert "SENTINEL_API_KEYS_FILE" in refusal.detail
-        assert control.authorize({**scope, "path": "/health", "server": ("10.0.0.5", 80)}) == (
+        assert control.authorize({**scope, "server": ("10.0.0.5", 80)}, "/health") == (
             None, None,
         )  # fmt: skip
     with client(home, allow_unauthenticated=True) as c:
         control = c.app.state.service.access  # type: ignore[attr-defined]
-        refusal, _ = control.authorize({**scope, "server": ("10.0.0.5", 8000)})
+        refusal, _ = control.authorize({**scope, "server": ("10.0.0.5", 8000)}, "/v1/score")
         assert refusal is None
 
 

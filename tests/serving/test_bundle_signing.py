@@ -254,3 +254,30 @@ def test_a_public_key_file_round_trips_to_the_same_key_id(tmp_path: Path) -> Non
     assert len(key.key_id) == 16 and int(key.key_id, 16) >= 0
     assert public_key_from_pem(public.read_bytes(), "a") is not None
     assert "PRIVATE" not in repr(key) and key.key_id in repr(key)
+
+
+def test_a_model_swapped_after_its_checksum_is_checked_is_never_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever can write the registry must not slip another model.onnx in between the
+    checksum and the load: the bytes checked are the bytes loaded."""
+    from serving import bundle as bundle_module
+
+    registry = Registry(tmp_path / "registry")
+    when = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+    checked, _ = publish_booster(registry, small_booster(1), 0.5, "run0001swap", when)
+    other, _ = publish_booster(
+        registry, small_booster(3), 0.5, "run0003swap", when + dt.timedelta(minutes=1)
+    )
+    path = registry.bundle_dir(checked)
+    make_writable(path)
+    verify = bundle_module.verify_checksums
+
+    def then_swap(where: Path, manifest: dict) -> dict[str, bytes]:
+        contents = verify(where, manifest)
+        (where / "model.onnx").write_bytes((registry.bundle_dir(other) / "model.onnx").read_bytes())
+        return contents
+
+    monkeypatch.setattr(bundle_module, "verify_checksums", then_swap)
+    loaded = load_bundle(path)  # the other model would fail this bundle's proof rows
+    assert loaded.version == checked

@@ -14,7 +14,7 @@ from serving.app import create_app
 from serving.canary import Canary, CanaryConfig, FileStops, RedisStops, in_canary
 from serving.registry import Registry
 from serving.settings import ServiceSettings
-from tests.serving.bundles import SEED_REQUEST, publish_small
+from tests.serving.bundles import SEED_REQUEST, publish_nan_model, publish_small
 
 POLICIES = ("heuristic", "review", "decline", "approve")
 
@@ -155,6 +155,8 @@ def test_the_challenger_breaker_opening_stops_the_canary_on_every_worker(
     settings = {"canary_share": 1.0, "breaker_minimum_calls": 2, "breaker_window": 4}
     with client(two_models, **settings) as c, client(two_models, **settings) as other:
         challenger = service_of(c).manager.current.challenger.full
+        other.post("/v1/score", json=event(100))  # the other worker follows the challenger
+        assert other.get("/v1/models").json()["canary"]["share"] == 1.0
 
         def broken(rows: object) -> list[float]:
             raise RuntimeError("challenger down")
@@ -172,8 +174,8 @@ def test_the_challenger_breaker_opening_stops_the_canary_on_every_worker(
         assert 'sentinel_canary_stops_total{reason="breaker_open"} 1.0' in metrics
         assert "sentinel_canary_stopped 1.0" in metrics
         assert 'sentinel_challenger_breaker_state{state="open"} 1.0' in metrics
-        # the other worker learns it on its background tick
-        other.post("/v1/score", json=event(100))  # follows the challenger
+        # the other worker learns it on its background tick, without a request
+        assert other.get("/v1/models").json()["canary"]["stopped"] is None
         service_of(other).follow_controls()
         assert other.get("/v1/models").json()["canary"]["stopped"]["reason"] == "breaker_open"
 
@@ -232,3 +234,71 @@ def test_on_redis_a_stop_reaches_every_host_and_a_resume_too() -> None:
     finally:
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
+
+
+def test_a_resume_is_not_undone_by_the_other_workers_old_window(tmp_path: Path) -> None:
+    config = CanaryConfig(share=0.5, min_events=4, window=4, max_decline_rate_change=0.3)
+    here, there = Canary(config, FileStops(tmp_path)), Canary(config, FileStops(tmp_path))
+    assert here.share("v2") == there.share("v2") == 0.5
+    for canary in (here, there):  # both workers saw the challenger decline, the champion not
+        for _ in range(4):
+            canary.observe(False, True)
+    assert here.stopped and there.stopped
+    assert here.resume() is True
+    there.poll()  # the resume reaches the other worker...
+    there.observe(False, False)  # ...which judges afresh: one agreeing event does not stop
+    assert there.stopped is None and there.share("v2") == 0.5
+    here.poll()
+    assert here.share("v2") == 0.5
+
+
+def test_a_stored_policy_answer_is_replayed_to_a_retry_as_it_was(tmp_path: Path) -> None:
+    publish_small(Registry(tmp_path / "registry"), seed=1)
+    with client(tmp_path, force_circuit_open=True, failure_policy="decline") as c:
+        first = c.post("/v1/score", json=event(1)).json()
+        retry = c.post("/v1/score", json=event(1)).json()
+    assert first["decision"] == "decline" and first["failure_cause"] == "breaker_open"
+    assert retry == first | {"state": "duplicate"}
+
+
+def test_a_model_answering_nan_is_answered_by_the_policy_and_ejected(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    publish_nan_model(
+        registry, minute=0, with_proof=False
+    )  # the only champion: nothing to fall back to
+    with client(tmp_path, failure_policy="approve") as c:
+        body = c.post("/v1/score", json=event(1)).json()
+    assert (body["decision"], body["failure_cause"]) == ("approve", "model_error")
+
+
+def test_a_model_past_its_deadline_is_answered_by_the_policy(tmp_path: Path) -> None:
+    publish_small(Registry(tmp_path / "registry"), seed=1)
+    settings = {"inject_latency_ms": 200, "circuit_threshold_ms": 20, "failure_policy": "review"}
+    with client(tmp_path, **settings) as c:
+        body = c.post("/v1/score", json=event(1)).json()
+    assert (body["decision"], body["failure_cause"]) == ("review", "model_error")
+
+
+def test_a_new_challenger_starts_with_a_closed_breaker_and_its_own_canary(
+    two_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = {"canary_share": 1.0, "breaker_minimum_calls": 2, "breaker_window": 4}
+    with client(two_models, **settings) as c:
+        service = service_of(c)
+        old = service.manager.current.challenger
+
+        def broken(rows: object) -> list[float]:
+            raise RuntimeError("challenger down")
+
+        monkeypatch.setattr(old.full.predictor, "predict_rows", broken)
+        for i in range(4):
+            c.post("/v1/score", json=event(i))
+        assert service.challenger_breaker.state == "open"
+        new, role = publish_small(Registry(two_models / "registry"), seed=5, minute=4)
+        assert role == "challenger"
+        service.reload()
+        body = c.post("/v1/score", json=event(10)).json()
+        assert body["decided_by"] == "challenger" and body["model_version"] == new
+        status = c.get("/v1/models").json()
+        assert status["challenger_breaker"]["state"] == "closed"
+        assert status["canary"]["challenger"] == new and status["canary"]["stopped"] is None
