@@ -247,7 +247,7 @@ class HotRoutes:
     ) -> None:
         await send_answer(send, refusal.status, refusal.body(), refusal.headers)
         route = path if path in HANDLERS else self._route(scope)
-        service.metrics.hot.observe_request(route, refusal.status, 0.0)
+        service.metrics.hot.count_refusal(route, refusal.status)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -268,17 +268,19 @@ class HotRoutes:
             await self._counted(scope, receive, send)
             return
         started = time.perf_counter()
-        headers: tuple[tuple[bytes, bytes], ...] = ()
         try:
             status, body = await self._respond(service, handler, scope, receive, caller)
-        except Refused as exc:
-            status, body, headers = exc.refusal.status, exc.refusal.body(), exc.refusal.headers
+        except Refused as exc:  # a batch over its limit: counted as a refusal, not timed
+            refusal = exc.refusal
+            await send_answer(send, refusal.status, refusal.body(), refusal.headers)
+            service.metrics.hot.count_refusal(path, refusal.status)
+            return
         except Exception as exc:  # outside FastAPI's error middleware: the same 500 here
             log_event(
                 log, logging.ERROR, "unhandled_error", route=path, error=type(exc).__name__
             )  # the type only: messages may quote the body
             status, body = error(500, "internal error")
-        await send_answer(send, status, body, headers)
+        await send_answer(send, status, body)
         service.metrics.hot.observe_request(path, status, time.perf_counter() - started)
 
 

@@ -110,6 +110,11 @@ class HotPathCounters(Collector):
         self.replays += 1
         self.state_updates["duplicate"] += 1
 
+    def count_refusal(self, route: str, status: int) -> None:
+        """A request the access gate refused (401, 403, 429): counted, but kept out of the
+        latency histogram, where a flood of instant refusals would flatter the SLO."""
+        self.requests[route, status] += 1
+
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests[route, status] += 1
         histogram = self.latency.get(route)

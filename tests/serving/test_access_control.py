@@ -332,6 +332,10 @@ def test_over_the_limit_is_429_with_retry_after_per_key_and_route(home: Path, ke
         assert 'sentinel_rate_limited_total{key="a",route="/v1/score"} 1.0' in metrics
         assert 'sentinel_rate_limited_total{key="a",route="/v1/score/batch"} 1.0' in metrics
         assert 'sentinel_requests_total{route="/v1/score",status="429"} 1.0' in metrics
+        assert 'sentinel_requests_total{route="/v1/score/batch",status="429"} 2.0' in metrics
+        # refusals are not timed: the latency histogram holds the answered requests only
+        hot = c.app.state.service.metrics.hot  # type: ignore[attr-defined]
+        assert sum(hot.latency["/v1/score"].counts) == hot.requests["/v1/score", 200]
 
 
 def test_a_key_of_its_own_limit_and_without_keys_the_client_address(home: Path, keys: Path) -> None:
