@@ -17,7 +17,6 @@ Results go to $SENTINEL_HOME/bench/quality.json and print as Markdown tables.
 """
 
 import argparse
-import json
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sentinel_dagster.core import paths
+from benchmarks.results import save_results
 from sentinel_dagster.features.feature_importance import ablation
 from sentinel_dagster.features.feature_replay import replay
 from sentinel_dagster.reporting.markdown import frame_markdown
@@ -147,9 +146,7 @@ def main() -> None:
         Stream("fixed 7-day chargeback delay", replace(base, label_delay_days=7.0)),
     ]
     results = [evaluate_stream(stream) for stream in streams]
-    out = paths.sentinel_home() / "bench" / "quality.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    out = save_results("quality", results)
     for result in results:
         print(
             f"\n### {result['stream']}: {result['events']:,} events, holdout "

@@ -30,7 +30,7 @@ from pathlib import Path
 import redis
 
 from benchmarks.http.run import ROUNDS, publish_models, wrk
-from sentinel_dagster.core import paths
+from benchmarks.results import save_results
 from serving.feature_engine import EngineConfig, FeatureEngine
 from serving.redis_state import RedisFeatureEngine
 from tests.net import answers, free_port
@@ -245,9 +245,7 @@ def main() -> None:
         results["redis_costs"] = redis_costs(Path(tmp))
         results["restart_400k_cards"] = restart_times(Path(tmp))
         results["http"] = http_rounds(Path(tmp))
-    out = paths.sentinel_home() / "bench" / "state_stores.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    save_results("state_stores", results)
     print(f"state stores: {json.dumps(results)}")
 
 

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.http.run import ROUNDS, publish_models, server, wrk
+from benchmarks.results import save_results
 from benchmarks.state_stores import redis_server
-from sentinel_dagster.core import paths
 from serving.api_keys import create_key
 
 NO_LIMIT = "/v1/score=1000000/s"  # charged on every request, never reached
@@ -69,9 +69,7 @@ def main() -> None:
     for name, reference in pairs.items():
         ratios = [a["rps"] / b["rps"] for a, b in zip(runs[name], runs[reference], strict=True)]
         results[name]["throughput_ratio_to_" + reference] = round(statistics.median(ratios), 3)  # type: ignore[index]
-    out = paths.sentinel_home() / "bench" / "access_control.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    save_results("access_control", results)
     print(f"access_control: {json.dumps(results)}")
 
 

@@ -22,7 +22,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from sentinel_dagster.core import paths
+from benchmarks.results import save_results
 from sentinel_dagster.core.policy import load_policy
 from sentinel_dagster.features.feature_replay import replay
 from sentinel_dagster.governance.publishing import BundleContent, ProfileContent, publish
@@ -245,9 +245,7 @@ def main() -> None:
             injected = [wrk(f"{slow}/v1/score", "seed.lua") for _ in range(ROUNDS)]
         results["injected_200ms"] = {k: _median(injected, k) for k in injected[0]}
         results["access_log"] = access_log_rounds(home)
-    out = paths.sentinel_home() / "bench" / "http.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    save_results("http", results)
     print(f"http: {json.dumps(results)}")
 
 
