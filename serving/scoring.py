@@ -412,6 +412,7 @@ class Scorer:
         rows = [(wanted[i], vectors[i]) for i in fresh]
         # Before the model calls: a stop in this call belongs to this challenger.
         share = self._canary_share(models.challenger)
+        challenger = models.challenger.version if models.challenger else ""  # share 0 if none
         scores: list[ModelScores | None] = []
         if models.champion is None:  # nothing to call: the failure policy answers them all
             scores = [None] * len(rows)
@@ -422,12 +423,8 @@ class Scorer:
         for i, scored in zip(fresh, scores, strict=True):
             request = requests[i]
             rules = heuristic_score(vectors[i])
-            canary_key = request.card_id or request.transaction_id
-            to_challenger = (
-                share > 0.0
-                and canary_key is not None
-                and in_canary(models.challenger.version, canary_key, share)  # type: ignore[union-attr]
-            )
+            key = request.card_id or request.transaction_id  # a card sees one model
+            to_challenger = share > 0.0 and key is not None and in_canary(challenger, key, share)
             outcome = self._outcome(
                 models, wanted[i], vectors[i], states[i], scored, rules, to_challenger
             )
